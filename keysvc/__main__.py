@@ -1,0 +1,3 @@
+from keysvc.cli import main
+
+main()

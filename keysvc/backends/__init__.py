@@ -1,0 +1,59 @@
+"""Key backends, looked up by `type` in the `keysvc.backends` entry-point group.
+
+The built-in backends register there too (see pyproject.toml), so a separate package can add a
+backend by declaring an entry point, without touching keysvc.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from keysvc.backends.base import (
+    BackendError,
+    BackendSettings,
+    BackendUnavailable,
+    KeyBackend,
+    KeyVersion,
+    OperationNotSupported,
+)
+
+ENTRY_POINT_GROUP = "keysvc.backends"
+
+__all__ = [
+    "BackendError",
+    "BackendSettings",
+    "BackendUnavailable",
+    "KeyBackend",
+    "KeyVersion",
+    "OperationNotSupported",
+    "available_types",
+    "load_backend_class",
+]
+
+
+class UnknownBackendType(LookupError):
+    pass
+
+
+def available_types() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_backend_class(type_name: str) -> type[KeyBackend]:
+    """The backend class registered under `type_name`; a clear error when absent or broken
+    (for instance when the backend's optional dependencies are not installed)."""
+    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == type_name]
+    if not matches:
+        raise UnknownBackendType(
+            f"unknown backend type {type_name!r} (known: {', '.join(available_types())})"
+        )
+    try:
+        cls = matches[0].load()
+    except ImportError as exc:
+        raise UnknownBackendType(
+            f"backend type {type_name!r} cannot be loaded ({exc}); "
+            f"install its extra: pip install 'keysvc[{type_name.split('_')[0]}]'"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, KeyBackend)):
+        raise UnknownBackendType(f"entry point {type_name!r} is not a KeyBackend subclass")
+    return cls

@@ -1,0 +1,99 @@
+"""The narrow interface every key backend implements.
+
+A backend knows how to list the versions of its key(s), sign bytes with one version and create a
+new version. It knows nothing of HTTP, the CLI, JWKs or lifecycles: the key ring turns versions
+into published and signing keys, and the JOSE layer turns public keys and signatures into their
+JWS form. That split is what lets one small module per backend carry all the cloud-specific code.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from keysvc.jose import Algorithm, PublicKey
+
+
+class BackendSettings(BaseModel):
+    """Base for each backend's own settings (the keys of its `[[backends]]` table after `name`
+    and `type`). Unknown keys are refused so that a typo names itself at start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    """One signing key version as its backend reports it.
+
+    `version_id` is whatever the backend needs to address the version again (a file name, a
+    Vault version number, a KMS resource name). `created_at` is the backend's own creation time
+    and the only input, with the config, to the key's lifecycle, so every replica agrees.
+    `algorithms` narrows what the version may sign with (a KMS key fixed to PSS, say); None means
+    every algorithm that fits the key type. `handle` is backend-private (a loaded private key,
+    a PKCS#11 object handle) and never shown.
+    """
+
+    version_id: str
+    created_at: datetime
+    public_key: PublicKey
+    algorithms: frozenset[Algorithm] | None = None
+    handle: Any = field(default=None, repr=False, compare=False)
+
+
+class BackendError(Exception):
+    """A backend failure whose message is safe to show to a client or operator."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached or is refusing work for now; clients should retry."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OperationNotSupported(BackendError):
+    """The backend cannot do this (e.g. rotate a single PEM file given by otfd flags)."""
+
+
+class KeyBackend(abc.ABC):
+    """Base class of all key backends.
+
+    Subclasses set `Settings` to their pydantic settings model and implement the abstract
+    methods. Construction must not do I/O; `open()` may (and is awaited once before use).
+    Signatures are returned in `signature_encoding`: "raw" (JWS form: r‖s for ECDSA) or "der"
+    (ASN.1 DER for ECDSA, as most KMSs return it); the key ring converts DER once, generically.
+    """
+
+    Settings: ClassVar[type[BackendSettings]]
+    signature_encoding: ClassVar[Literal["raw", "der"]] = "raw"
+
+    def __init__(self, name: str, settings: BackendSettings) -> None:
+        self.name = name
+        self.settings = settings
+
+    async def open(self) -> None:
+        """Connect and authenticate. Called once before the first other call."""
+
+    @abc.abstractmethod
+    async def list_versions(self) -> list[KeyVersion]:
+        """Every version that may be published now (enabled, not destroyed or revoked)."""
+
+    @abc.abstractmethod
+    async def sign(self, version: KeyVersion, alg: Algorithm, message: bytes) -> bytes:
+        """Sign a JWS signing input with exactly this version (never 'the latest')."""
+
+    @abc.abstractmethod
+    async def create_version(self) -> KeyVersion:
+        """Create a new key version (rotation) and return it."""
+
+    async def disable_version(self, version: KeyVersion) -> None:
+        """Stop a version from being listed again (emergency revocation)."""
+        raise OperationNotSupported(f"backend {self.name!r} cannot revoke key versions")
+
+    async def close(self) -> None:
+        """Release connections, sessions and executors."""

@@ -1,0 +1,191 @@
+"""File backend: private keys in PEM files, as otfd's `--private-key-path` uses them.
+
+`path` is either one PEM file (one key version: otfd's set-up) or a directory holding one PEM file
+per key version, to which rotation adds a new file. A version's creation time is read from its
+file name (`key-20261127T145700Z.pem`), never from the file's modification time, because copying
+the directory (a Kubernetes Secret mount, a restore) resets those times and replicas must agree.
+A PEM file without a timestamp in its name counts as created at the Unix epoch: the oldest key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from keysvc import jose, keygen
+from keysvc.backends.base import (
+    BackendSettings,
+    KeyBackend,
+    KeyVersion,
+    OperationNotSupported,
+)
+from keysvc.errors import ConfigError
+from keysvc.secrets import InsecureFileError, check_private, write_private_file
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STAMP = re.compile(r"(\d{8}T\d{6}(?:\.\d{1,6})?Z)")
+_STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+REVOKED_SUFFIX = ".revoked"
+
+
+class FileSettings(BackendSettings):
+    path: Path
+    public_key_path: Path | None = None
+    """Optional PKIX public key (otfd's `--public-key-path`); it must match the private key."""
+    key_type: keygen.KeyType | None = None
+    """Type of keys created by rotation; by default the type of the newest existing key."""
+
+
+def created_at_from_name(name: str) -> datetime:
+    match = _STAMP.search(name)
+    if not match:
+        return EPOCH
+    stamp = match.group(1)
+    fmt = _STAMP_FORMAT if "." in stamp else "%Y%m%dT%H%M%SZ"
+    return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
+
+
+def name_for(created_at: datetime) -> str:
+    return f"key-{created_at.strftime(_STAMP_FORMAT)}.pem"
+
+
+def load_private_key(path: Path, data: bytes) -> jose.PrivateKey:
+    """Parse PKCS#1, PKCS#8 or OpenSSH PEM; errors name the file, never its contents."""
+    try:
+        if b"BEGIN OPENSSH PRIVATE KEY" in data:
+            key = serialization.load_ssh_private_key(data, password=None)
+        else:
+            key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(f"private key {path} is encrypted; keysvc needs it unencrypted") from None
+    except (ValueError, serialization.UnsupportedAlgorithm):
+        raise ConfigError(f"{path} is not a PEM private key (PKCS#1, PKCS#8 or OpenSSH)") from None
+    try:
+        jose.check_supported(key.public_key())
+    except (jose.UnsupportedKeyError, AttributeError) as exc:
+        raise ConfigError(f"private key {path}: {exc}") from None
+    return key  # type: ignore[return-value]
+
+
+class FileBackend(KeyBackend):
+    Settings = FileSettings
+    settings: FileSettings
+
+    def __init__(self, name: str, settings: FileSettings) -> None:
+        super().__init__(name, settings)
+        # RSA signing takes milliseconds and releases the GIL: it runs here, off the event loop,
+        # on as many threads as there are cores. EC and Ed25519 signatures take ~50 µs and are
+        # cheaper inline than a thread hand-off.
+        self._executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="sign")
+        self._cache: dict[Path, tuple[tuple[int, int, int], KeyVersion]] = {}
+
+    # -- listing ----------------------------------------------------------------------------
+
+    def _files(self) -> list[Path]:
+        path = self.settings.path
+        if path.is_dir():
+            return sorted(
+                p for p in path.iterdir() if p.suffix == ".pem" and not p.name.startswith(".")
+            )
+        if path.exists():
+            return [path]
+        raise ConfigError(f"backends.{self.name}.path: {path} does not exist")
+
+    def _load(self, path: Path) -> KeyVersion:
+        try:
+            st = check_private(path, "private key")
+        except InsecureFileError as exc:
+            raise ConfigError(str(exc)) from None
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._cache.get(path)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        key = load_private_key(path, path.read_bytes())
+        version = KeyVersion(
+            version_id=path.name,
+            created_at=created_at_from_name(path.name),
+            public_key=key.public_key(),
+            handle=key,
+        )
+        self._cache[path] = (stamp, version)
+        return version
+
+    def _list(self) -> list[KeyVersion]:
+        versions = [self._load(p) for p in self._files()]
+        if self.settings.public_key_path is not None:
+            self._check_public_key(versions)
+        return versions
+
+    def _check_public_key(self, versions: list[KeyVersion]) -> None:
+        path = self.settings.public_key_path
+        assert path is not None
+        try:
+            public = serialization.load_pem_public_key(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"public key {path} cannot be read: {exc.strerror}") from None
+        except (ValueError, serialization.UnsupportedAlgorithm):
+            raise ConfigError(f"{path} is not a PEM public key (BEGIN PUBLIC KEY)") from None
+        wanted = keygen.public_pem(public)  # type: ignore[arg-type]
+        if not any(keygen.public_pem(v.public_key) == wanted for v in versions):
+            raise ConfigError(
+                f"public key {path} does not match the private key in {self.settings.path}"
+            )
+
+    async def list_versions(self) -> list[KeyVersion]:
+        # Loading an RSA-4096 key takes ~0.5 s (cryptography checks it): never on the loop.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._list)
+
+    # -- signing ----------------------------------------------------------------------------
+
+    async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
+        key = version.handle
+        if isinstance(key, rsa.RSAPrivateKey):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, jose.sign_local, key, alg, message)
+        return jose.sign_local(key, alg, message)
+
+    # -- rotation ---------------------------------------------------------------------------
+
+    def _directory(self, action: str) -> Path:
+        if not self.settings.path.is_dir():
+            raise OperationNotSupported(
+                f"backend {self.name!r} uses the single key file {self.settings.path}; "
+                f"point path at a directory of PEM files to {action} keys"
+            )
+        return self.settings.path
+
+    def _create(self) -> KeyVersion:
+        directory = self._directory("rotate")
+        key_type = self.settings.key_type
+        if key_type is None:
+            existing = self._list()
+            newest = max(existing, key=lambda v: v.created_at, default=None)
+            key_type = keygen.key_type_of(newest.public_key) if newest else "rsa-4096"
+        key = keygen.generate(key_type)
+        created = datetime.now(UTC)
+        path = directory / name_for(created)
+        write_private_file(path, keygen.private_pem(key))
+        return self._load(path)
+
+    async def create_version(self) -> KeyVersion:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._create)
+
+    def _disable(self, version: KeyVersion) -> None:
+        path = self._directory("revoke") / version.version_id
+        os.replace(path, path.with_name(path.name + REVOKED_SUFFIX))
+        self._cache.pop(path, None)
+
+    async def disable_version(self, version: KeyVersion) -> None:
+        """Rename the file to `*.pem.revoked`: no replica lists it again, and it stays on disk
+        for the incident record."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._disable, version)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

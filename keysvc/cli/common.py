@@ -1,0 +1,71 @@
+"""What every command shares: one-line errors with exit 2, JSON output, config loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from keysvc.backends import BackendError
+from keysvc.errors import ConfigError
+
+
+class CLIError(click.ClickException):
+    """A one-line error: `keysvc: error: <message>` on stderr, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"keysvc: error: {self.format_message()}", err=True)
+
+
+def run_cli(group: click.Group) -> int:
+    """Run the CLI; known failures become one-line errors (exit 2), never tracebacks."""
+    try:
+        group.main(standalone_mode=False, prog_name="keysvc")
+    except click.exceptions.Abort:
+        click.echo("keysvc: aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (ConfigError, BackendError, OSError) as exc:
+        CLIError(_one_line(exc)).show()
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="KEYSVC_CONFIG",
+    help="TOML configuration file (env KEYSVC_CONFIG).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def fail(message: str) -> CLIError:
+    return CLIError(message)
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"

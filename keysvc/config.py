@@ -1,0 +1,262 @@
+"""Configuration: a TOML file plus otfd-style flags, validated once at start.
+
+Every problem is reported as a ConfigError naming the offending key (for example
+`rotation.jwks_max_age` or `backends[1].path`), which the CLI prints on one line before exiting
+with status 2.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import string
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from keysvc.backends import BackendSettings, UnknownBackendType, load_backend_class
+from keysvc.durations import format_duration, parse_duration
+from keysvc.errors import ConfigError
+from keysvc.jose import Algorithm
+from keysvc.secrets import read_secret_file
+
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
+Scope = Literal["tokens:issue", "sign", "keys:read", "keys:rotate"]
+ALL_SCOPES: tuple[str, ...] = ("tokens:issue", "sign", "keys:read", "keys:rotate")
+DEFAULT_SUBJECT_FORMAT = "organization:{organization}:workspace:{workspace}:run_phase:{run_phase}"
+SUBJECT_FIELDS = frozenset({"organization", "workspace", "workspace_id", "run_id", "run_phase"})
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ValueError("client_ca (mTLS) needs tls_cert and tls_key")
+        return self
+
+
+class TokensConfig(_Section):
+    default_ttl: Duration = timedelta(hours=1)
+    max_ttl: Duration = timedelta(hours=2)
+    subject_format: str = DEFAULT_SUBJECT_FORMAT
+    algorithm: Algorithm | None = None
+
+    @field_validator("subject_format")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        for _, name, spec, conv in string.Formatter().parse(value):
+            if name is None:
+                continue
+            if name not in SUBJECT_FIELDS or spec or conv:
+                raise ValueError(
+                    f"unknown placeholder {{{name}}}; use {', '.join(sorted(SUBJECT_FIELDS))}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _ttls(self) -> TokensConfig:
+        if self.default_ttl <= timedelta(0):
+            raise ValueError("default_ttl must be positive")
+        if self.default_ttl > self.max_ttl:
+            raise ValueError("default_ttl must not exceed max_ttl")
+        if self.max_ttl > timedelta(hours=24):
+            raise ValueError("max_ttl above 24h is refused (Azure accepts at most 25h, GCP 48h)")
+        return self
+
+
+class RotationConfig(_Section):
+    publish_lead: Duration = timedelta(hours=24)
+    jwks_max_age: Duration = timedelta(minutes=15)
+    refresh_interval: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _verifiers_see_new_keys_first(self) -> RotationConfig:
+        if self.jwks_max_age <= timedelta(0) or self.refresh_interval <= timedelta(0):
+            raise ValueError("jwks_max_age and refresh_interval must be positive")
+        if self.refresh_interval + self.jwks_max_age >= self.publish_lead:
+            raise ValueError(
+                "refresh_interval + jwks_max_age must be shorter than publish_lead, or a verifier"
+                " could meet a token signed by a key it has not fetched yet"
+            )
+        return self
+
+
+class ClientConfig(_Section):
+    name: str
+    token_sha256: str | None = None
+    token_file: Path | None = None
+    scopes: list[Scope] = Field(min_length=1)
+    organizations: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX64.match(value.lower()):
+            raise ValueError("must be the 64-digit hex SHA-256 of the bearer token")
+        return None if value is None else value.lower()
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> ClientConfig:
+        if (self.token_sha256 is None) == (self.token_file is None):
+            raise ValueError("set exactly one of token_sha256 or token_file")
+        return self
+
+    def token_digest(self) -> bytes:
+        """SHA-256 of the client's bearer token (the file is read here, never kept)."""
+        if self.token_sha256 is not None:
+            return bytes.fromhex(self.token_sha256)
+        assert self.token_file is not None
+        token = read_secret_file(self.token_file, what="client token file").strip()
+        if not token:
+            raise ConfigError(f"clients: token file {self.token_file} is empty")
+        return hashlib.sha256(token).digest()
+
+    def allows_organization(self, organization: str) -> bool:
+        return any(fnmatch.fnmatchcase(organization, p) for p in self.organizations)
+
+
+class BackendConfig(_Section):
+    """One `[[backends]]` table: `name`, `type`, and the type's own settings, validated by the
+    backend class registered for `type`."""
+
+    name: str
+    type: str
+    settings: BackendSettings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "settings" in data:
+            return data
+        data = dict(data)
+        name, type_ = data.pop("name", None), data.pop("type", None)
+        if not isinstance(type_, str):
+            raise ValueError("type is required (file, vault, gcp_kms, azure_kv, aws_kms, pkcs11)")
+        try:
+            backend_class = load_backend_class(type_)
+        except UnknownBackendType as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            settings = backend_class.Settings.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(_first_error(exc)) from None
+        return {"name": name if name is not None else type_, "type": type_, "settings": settings}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("name must be 1-64 characters of letters, digits, '.', '_' or '-'")
+        return value
+
+
+class Config(_Section):
+    issuer: str
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    server: ServerConfig = ServerConfig()
+    tokens: TokensConfig = TokensConfig()
+    rotation: RotationConfig = RotationConfig()
+    clients: list[ClientConfig] = Field(default_factory=list)
+    backends: list[BackendConfig] = Field(min_length=1)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        parts = urlsplit(value)
+        local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and local):
+            raise ValueError("must be an https URL (http only for 127.0.0.1/localhost)")
+        if not parts.hostname or parts.query or parts.fragment or value.endswith("/"):
+            raise ValueError("must be a URL with a host, no query, fragment or trailing slash")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        for kind, names in (
+            ("backends", [b.name for b in self.backends]),
+            ("clients", [c.name for c in self.clients]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind}: duplicate name {dupes[0]!r}")
+        return self
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith(("function-", "model-")):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = _location(err["loc"])
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Validate a config mapping; ConfigError names the first offending key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge two config mappings; values in `override` (from flags) win."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
