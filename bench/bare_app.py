@@ -1,0 +1,111 @@
+"""The framework ceiling: a bare aiohttp app with keysvc's process set-up and nothing else.
+
+`POST /v1/tokens` reads and parses the JSON body and answers a token-shaped JSON reply without
+signing; `GET /.well-known/jwks` answers the same JWKS bytes and cache headers keysvc serves.
+It runs the way `keysvc serve` runs (uvloop when installed, access log off, backlog 1024; with
+`--processes N` > 1, N spawned processes sharing the port with SO_REUSEPORT under a parent that
+forwards SIGTERM), so the only difference left is keysvc's own work per request.
+
+    python bench/bare_app.py --port 8081 --processes 2 --jwks jwks.json --etag '"..."' \
+        --cache-control 'public, max-age=900' --token-length 650
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+from typing import Any
+
+from aiohttp import web
+
+_JSON = "application/json"
+
+
+def create_app(jwks: bytes, etag: str, cache_control: str, token_length: int) -> web.Application:
+    token = "e" * token_length
+    jwks_headers = {"Cache-Control": cache_control, "ETag": etag}
+
+    async def tokens(request: web.Request) -> web.Response:
+        run = json.loads(await request.read())
+        reply = {
+            "token": token,
+            "kid": run["organization"],
+            "alg": "ES256",
+            "expires_at": "2026-01-01T00:00:00Z",
+        }
+        return web.Response(body=json.dumps(reply).encode(), content_type=_JSON)
+
+    async def get_jwks(request: web.Request) -> web.Response:
+        return web.Response(body=jwks, content_type=_JSON, headers=jwks_headers)
+
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_post("/v1/tokens", tokens)
+    app.router.add_get("/.well-known/jwks", get_jwks)
+    return app
+
+
+async def serve_async(args: dict[str, Any], reuse_port: bool) -> None:
+    with open(args["jwks"], "rb") as fh:
+        jwks = fh.read()
+    app = create_app(jwks, args["etag"], args["cache_control"], args["token_length"])
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", args["port"], reuse_port=reuse_port or None, backlog=1024)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _run_loop(coro: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+def _worker(args: dict[str, Any]) -> None:
+    _run_loop(serve_async(args, reuse_port=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--jwks", required=True, help="file holding the JWKS bytes to serve")
+    parser.add_argument("--etag", required=True)
+    parser.add_argument("--cache-control", required=True)
+    parser.add_argument("--token-length", type=int, required=True)
+    args = vars(parser.parse_args())
+    if args["processes"] == 1:
+        _run_loop(serve_async(args, reuse_port=False))
+        return
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker, args=(args,)) for _ in range(args["processes"])]
+    for process in workers:
+        process.start()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for process in workers:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for process in workers:
+        process.join()
+
+
+if __name__ == "__main__":
+    main()

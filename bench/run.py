@@ -1,0 +1,284 @@
+"""`make bench`: measure the limits, then keysvc, in one run on the same cores, and write
+bench/RESULTS.md.
+
+Order: raw signing rates (cryptography in 1 and 2 threads, `openssl speed` for reference), the
+bare aiohttp ceilings (1 and 2 processes), then keysvc as a real `keysvc serve` subprocess
+(ES256 and RS256-4096 key directories, 1 and 2 workers). Every server listens on 127.0.0.1 and
+is stopped at the end, also on failure or Ctrl-C. Takes about three minutes, plus
+bench/vault_batch.py when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import limits, report  # noqa: E402
+from bench.fixtures import Fixtures, prepare  # noqa: E402
+from bench.load import LoadResult, wrk, write_script  # noqa: E402
+from bench.procs import Server, free_port  # noqa: E402
+
+WORK = ROOT / "bench" / ".work"
+RESULTS = ROOT / "bench" / "RESULTS.md"
+VAULT_SCRIPT = ROOT / "bench" / "vault_batch.py"
+VAULT_TIMEOUT = 300
+RSA_CONNECTIONS = 16
+"""Enough to keep every signing thread of 2 workers busy with a queue behind them; 64 would
+only lengthen the queue (at ~200 tokens/s, p50 ≈ connections ÷ rate)."""
+PACKAGES = ("keysvc", "aiohttp", "uvloop", "cryptography", "pydantic", "pydantic-core",
+            "prometheus-client")
+
+
+class Bench:
+    def __init__(self, fixtures: Fixtures, seconds: float, warmup: float) -> None:
+        self.fx = fixtures
+        self.seconds = seconds
+        self.warmup = warmup
+        self.post = write_script(fixtures.work / "post.lua", body=fixtures.body, token=fixtures.token)
+        self.get = write_script(fixtures.work / "get.lua")
+
+    def load(self, server: Server, path: str, script: Path, *, connections: int = 64,
+             threads: int = 2, seconds: float | None = None) -> LoadResult:
+        """A warm-up run (discarded), then the measured one."""
+        url = server.url + path
+        wrk(url, script, seconds=self.warmup, threads=threads, connections=connections)
+        return wrk(url, script, seconds=seconds or self.seconds, threads=threads,
+                   connections=connections, server=server.tree)
+
+    def unloaded(self, server: Server, path: str, script: Path) -> LoadResult:
+        return self.load(server, path, script, connections=1, threads=1,
+                         seconds=max(3.0, self.seconds / 2))
+
+    def bare(self, processes: int) -> Server:
+        jwks = self.fx.work / "jwks.json"
+        jwks.write_bytes(self.fx.jwks_body)
+        port = free_port()
+        command = [
+            sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", str(port),
+            "--processes", str(processes), "--jwks", str(jwks), "--etag", self.fx.jwks_etag,
+            "--cache-control", self.fx.jwks_cache_control,
+            "--token-length", str(self.fx.token_length),
+        ]
+        log = self.fx.work / f"bare-{processes}.log"
+        return Server(f"bare app ({processes} proc)", command, port, "/.well-known/jwks", log)
+
+    def keysvc(self, alg: str, workers: int) -> Server:
+        port = free_port()
+        command = [sys.executable, "-m", "keysvc", *self.fx.serve_args(alg, port, workers)]
+        log = self.fx.work / f"keysvc-{alg}-{workers}.log"
+        return Server(f"keysvc {alg} ({workers} worker)", command, port, "/readyz", log)
+
+    def check_token(self, server: Server, alg: str) -> None:
+        """One real token before measuring: signed by the expected key, and verifiable."""
+        import urllib.request
+
+        from keysvc import jose
+
+        request = urllib.request.Request(
+            server.url + "/v1/tokens", data=self.fx.body, method="POST",
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {self.fx.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            token = json.loads(reply.read())["token"]
+        header_b64, payload_b64, signature_b64 = token.split(".")
+        header = json.loads(base64.urlsafe_b64decode(header_b64 + "=="))
+        if header["alg"] != alg:
+            raise RuntimeError(f"{server.name} signed with {header['alg']}, expected {alg}")
+        key = self.fx.rsa_key if alg == "RS256" else self.fx.ec_key
+        jose.verify_local(key.public_key(), jose.Algorithm(alg),
+                          f"{header_b64}.{payload_b64}".encode(), jose.b64url_decode(signature_b64))
+        if alg == "ES256" and server.get("/.well-known/jwks") != self.fx.jwks_body:
+            raise RuntimeError("keysvc serves other JWKS bytes than the bare app")
+
+
+def environment() -> dict[str, str]:
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    def first_line(command: list[str]) -> str:
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=10)
+            return (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "n/a"
+
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    commit = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = first_line(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"nproc {os.cpu_count()}, {model}, {platform.system()} {platform.release()}",
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "python": platform.python_version(),
+        "packages": ", ".join(f"{p} {version(p)}" for p in PACKAGES),
+        "wrk": first_line(["wrk", "-v"]),
+        "openssl": first_line(["openssl", "version"]),
+        "keysvc commit": commit + (" (with uncommitted changes)" if dirty not in ("", "n/a") else ""),
+    }
+
+
+def vault_section() -> str | None:
+    """bench/vault_batch.py's markdown (it is another engineer's; absent until merged)."""
+    if not VAULT_SCRIPT.exists():
+        return None
+    heading = "## Vault backend (bench/vault_batch.py)"
+    proc = subprocess.Popen([sys.executable, str(VAULT_SCRIPT)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=VAULT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own group: it and the servers it started
+        proc.communicate()
+        return f"{heading}\n\nDid not finish within {VAULT_TIMEOUT} s: no figures."
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    if proc.returncode != 0 or not out.strip():
+        tail = "\n".join(err.strip().splitlines()[-10:])
+        return f"{heading}\n\nExited with status {proc.returncode}: no figures.\n\n```\n{tail}\n```"
+    out = out.strip()
+    return out if out.startswith("#") else f"{heading}\n\n{out}"
+
+
+def measure(bench: Bench, results: report.Results, log: Callable[[str], None]) -> None:
+    fx = bench.fx
+    # 1. Signing limits, no HTTP.
+    for alg, sign, seconds in (
+        ("RS256", limits.rs256(fx.rsa_key, fx.signing_inputs["RS256"]), 4.0),
+        ("ES256", limits.es256(fx.ec_key, fx.signing_inputs["ES256"]), 3.0),
+    ):
+        for threads in (1, 2):
+            rate, cpu = limits.sign_rate(sign, threads, seconds if threads == 2 else seconds - 1)
+            results.sign.append(
+                limits.SignRate(alg, threads, rate, len(fx.signing_inputs[alg]), cpu))
+            log(f"raw {alg}, {threads} thread(s): {rate:,.0f} signs/s on {cpu:.2f} cores")
+    results.openssl = limits.openssl_speed(results.openssl_processes)
+    log(f"openssl speed -multi {results.openssl_processes}: {results.openssl}")
+
+    # 2. Framework ceilings.
+    for processes in (1, 2):
+        with bench.bare(processes) as server:
+            results.bare[("POST", processes)] = bench.load(server, "/v1/tokens", bench.post)
+            results.bare[("GET", processes)] = bench.load(server, "/.well-known/jwks", bench.get)
+            if processes == 1:
+                results.unloaded["bare POST"] = bench.unloaded(server, "/v1/tokens", bench.post)
+                results.unloaded["bare GET JWKS"] = bench.unloaded(
+                    server, "/.well-known/jwks", bench.get)
+        log(f"bare, {processes} proc: POST {results.bare[('POST', processes)].rate:,.0f}/s, "
+            f"GET {results.bare[('GET', processes)].rate:,.0f}/s")
+
+    # 3. keysvc.
+    for alg in ("ES256", "RS256"):
+        for workers in (1, 2):
+            with bench.keysvc(alg, workers) as server:
+                bench.check_token(server, alg)
+                results.keysvc[(alg, workers)] = bench.load(
+                    server, "/v1/tokens", bench.post,
+                    connections=RSA_CONNECTIONS if alg == "RS256" else 64)
+                if alg == "ES256":
+                    results.keysvc[("JWKS", workers)] = bench.load(
+                        server, "/.well-known/jwks", bench.get)
+                if workers == 1:
+                    results.unloaded[f"keysvc {alg} token"] = bench.unloaded(
+                        server, "/v1/tokens", bench.post)
+                    if alg == "ES256":
+                        results.unloaded["keysvc JWKS"] = bench.unloaded(
+                            server, "/.well-known/jwks", bench.get)
+                    else:
+                        results.probe = probe_event_loop(bench, server)
+            x = results.keysvc[(alg, workers)]
+            log(f"keysvc {alg}, {workers} worker(s): {x.rate:,.0f}/s, p50 {x.p50_ms:.1f} ms, "
+                f"p99 {x.p99_ms:.1f} ms, errors {x.errors}")
+
+
+def probe_event_loop(bench: Bench, server: Server) -> tuple[LoadResult, LoadResult]:
+    """RS256 saturation and, alongside, one connection fetching the JWKS."""
+    found: dict[str, LoadResult] = {}
+    errors: list[BaseException] = []
+
+    def run_probe() -> None:
+        try:
+            found["probe"] = wrk(server.url + "/.well-known/jwks", bench.get,
+                                 seconds=bench.seconds - 2, threads=1, connections=1)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=run_probe)
+    thread.start()
+    try:
+        load = wrk(server.url + "/v1/tokens", bench.post, seconds=bench.seconds, threads=2,
+                   connections=RSA_CONNECTIONS, server=server.tree)
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return load, found["probe"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="keysvc benchmark (writes bench/RESULTS.md)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each measured run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="discarded run before each")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: every server is stopped
+
+    began = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - began:5.0f}s] {message}", file=sys.stderr, flush=True)
+
+    results = report.Results(environment=environment())
+    log("preparing keys and inputs")
+    fixtures = prepare(WORK)
+    results.signing_input_bytes = len(fixtures.signing_inputs["ES256"])
+    results.jwks_bytes = len(fixtures.jwks_body)
+    bench = Bench(fixtures, args.seconds, args.warmup)
+    try:
+        measure(bench, results, log)
+    except Exception as exc:
+        log(f"benchmark failed: {exc}")
+        log(f"server logs are in {WORK}; {args.output} was not changed")
+        return 1
+    vault = vault_section()
+    if vault is not None:
+        results.appendix.append(vault)
+    results.environment["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    results.environment["duration"] = f"{time.monotonic() - began:.0f} s"
+    args.output.write_text(report.render(results))
+    log(f"wrote {args.output}")
+    for target in report.targets(results):
+        log(f"{'PASS' if target.passed else 'FAIL'}  {target.name}: ratio {target.ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
