@@ -2,7 +2,7 @@
 (1 process) measured in alternation, and optionally keysvc's profile under load.
 
     .venv/bin/python bench/hotpath.py --rounds 3 --seconds 6
-    .venv/bin/python bench/hotpath.py --profile   # needs py-spy (pip install py-spy)
+    .venv/bin/python bench/hotpath.py --profile keysvc   # needs py-spy (pip install py-spy)
 
 It prints each side's tokens per second and per CPU second the server got, and keysvc's share
 of the bare ceiling. Alternating A/B rounds and per-CPU-second figures keep the comparison
@@ -46,13 +46,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--profile", action="store_true", help="py-spy keysvc under load")
+    parser.add_argument("--profile", choices=("keysvc", "bare"), help="py-spy one side under load")
     args = parser.parse_args()
     bench = Bench(prepare(WORK), args.seconds, warmup=2)
     if args.profile:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         raw = WORK / "profile.txt"
-        with bench.keysvc("ES256", 1) as server:
+        side = bench.keysvc("ES256", 1) if args.profile == "keysvc" else bench.bare(1)
+        with side as server:
             wrk(server.url + "/v1/tokens", bench.post, seconds=2)
             assert server.proc is not None
             recorder = subprocess.Popen(
