@@ -1,0 +1,170 @@
+"""What the token hot path must keep doing while it is made fast (see docs/performance.md):
+the audit line's exact shape, the per-token metrics, the sign timeout, the reply's expiry
+format and the audience check."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from keysvc import jose, logs
+from keysvc.backends.base import BackendUnavailable, KeyVersion
+from keysvc.backends.file import FileBackend, FileSettings
+from keysvc.keyring import KeyRing, Lifecycle
+from keysvc.tokens import IssuedToken
+from tests.conftest import file_config, write_key
+from tests.service import RUN, start_service
+from tests.verification import verify_once
+
+AUDIT_FIELDS = ["time", "level", "logger", "message", "event", "endpoint", "client", "jti", "sub",
+                "aud", "kid", "exp"]
+LIFE = Lifecycle(
+    publish_lead=timedelta(hours=24), jwks_max_age=timedelta(minutes=15), max_ttl=timedelta(hours=2)
+)
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """keysvc's own logging set-up writing to a buffer; the root logger restored afterwards."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    logs.configure("info", stream=stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+async def test_audit_line_has_exactly_the_token_fields(key_dir: Path, log_stream: io.StringIO) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        reply = await svc.issue()
+        claims = await verify_once(svc.url, reply["token"], RUN["audience"])
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    (audit,) = [line for line in lines if line["logger"] == "keysvc.audit"]
+    assert list(audit) == AUDIT_FIELDS
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", audit["time"])
+    logged = datetime.strptime(audit["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert abs(logged.timestamp() - claims["iat"]) < 5
+    assert audit["level"] == "info" and audit["message"] == "token issued"
+    assert audit["event"] == "token_issued" and audit["endpoint"] == "tokens"
+    assert audit["client"] == "test" and audit["kid"] == reply["kid"]
+    assert {k: audit[k] for k in ("jti", "sub", "aud", "exp")} == {
+        k: claims[k] for k in ("jti", "sub", "aud", "exp")
+    }
+
+
+def test_log_line_with_exception_and_odd_values(log_stream: io.StringIO) -> None:
+    log = logging.getLogger("keysvc.test")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed %s", "here", extra={"when": datetime(2026, 1, 2, tzinfo=UTC)})
+    log.debug("not shown at info")
+    (line,) = [json.loads(x) for x in log_stream.getvalue().splitlines()]
+    assert list(line) == ["time", "level", "logger", "message", "when", "error", "traceback"]
+    assert line["message"] == "failed here" and line["level"] == "error"
+    assert line["when"] == "2026-01-02 00:00:00+00:00"  # default=str for what JSON lacks
+    assert line["error"] == "ValueError" and "raise ValueError" in line["traceback"]
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_metrics_count_every_token_per_key(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    write_key(directory, "ec-p256", datetime.now(UTC) - timedelta(days=3))
+    async with start_service(file_config(directory)) as svc:
+        kid = (await svc.issue())["kid"]
+        issued = {"endpoint": "tokens", "kid": kid, "backend": "local", "outcome": "issued"}
+        before = _sample("keysvc_tokens_issued_total", issued)
+        signed = _sample("keysvc_sign_seconds_count", {"backend": "local"})
+        for _ in range(3):
+            await svc.issue()
+        assert _sample("keysvc_tokens_issued_total", issued) == before + 3
+        assert _sample("keysvc_sign_seconds_count", {"backend": "local"}) == signed + 3
+        # A rotation: the new key counts under its own kid from its first token.
+        write_key(directory, "ec-p256", datetime.now(UTC) - timedelta(days=2))
+        await svc.ring.refresh()
+        new_kid = (await svc.issue())["kid"]
+        assert new_kid != kid
+        assert _sample("keysvc_tokens_issued_total", {**issued, "kid": new_kid}) == 1
+        assert _sample("keysvc_tokens_issued_total", issued) == before + 3
+
+
+class SlowBackend(FileBackend):
+    """A file backend that takes `delay` seconds to answer, like a remote KMS on a bad day."""
+
+    delay = 1.0
+
+    async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
+        await asyncio.sleep(self.delay)
+        return await super().sign(version, alg, message)
+
+
+async def test_sign_timeout_becomes_backend_unavailable(tmp_path: Path) -> None:
+    write_key(tmp_path, "ec-p256")
+    backend = SlowBackend("slow", FileSettings(path=tmp_path))
+    ring = KeyRing([backend], LIFE, sign_timeout=0.2)
+    await ring.refresh(raise_errors=True)
+    key = ring.view().signer
+    assert key is not None
+    errors = {"backend": "slow", "operation": "sign"}
+    before = _sample("keysvc_backend_errors_total", errors)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(BackendUnavailable, match=r"backend 'slow' did not sign within 0.2s"):
+        await ring.sign(key, b"header.payload")
+    assert asyncio.get_running_loop().time() - started < 0.9
+    assert _sample("keysvc_backend_errors_total", errors) == before + 1
+    SlowBackend.delay = 0.01  # within the timeout: a valid signature
+    try:
+        signature = await ring.sign(key, b"header.payload")
+    finally:
+        SlowBackend.delay = 1.0
+    jose.verify_local(key.version.public_key, key.alg, b"header.payload", signature)
+    await ring.close()
+
+
+@pytest.mark.parametrize("expires_at", [0, 1795797550, 2**31 + 7, 4102444800])
+def test_reply_expiry_is_iso_utc(expires_at: int) -> None:
+    issued = IssuedToken("t", "k", "ES256", expires_at, "j", {}, "b")
+    expected = datetime.fromtimestamp(expires_at, UTC).isoformat().replace("+00:00", "Z")
+    assert issued.reply()["expires_at"] == expected
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", expected)
+
+
+@pytest.mark.parametrize(
+    "audience, ok",
+    [("aws.workload.identity", True), ("api://AzureADTokenExchange", True), ("ü-ünïcode", True),
+     ("tab\there", False), ("line\nbreak", False), ("\x1f", False), ("del\x7f", True),
+     ("   ", False), ("", False)],
+)
+async def test_audience_check(key_dir: Path, audience: str, ok: bool) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        status, _, body = await svc.request("POST", "/v1/tokens", json={**RUN, "audience": audience})
+    assert (status == 200) is ok, body
+    if not ok:
+        assert body["error"]["code"] == "invalid_request" and "audience" in body["error"]["message"]
+
+
+def test_signing_input_layout() -> None:
+    """Compact, key order kept, non-ASCII as UTF-8 (not \\u escapes)."""
+    claims: dict[str, Any] = {"iss": "https://x", "aud": "ü", "n": 1, "l": [1, "a"]}
+    message = jose.signing_input(b"HDR", claims)
+    header, payload = message.split(b".")
+    assert header == b"HDR"
+    assert jose.b64url_decode(payload) == '{"iss":"https://x","aud":"ü","n":1,"l":[1,"a"]}'.encode()
+
