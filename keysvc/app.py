@@ -6,6 +6,7 @@ Every error leaves as `{"error": {"code", "message"}}`; nothing reaches a client
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -84,6 +85,8 @@ class Endpoints:
         self._view: RingView | None = None
         self._documents: PublicDocuments | None = None
         self._max_body = service.config.server.max_body_bytes
+        self._issued_counter = functools.cache(_issued_counter)
+        """The counter child per (endpoint, kid, backend), looked up once, not per token."""
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -148,7 +151,7 @@ class Endpoints:
             raise APIError(503, "backend_error", str(exc), {"Retry-After": "5"}) from None
 
     def issued(self, endpoint: str, client: Client, issued: IssuedToken) -> web.Response:
-        metrics.TOKENS_ISSUED.labels(endpoint, issued.kid, issued.backend, "issued").inc()
+        self._issued_counter(endpoint, issued.kid, issued.backend).inc()
         claims = issued.claims
         audit.info(
             "token issued",
@@ -229,6 +232,10 @@ class Endpoints:
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         return response
+
+
+def _issued_counter(endpoint: str, kid: str, backend: str) -> Any:
+    return metrics.TOKENS_ISSUED.labels(endpoint, kid, backend, "issued")
 
 
 def _iso(value: Any) -> str | None:

@@ -234,8 +234,12 @@ def encode_header(kid: str, alg: Algorithm) -> bytes:
     return b64url(json.dumps(header, separators=(",", ":")).encode())
 
 
+_CLAIMS_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""What json.dumps(claims, separators=(",", ":"), ensure_ascii=False) uses, built once."""
+
+
 def signing_input(header_b64: bytes, claims: dict[str, Any]) -> bytes:
-    payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode()
+    payload = _CLAIMS_ENCODER.encode(claims).encode()
     return header_b64 + b"." + b64url(payload)
 
 

@@ -10,7 +10,6 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
@@ -21,6 +20,9 @@ from keysvc.config import TokensConfig
 from keysvc.keyring import KeyRing, RingKey
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+_CONTROL = re.compile(r"[\x00-\x1f]")
+"""C0 control characters, refused in an audience (a regex: a per-character generator cost
+more than the rest of the request's validation)."""
 RESERVED_CLAIMS = frozenset({"iss", "iat", "nbf", "exp", "jti"})
 """Claims the service owns on /v1/sign: a request that sets one is refused."""
 
@@ -62,7 +64,7 @@ class RunContext(BaseModel):
     @field_validator("audience")
     @classmethod
     def _audience(cls, value: str) -> str:
-        if not value.strip() or any(ord(c) < 0x20 for c in value):
+        if not value.strip() or _CONTROL.search(value):
             raise ValueError("audience must be non-empty printable text")
         return value
 
@@ -91,9 +93,9 @@ class IssuedToken:
             "token": self.token,
             "kid": self.kid,
             "alg": self.alg,
-            "expires_at": datetime.fromtimestamp(self.expires_at, UTC).isoformat().replace(
-                "+00:00", "Z"
-            ),
+            # Same text as datetime.fromtimestamp(t, UTC).isoformat() with "Z", for a
+            # fraction of the cost (whole seconds; years 1000-9999).
+            "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at)),
         }
 
 
