@@ -110,6 +110,9 @@ class SlowBackend(FileBackend):
 
     delay = 1.0
 
+    def sign_now(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> None:
+        return None  # remote: never at once
+
     async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
         await asyncio.sleep(self.delay)
         return await super().sign(version, alg, message)
@@ -135,6 +138,25 @@ async def test_sign_timeout_becomes_backend_unavailable(tmp_path: Path) -> None:
     finally:
         SlowBackend.delay = 1.0
     jose.verify_local(key.version.public_key, key.alg, b"header.payload", signature)
+    await ring.close()
+
+
+@pytest.mark.parametrize("key_type, at_once", [("ec-p256", True), ("ed25519", True), ("rsa-2048", False)])
+async def test_file_backend_signs_small_keys_at_once_and_rsa_in_its_pool(
+    tmp_path: Path, key_type: str, at_once: bool
+) -> None:
+    write_key(tmp_path, key_type)
+    backend = FileBackend("f", FileSettings(path=tmp_path))
+    ring = KeyRing([backend], LIFE)
+    await ring.refresh(raise_errors=True)
+    key = ring.view().signer
+    assert key is not None
+    now = backend.sign_now(key.version, key.alg, b"h.p")
+    assert (now is not None) is at_once
+    for signature in (now, await backend.sign(key.version, key.alg, b"h.p"),
+                      await ring.sign(key, b"h.p")):
+        if signature is not None:
+            jose.verify_local(key.version.public_key, key.alg, b"h.p", signature)
     await ring.close()
 
 

@@ -87,6 +87,15 @@ class KeyBackend(abc.ABC):
     async def sign(self, version: KeyVersion, alg: Algorithm, message: bytes) -> bytes:
         """Sign a JWS signing input with exactly this version (never 'the latest')."""
 
+    def sign_now(self, version: KeyVersion, alg: Algorithm, message: bytes) -> bytes | None:
+        """Sign at once, on the caller's thread, when that takes microseconds (an in-process
+        EC or Ed25519 key); None when the signature needs I/O or a thread, and then the ring
+        awaits `sign` under its sign timeout. Optional: by default nothing signs at once.
+
+        Why: a signature that cannot wait needs no timer, and arming one per token cost a
+        quarter of an ES256 signature."""
+        return None
+
     @abc.abstractmethod
     async def create_version(self) -> KeyVersion:
         """Create a new key version (rotation) and return it."""

@@ -145,12 +145,20 @@ class FileBackend(KeyBackend):
 
     # -- signing ----------------------------------------------------------------------------
 
-    async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
+    def sign_now(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes | None:
         key = version.handle
         if isinstance(key, rsa.RSAPrivateKey):
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, jose.sign_local, key, alg, message)
+            return None  # milliseconds: in the thread pool, never on the event loop
         return jose.sign_local(key, alg, message)
+
+    async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
+        signature = self.sign_now(version, alg, message)
+        if signature is not None:
+            return signature
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, jose.sign_local, version.handle, alg, message
+        )
 
     # -- rotation ---------------------------------------------------------------------------
 
