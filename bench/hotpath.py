@@ -1,5 +1,6 @@
-"""The ES256 issuance hot path, for working on it: keysvc (1 worker) and the bare app
-(1 process) measured in alternation, and optionally keysvc's profile under load.
+"""The ES256 issuance hot path (or, with --jwks, the JWKS GET), for working on it: keysvc
+(1 worker) and the bare app (1 process) measured in alternation, or one side's profile under
+load.
 
     .venv/bin/python bench/hotpath.py --rounds 3 --seconds 6
     .venv/bin/python bench/hotpath.py --profile keysvc   # needs py-spy (pip install py-spy)
@@ -47,14 +48,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--profile", choices=("keysvc", "bare"), help="py-spy one side under load")
+    parser.add_argument("--jwks", action="store_true", help="GET the JWKS instead of issuing")
     args = parser.parse_args()
     bench = Bench(prepare(WORK), args.seconds, warmup=2)
+    path, script = ("/.well-known/jwks", bench.get) if args.jwks else ("/v1/tokens", bench.post)
     if args.profile:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         raw = WORK / "profile.txt"
         side = bench.keysvc("ES256", 1) if args.profile == "keysvc" else bench.bare(1)
         with side as server:
-            wrk(server.url + "/v1/tokens", bench.post, seconds=2)
+            wrk(server.url + path, script, seconds=2)
             assert server.proc is not None
             recorder = subprocess.Popen(
                 [spy, "record", "-p", str(server.proc.pid), "-d", f"{args.seconds:g}", "-r", "250",
@@ -62,7 +65,7 @@ def main() -> int:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             try:
-                wrk(server.url + "/v1/tokens", bench.post, seconds=args.seconds)
+                wrk(server.url + path, script, seconds=args.seconds)
             finally:
                 recorder.wait()
         print(top_frames(raw))
@@ -73,7 +76,7 @@ def main() -> int:
         for side in ("keysvc", "bare"):
             server = bench.keysvc("ES256", 1) if side == "keysvc" else bench.bare(1)
             with server:
-                result = bench.load(server, "/v1/tokens", bench.post)
+                result = bench.load(server, path, script)
             rates[side].append(result.rate)
             per_core[side].append(result.rate_per_server_core)
             print(f"{side:6}  {result.rate:8,.0f} req/s  {result.rate_per_server_core:8,.0f} "

@@ -190,3 +190,56 @@ def test_signing_input_layout() -> None:
     assert header == b"HDR"
     assert jose.b64url_decode(payload) == '{"iss":"https://x","aud":"ü","n":1,"l":[1,"a"]}'.encode()
 
+
+
+ERROR_CASES = [
+    ("GET", "/v1/tokens", 405, "POST"),
+    ("PUT", "/v1/sign", 405, "POST"),
+    ("HEAD", "/v1/sign", 405, "POST"),
+    ("POST", "/.well-known/jwks", 405, "GET,HEAD"),
+    ("POST", "/.well-known/openid-configuration", 405, "GET,HEAD"),
+    ("DELETE", "/metrics", 405, "GET,HEAD"),
+    ("OPTIONS", "/v1/keys", 405, "GET,HEAD"),
+    ("POST", "/healthz", 405, "GET,HEAD"),
+    ("PATCH", "/readyz", 405, "GET,HEAD"),
+    ("GET", "/nope", 404, None),
+    ("GET", "/v1/tokens/", 404, None),
+    ("POST", "/v1/tokens/", 404, None),
+    ("GET", "/.well-known/jwks/x", 404, None),
+    ("GET", "/v1//tokens", 404, None),
+    ("DELETE", "/", 404, None),
+]
+
+
+async def test_unknown_paths_and_methods_answer_json(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        for method, path, status, allow in ERROR_CASES:
+            code = "not_found" if status == 404 else "method_not_allowed"
+            before = _sample("keysvc_requests_rejected_total", {"code": code})
+            async with svc.session.request(method, svc.url + path) as reply:
+                assert (reply.status, reply.headers.get("Allow")) == (status, allow), (method, path)
+                assert reply.headers["Content-Type"] == "application/json"
+                if method != "HEAD":
+                    assert (await reply.json())["error"]["code"] == code
+            assert _sample("keysvc_requests_rejected_total", {"code": code}) == before + 1
+        for path in ("/.well-known/jwks", "/.well-known/openid-configuration", "/healthz"):
+            async with svc.session.head(svc.url + path) as reply:
+                assert reply.status == 200 and await reply.read() == b""
+
+
+async def test_unexpected_handler_error_is_a_json_500(caplog: pytest.LogCaptureFixture) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from keysvc.app import add_routes
+
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("secret detail")
+
+    app = web.Application()
+    add_routes(app.router, {"/boom": {"GET": boom}})
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        reply = await client.get("/boom")
+        assert reply.status == 500
+        assert await reply.json() == {"error": {"code": "internal_error", "message": "internal error"}}
+    assert any("unhandled error on GET /boom" in r.getMessage() for r in caplog.records)
