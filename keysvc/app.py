@@ -199,6 +199,13 @@ class Endpoints:
 
     async def sign(self, request: web.Request) -> web.Response:
         client = self.client(request, "sign")
+        if not client.unrestricted:
+            raise APIError(
+                403,
+                "organization_forbidden",
+                f"client {client.name!r} is limited to some organizations and cannot sign "
+                "arbitrary claims (they could name any organization)",
+            )
         raw = await self.body(request)
         try:
             sign_request = SignRequest.model_validate_json(raw)
