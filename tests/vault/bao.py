@@ -2,7 +2,7 @@
 
 Two flavours:
 - dev mode (in-memory, unsealed, root token chosen by us): fast, for most tests;
-- persistent mode (file storage, initialised and unsealed through the API): survives a stop and
+- persistent mode (raft storage on disk, initialised and unsealed through the API): survives a stop and
   restart with its keys and tokens, and comes back sealed, as a production server does.
 
 Either way an audit device writes every request to a file (OpenBao only allows audit devices
@@ -88,21 +88,22 @@ class BaoServer:
                       f'    file_path = "{self.audit_log}"', "  }", "}"]
         if not self.dev:
             lines += [
-                f'storage "file" {{ path = "{self.workdir / "data"}" }}',
+                f'storage "raft" {{ path = "{self.workdir / "data"}"',
+                '  node_id = "keysvc-test" }',
                 f'listener "tcp" {{ address = "127.0.0.1:{self.port}"',
                 f'  cluster_address = "127.0.0.1:{self.port + 1}"',
                 "  tls_disable = true }",
                 f'api_addr = "{self.address}"',
                 f'cluster_addr = "https://127.0.0.1:{self.port + 1}"',
-                "disable_mlock = true",
             ]
         path = self.workdir / "bao.hcl"
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, timeout: float = 30) -> None:
-        """Start (or restart, on the same port) and wait until Vault answers."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def start(self, timeout: float = 30, unseal: bool = True) -> None:
+        """Start (or restart, on the same port) and wait until Vault answers; a persistent
+        server is unsealed unless `unseal` is false."""
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port_pair()
         args = [bao_binary(), "server", f"-config={self._config()}", "-log-level=warn"]
@@ -122,9 +123,10 @@ class BaoServer:
         if not status["initialized"]:
             init = self.request("POST", "sys/init", {"secret_shares": 1, "secret_threshold": 1},
                                 token=None)
-            self.unseal_key = init["keys_b64"][0]
+            self.unseal_key = init["keys_base64"][0]
             self.root_token = init["root_token"]
-        self.unseal()
+        if unseal:
+            self.unseal()
 
     def _wait_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -147,9 +149,9 @@ class BaoServer:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                health = self.request("GET", "sys/health", token=None, ok=(200, 429, 472, 473, 501, 503))
-                if not health.get("sealed", True) and health.get("initialized"):
-                    return
+                # 200 only from an initialised, unsealed, active node (raft has elected it)
+                self.request("GET", "sys/health", token=None, ok=(200,))
+                return
             except (OSError, VaultAPIError):
                 pass
             if time.monotonic() > deadline:
