@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +19,10 @@ from bench.delay_proxy import DelayProxy
 from keysvc import jose
 from keysvc.backends.base import BackendUnavailable
 from keysvc.backends.vault import VaultBackend
-from tests.service import free_port
+from keysvc.secrets import write_private_file
+from tests.conftest import FAST_ROTATION
+from tests.service import RUN, free_port, start_service
+from tests.verification import verify_once
 from tests.vault.bao import BaoServer
 from tests.vault.conftest import settings, token_file
 
@@ -204,3 +208,66 @@ async def test_5xx_is_unavailable_with_vaults_retry_after(healthy: BaoServer, tm
             await sign(backend)
         finally:
             await backend.close()
+
+
+# -- the same faults through the HTTP API ------------------------------------------------------
+
+
+def service_config(bao: BaoServer, token_path: Path) -> dict:
+    return {
+        **FAST_ROTATION,
+        "tokens": {**FAST_ROTATION["tokens"], "sign_timeout": "3s"},
+        "backends": [{"name": "vault", "type": "vault", "address": bao.address, "key": KEY,
+                      "token_file": str(token_path), "request_timeout": "1s"}],
+    }
+
+
+async def assert_503_while_jwks_served(svc, kids: list[str], match: str) -> None:
+    started = time.monotonic()
+    status, headers, body = await svc.request("POST", "/v1/tokens", json=RUN)
+    assert time.monotonic() - started < 3
+    assert status == 503, body
+    assert int(headers["Retry-After"]) >= 1
+    assert body["error"]["code"] == "backend_unavailable"
+    assert re.search(match, body["error"]["message"]), body
+    assert await svc.kids() == kids  # the last good ring is still published
+
+
+async def eventually_issues(svc, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = await svc.request("POST", "/v1/tokens", json=RUN)
+        if status == 200:
+            return body
+        assert status == 503 and time.monotonic() < deadline, body
+        await asyncio.sleep(0.2)
+
+
+async def test_service_sealed_stopped_and_denied(healthy: BaoServer, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = healthy.create_token(["root"])  # a child token we can revoke
+    path = token_file(tmp_path, token)
+    async with start_service(service_config(healthy, path)) as svc:
+        issued = await svc.issue()
+        await verify_once(svc.url, issued["token"], RUN["audience"])
+        kids = await svc.kids()
+
+        healthy.seal()
+        await assert_503_while_jwks_served(svc, kids, "sealed")
+        await asyncio.sleep(1.5)  # a refresh fails meanwhile: the ring keeps its keys
+        assert await svc.kids() == kids
+        healthy.unseal()
+        await eventually_issues(svc)
+
+        healthy.stop()
+        await assert_503_while_jwks_served(svc, kids, "unreachable")
+        healthy.start()
+        issued = await eventually_issues(svc)
+        await verify_once(svc.url, issued["token"], RUN["audience"])
+
+        healthy.request("POST", "auth/token/revoke", {"token": token})
+        await assert_503_while_jwks_served(svc, kids, "HTTP 403")
+        write_private_file(path, healthy.create_token(["root"]).encode())  # the agent's new token
+        await eventually_issues(svc)
+    assert token not in caplog.text
