@@ -115,6 +115,8 @@ class VaultBackend(KeyBackend):
             max_batch=settings.max_batch,
         )
         self._keys: dict[tuple[int, str], jose.PublicKey] = {}
+        self._algorithms: dict[int, frozenset[jose.Algorithm]] = {}
+        """What each listed version can sign, computed once per version (sign() runs per token)."""
         self._key_path = f"{settings.mount}/keys/{settings.key}"
 
     def _where(self) -> str:
@@ -182,6 +184,7 @@ class VaultBackend(KeyBackend):
                         f"{self._where()} version {number}: unreadable public key ({exc})"
                     ) from None
                 self._keys[cache_key] = public_key
+                self._algorithms[number] = jose.algorithms_for(public_key)
             versions.append(
                 KeyVersion(
                     version_id=str(number),
@@ -198,13 +201,15 @@ class VaultBackend(KeyBackend):
     # -- signing ------------------------------------------------------------------------------
 
     async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
-        if alg not in jose.algorithms_for(version.public_key):
+        number = int(version.version_id)
+        allowed = self._algorithms.get(number) or jose.algorithms_for(version.public_key)
+        if alg not in allowed:
             raise BackendError(
                 f"{alg.value} does not fit {jose.describe_key(version.public_key)} version"
                 f" {version.version_id} of {self._where()}"
             )
         data = message if alg is jose.Algorithm.EdDSA else alg.digest(message)
-        return await self.sign_input(int(version.version_id), alg, data)
+        return await self.sign_input(number, alg, data)
 
     async def sign_input(self, version: int, alg: jose.Algorithm, data: bytes) -> bytes:
         """Sign exactly the bytes Transit should see (a digest, or the message for EdDSA),
