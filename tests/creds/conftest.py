@@ -90,6 +90,26 @@ async def run_cli(*args: str, env: Mapping[str, str]) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+def invoke_cli(
+    args: list[str], env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, str, str]:
+    """The real `keysvc` entry point in this process, with exactly `env` as TFC_* variables."""
+    from keysvc.cli import cli
+    from keysvc.cli.common import run_cli as main
+
+    for name in list(os.environ):
+        if name.startswith("TFC_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["keysvc", *args])
+    capsys.readouterr()
+    code = main(cli)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def token_file_for(svc: RunningService, directory: Path) -> Path:
     path = directory / "client-token"
     path.write_text(svc.client_token + "\n")

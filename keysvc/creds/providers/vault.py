@@ -18,7 +18,8 @@ DEFAULT_AUDIENCE = "vault.workload.identity"
 DEFAULT_AUTH_PATH = "jwt"
 DEFAULT_TIMEOUT = 60
 _ADDRESS = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
-_AUTH_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+_SEGMENT = r"(?!\.{1,2}(?:/|$))[A-Za-z0-9_.-]+"
+_AUTH_PATH = re.compile(rf"{_SEGMENT}(/{_SEGMENT})*")
 
 
 def _ca_pem(found: Found | None) -> str | None:
