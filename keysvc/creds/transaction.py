@@ -35,9 +35,18 @@ def check_free(workdir: Path, names: list[str], previous: Manifest) -> None:
             )
 
 
-def _remove(workdir: Path, names: list[str]) -> None:
+def _remove(workdir: Path, names: list[str]) -> list[str]:
+    """Unlink each file (never a directory: keysvc writes none); returns the names that could
+    not be removed, after trying them all."""
+    failed = []
     for name in names:
-        (workdir / name).unlink(missing_ok=True)
+        path = workdir / name
+        try:
+            if path.is_symlink() or not path.is_dir():
+                path.unlink(missing_ok=True)
+        except OSError:
+            failed.append(name)
+    return failed
 
 
 def replace(
@@ -53,11 +62,14 @@ def replace(
     check_free(workdir, names, previous)
     old_tokens = revocation.pending(workdir, previous.vault)
     everything = sorted(set(previous.files) | set(names))
+    where = workdir
     try:
         if names or previous.files:
             manifest.write(workdir, Manifest(files=everything, vault=vault))
         for name in names:
-            write_private_file(workdir / name, files[name])
+            where = workdir / name
+            write_private_file(where, files[name])
+        where = workdir
         _remove(workdir, [n for n in previous.files if n not in files])
         if names:
             manifest.write(workdir, Manifest(files=names, vault=vault))
@@ -68,7 +80,6 @@ def replace(
         manifest.remove(workdir)
         revocation.revoke_all(old_tokens, warn)
         if isinstance(exc, OSError):
-            where = exc.filename or workdir
             raise WorkdirError(f"writing credentials to {where} failed: {exc.strerror}") from None
         raise
     revocation.revoke_all(old_tokens, warn)
@@ -83,7 +94,9 @@ def clean(workdir: Path, warn: revocation.Warn) -> list[Path]:
     if recorded is None:
         return []
     revocation.revoke_all(revocation.pending(workdir, recorded.vault), warn)
-    removed = [workdir / n for n in recorded.files if os.path.lexists(workdir / n)]
-    _remove(workdir, recorded.files)
+    present = [n for n in recorded.files if os.path.lexists(workdir / n)]
+    failed = _remove(workdir, recorded.files)
+    if failed:
+        raise WorkdirError(f"could not remove {', '.join(failed)} from {workdir}")
     manifest.remove(workdir)
-    return removed
+    return [workdir / n for n in present]
