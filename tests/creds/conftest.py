@@ -4,7 +4,9 @@ run contexts, and helpers that call `apply` the way a runner does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import ssl
 import stat
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from keysvc.creds import Result, RunContext, TokenClient, apply
 from keysvc.creds.http import RetryPolicy
@@ -61,6 +64,20 @@ async def verified(svc: RunningService, token: str, audience: str, phase: str = 
     assert claims["terraform_run_id"] == CONTEXT.run_id
     assert claims["sub"] == f"organization:acme:workspace:networking:run_phase:{phase}"
     return claims
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """Run `app` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, bytes]]:
