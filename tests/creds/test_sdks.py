@@ -63,33 +63,25 @@ def assumed_role_arn() -> tuple[str, str]:
 
 
 @pytest.mark.usefixtures("aws_env")
-async def test_botocore_assumes_the_role_from_the_written_env(
-    keysvc: RunningService, workdir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("tag", ["", "_PROD"])
+async def test_botocore_assumes_the_role_with_what_was_written(
+    tag: str, keysvc: RunningService, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = await run_apply(keysvc, {"TFC_AWS_PROVIDER_AUTH": "true",
-                                      "TFC_AWS_RUN_ROLE_ARN": ROLE}, workdir)
+    """Single configuration: botocore finds the role through the printed variables. Multiple:
+    no variables, and the provider's `shared_config_file` is all botocore needs."""
+    env = {f"TFC_AWS_PROVIDER_AUTH{tag}": "true", f"TFC_AWS_RUN_ROLE_ARN{tag}": ROLE}
+    result = await run_apply(keysvc, env, workdir)
+    if tag:
+        assert result.env == {}
+        tfvars = json.loads((workdir / "aws_dynamic_credentials.auto.tfvars.json").read_text())
+        aliases = tfvars["tfc_aws_dynamic_credentials"]["aliases"]
+        monkeypatch.setenv("AWS_CONFIG_FILE", aliases["PROD"]["shared_config_file"])
     for name, value in result.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ROLE_SESSION_NAME", "run-1")
     method, arn = await asyncio.to_thread(assumed_role_arn)
     assert method == "assume-role-with-web-identity"
     assert arn == "arn:aws:sts::123456789012:assumed-role/terraform/run-1"
-
-
-@pytest.mark.usefixtures("aws_env")
-async def test_botocore_assumes_the_role_from_the_shared_config_file(
-    keysvc: RunningService, workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Multiple configurations: no variables, the provider gets `shared_config_file`."""
-    result = await run_apply(keysvc, {"TFC_AWS_PROVIDER_AUTH_PROD": "true",
-                                      "TFC_AWS_RUN_ROLE_ARN_PROD": ROLE}, workdir)
-    assert result.env == {}
-    tfvars = json.loads((workdir / "aws_dynamic_credentials.auto.tfvars.json").read_text())
-    config_file = tfvars["tfc_aws_dynamic_credentials"]["aliases"]["PROD"]["shared_config_file"]
-    monkeypatch.setenv("AWS_CONFIG_FILE", config_file)
-    method, arn = await asyncio.to_thread(assumed_role_arn)
-    assert method == "assume-role-with-web-identity"
-    assert arn.startswith("arn:aws:sts::123456789012:assumed-role/terraform/")
 
 
 def google_credentials(config_file: str, sts_url: str | None) -> tuple[object, str | None]:
