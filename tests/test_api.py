@@ -112,7 +112,7 @@ async def test_auth(key_dir: Path, tmp_path: Path) -> None:
             {
                 "name": "acme-only",
                 "token_sha256": hashlib.sha256(b"acme-token").hexdigest(),
-                "scopes": ["tokens:issue"],
+                "scopes": ["tokens:issue", "sign"],
                 "organizations": ["acme", "acme-*"],
             },
         ],
@@ -135,6 +135,10 @@ async def test_auth(key_dir: Path, tmp_path: Path) -> None:
             assert status == expected, (org, body)
         status, _, body = await svc.request("GET", "/v1/keys", token="acme-token")
         assert status == 403
+        status, _, body = await svc.request(
+            "POST", "/v1/sign", token="acme-token", json={"claims": {"sub": "organization:other"}}
+        )
+        assert status == 403 and body["error"]["code"] == "organization_forbidden"
 
 
 BAD_RUNS = [

@@ -61,9 +61,12 @@ def serve(
         asyncio.run(preflight())
     server = config.server
     scheme = "https" if server.tls_cert else "http"
-    click.echo(
-        f"keysvc: serving {config.issuer} on {scheme}://{server.host}:{server.port}"
-        f" ({server.workers} worker{'s' if server.workers > 1 else ''})",
-        err=True,
-    )
-    raise SystemExit(run(config, data))
+
+    def announce() -> None:
+        click.echo(
+            f"keysvc: serving {config.issuer} on {scheme}://{server.host}:{server.port}"
+            f" ({server.workers} worker{'s' if server.workers > 1 else ''})",
+            err=True,
+        )
+
+    raise SystemExit(run(config, data, ready=announce))
