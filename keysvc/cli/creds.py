@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import click
 
 from keysvc.cli.common import CLIError
 from keysvc.creds import CredsError, RunContext, TokenClient, apply, clean
-from keysvc.creds.context import PHASES
+from keysvc.creds.context import PHASES, Phase
 from keysvc.creds.output import FORMATS
 
 workdir_option = click.option(
@@ -43,8 +44,12 @@ def creds() -> None:
 @click.option("--run-id", required=True)
 @click.option("--phase", required=True, type=click.Choice(PHASES))
 @click.option(
-    "--format", "output_format", type=click.Choice(sorted(FORMATS)), default="dotenv",
-    show_default=True, help="How to print the variables the run must set.",
+    "--format",
+    "output_format",
+    type=click.Choice(sorted(FORMATS)),
+    default="dotenv",
+    show_default=True,
+    help="How to print the variables the run must set.",
 )
 def apply_command(
     url: str,
@@ -63,7 +68,7 @@ def apply_command(
     Reads the TFC_* variables (TFC_AWS_PROVIDER_AUTH, TFC_GCP_..., TFC_AZURE_...,
     TFC_VAULT_..., TFC_KUBERNETES_..., TFC_WORKLOAD_IDENTITY_AUDIENCE...) from the
     environment. A bad value is an error and nothing is written."""
-    context = RunContext(organization, workspace, workspace_id, run_id, phase)  # type: ignore[arg-type]
+    context = RunContext(organization, workspace, workspace_id, run_id, cast(Phase, phase))
     try:
         client = TokenClient.from_token_file(url, token_file)
         result = apply(dict(os.environ), context, workdir, client)

@@ -37,9 +37,7 @@ class _Output:
     vault: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _render_provider(
-    provider: ProviderPlan, rendered: list[Rendered], out: _Output
-) -> None:
+def _render_provider(provider: ProviderPlan, rendered: list[Rendered], out: _Output) -> None:
     for r in rendered:
         out.files.update(r.files)
         if r.revoke:
@@ -54,7 +52,9 @@ def _render_provider(
             tfvars.setdefault("aliases", {})[configuration.tag] = r.tfvars
         else:
             tfvars["default"] = r.tfvars
-    content = {provider.tfvars_variable: dict(sorted(tfvars.items(), key=lambda i: i[0] != "default"))}
+    content = {
+        provider.tfvars_variable: dict(sorted(tfvars.items(), key=lambda i: i[0] != "default"))
+    }
     out.files[provider.tfvars_file] = json.dumps(content, indent=2).encode()
 
 

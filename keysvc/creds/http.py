@@ -8,7 +8,6 @@ Every other answer is returned to the caller, which knows what it means.
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import time
 import urllib.error
@@ -41,6 +40,9 @@ class RetryPolicy:
         return self.backoff * (2 ** (attempt - 1))
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 class Unreachable(Exception):
     """Every attempt failed without an answer that is not retried; the message says why
     (no URL credentials, no body)."""
@@ -59,14 +61,16 @@ def post_json(
     headers: Mapping[str, str],
     *,
     timeout: float,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
     ssl_context: ssl.SSLContext | None = None,
 ) -> Reply:
     data = json.dumps(body).encode()
     last = "no attempt made"
     for attempt in range(1, retry.attempts + 1):
         request = urllib.request.Request(
-            url, data=data, method="POST",
+            url,
+            data=data,
+            method="POST",
             headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
         )
         retry_after: str | None = None
@@ -84,9 +88,9 @@ def post_json(
             if isinstance(exc.reason, ssl.SSLError):
                 raise Unreachable(f"TLS error: {exc.reason}") from None
             last = str(exc.reason)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             last = f"no answer within {timeout:g}s"
-        except (ConnectionError, OSError) as exc:
+        except OSError as exc:
             last = exc.strerror or type(exc).__name__
         if attempt < retry.attempts:
             time.sleep(retry.delay(attempt, retry_after))

@@ -29,8 +29,10 @@ def _plain_name(name: object) -> bool:
     """Only names directly inside the work directory: a manifest cannot make `clean` delete
     anything elsewhere."""
     return (
-        isinstance(name, str) and name not in ("", ".", "..", MANIFEST_NAME)
-        and "/" not in name and "\0" not in name
+        isinstance(name, str)
+        and name not in ("", ".", "..", MANIFEST_NAME)
+        and "/" not in name
+        and "\0" not in name
     )
 
 

@@ -15,7 +15,10 @@ def dotenv_value(value: str) -> str:
     if _PLAIN.fullmatch(value):
         return value
     escaped = (
-        value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+        value.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("$", "\\$")
+        .replace("`", "\\`")
         .replace("\n", "\\n")
     )
     return f'"{escaped}"'

@@ -46,10 +46,7 @@ def make_plan(env: Mapping[str, str], phase: str) -> Plan:
     providers = []
     for cls in PROVIDERS:
         upper = cls.provider.upper()
-        configurations = [
-            cls(Settings(env, upper, tag, phase))
-            for tag in enabled_tags(env, upper)
-        ]
+        configurations = [cls(Settings(env, upper, tag, phase)) for tag in enabled_tags(env, upper)]
         if configurations:
             providers.append(ProviderPlan(cls.provider, configurations))
     return Plan(providers, manual.requested(env))

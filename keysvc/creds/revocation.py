@@ -22,7 +22,9 @@ def _endpoint(workdir: Path, record: dict[str, Any]) -> vault_login.VaultEndpoin
     )
 
 
-def pending(workdir: Path, records: list[dict[str, Any]]) -> list[tuple[vault_login.VaultEndpoint, str]]:
+def pending(
+    workdir: Path, records: list[dict[str, Any]]
+) -> list[tuple[vault_login.VaultEndpoint, str]]:
     """(endpoint, token) for each record whose token file is still there, read now so the
     files may be replaced before the tokens are revoked."""
     found = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from keysvc.creds.context import RunContext
 from keysvc.creds.errors import CredsError, TokenRequestError
-from keysvc.creds.http import RetryPolicy, Unreachable, error_detail, post_json
+from keysvc.creds.http import DEFAULT_RETRY, RetryPolicy, Unreachable, error_detail, post_json
 from keysvc.errors import ConfigError
 from keysvc.secrets import read_secret_file
 
@@ -20,7 +20,7 @@ class TokenClient:
         bearer_token: str,
         *,
         timeout: float = 10.0,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(url)

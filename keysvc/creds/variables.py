@@ -31,14 +31,15 @@ def parse_bool(name: str, value: str) -> bool:
 
 def tag_of(name: str, prefix: str) -> str:
     """The tag of `name` = `prefix` or `prefix_<TAG>` ('' for the default configuration)."""
-    rest = name[len(prefix):]
+    rest = name[len(prefix) :]
     if not rest:
         return ""
     tag = rest[1:]
     if not rest.startswith("_") or not _TAG.fullmatch(tag):
         raise VariableError(
-            name, f"malformed tag: expected {prefix} or {prefix}_<TAG>, TAG made of letters,"
-            " digits and _"
+            name,
+            f"malformed tag: expected {prefix} or {prefix}_<TAG>, TAG made of letters,"
+            " digits and _",
         )
     if tag.upper() in _RESERVED_TAGS:
         raise VariableError(name, f"the tag {tag!r} is reserved")
@@ -97,7 +98,10 @@ class Settings:
 
     def static_names(self, name: str) -> list[str]:
         """Where a setting that does not vary by phase is read, in order."""
-        return [f"TFC_{self.provider}_{name}{suffix(self.tag)}", f"TFC_DEFAULT_{self.provider}_{name}"]
+        return [
+            f"TFC_{self.provider}_{name}{suffix(self.tag)}",
+            f"TFC_DEFAULT_{self.provider}_{name}",
+        ]
 
     def first(self, names: list[str]) -> Found | None:
         """The first of `names` set to a non-empty value."""

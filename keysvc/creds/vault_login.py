@@ -62,7 +62,9 @@ def revoke(endpoint: VaultEndpoint, token: str) -> str | None:
     """Revoke `token` (best effort). Returns a warning when that failed, else None."""
     try:
         reply = post_json(
-            endpoint.url("auth/token/revoke-self"), {}, endpoint.headers(token),
+            endpoint.url("auth/token/revoke-self"),
+            {},
+            endpoint.headers(token),
             timeout=min(endpoint.timeout, REVOKE_TIMEOUT),
             retry=RetryPolicy(attempts=2, backoff=0.2),
             ssl_context=endpoint.ssl_context(),

@@ -52,12 +52,15 @@ async def run_apply(
     svc: RunningService, env: Mapping[str, str], workdir: Path, phase: str = "plan"
 ) -> Result:
     """`apply` in a thread, as a runner would call it, while the service runs on this loop."""
-    context = RunContext(CONTEXT.organization, CONTEXT.workspace, CONTEXT.workspace_id,
-                         CONTEXT.run_id, phase)  # type: ignore[arg-type]
+    context = RunContext(
+        CONTEXT.organization, CONTEXT.workspace, CONTEXT.workspace_id, CONTEXT.run_id, phase
+    )  # type: ignore[arg-type]
     return await asyncio.to_thread(apply, dict(env), context, workdir, client_for(svc))
 
 
-async def verified(svc: RunningService, token: str, audience: str, phase: str = "plan") -> dict[str, Any]:
+async def verified(
+    svc: RunningService, token: str, audience: str, phase: str = "plan"
+) -> dict[str, Any]:
     """The token's claims, verified with PyJWT against the JWKS the service served."""
     claims = await verify_once(svc.url, token, audience)
     assert claims["terraform_run_phase"] == phase
@@ -67,7 +70,9 @@ async def verified(svc: RunningService, token: str, audience: str, phase: str = 
 
 
 @contextlib.asynccontextmanager
-async def serve(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+async def serve(
+    app: web.Application, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
     """Run `app` on a free loopback port; yields its base URL."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -97,10 +102,14 @@ def mode_of(path: Path) -> int:
 async def run_cli(*args: str, env: Mapping[str, str]) -> tuple[int, str, str]:
     """`python -m keysvc ARGS` in a child process with exactly `env` (plus PATH)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "keysvc", *args,
+        sys.executable,
+        "-m",
+        "keysvc",
+        *args,
         env={"PATH": os.environ.get("PATH", ""), **env},
         cwd=REPO,  # `-m` puts the working directory first: this checkout's keysvc runs
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode is not None
@@ -108,7 +117,9 @@ async def run_cli(*args: str, env: Mapping[str, str]) -> tuple[int, str, str]:
 
 
 def invoke_cli(
-    args: list[str], env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: Mapping[str, str],
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> tuple[int, str, str]:
     """The real `keysvc` entry point in this process, with exactly `env` as TFC_* variables."""
@@ -134,11 +145,27 @@ def token_file_for(svc: RunningService, directory: Path) -> Path:
     return path
 
 
-def cli_apply_args(svc: RunningService, token_file: Path, workdir: Path, phase: str = "plan",
-                   *extra: str) -> list[str]:
+def cli_apply_args(
+    svc: RunningService, token_file: Path, workdir: Path, phase: str = "plan", *extra: str
+) -> list[str]:
     return [
-        "creds", "apply", "--url", svc.url, "--token-file", str(token_file),
-        "--workdir", str(workdir), "--organization", CONTEXT.organization,
-        "--workspace", CONTEXT.workspace, "--workspace-id", CONTEXT.workspace_id,
-        "--run-id", CONTEXT.run_id, "--phase", phase, *extra,
+        "creds",
+        "apply",
+        "--url",
+        svc.url,
+        "--token-file",
+        str(token_file),
+        "--workdir",
+        str(workdir),
+        "--organization",
+        CONTEXT.organization,
+        "--workspace",
+        CONTEXT.workspace,
+        "--workspace-id",
+        CONTEXT.workspace_id,
+        "--run-id",
+        CONTEXT.run_id,
+        "--phase",
+        phase,
+        *extra,
     ]

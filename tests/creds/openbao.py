@@ -17,7 +17,10 @@ from typing import Any
 import aiohttp
 
 ROOT_TOKEN = "root"
-POLICY = 'path "secret/data/*" { capabilities = ["read"] }\npath "auth/token/lookup-self" { capabilities = ["read"] }\n'
+POLICY = (
+    'path "secret/data/*" { capabilities = ["read"] }\n'
+    'path "auth/token/lookup-self" { capabilities = ["read"] }\n'
+)
 
 
 def bao_binary() -> str:
@@ -48,13 +51,21 @@ class OpenBao:
     ca_file: Path
     session: aiohttp.ClientSession
 
-    async def call(self, method: str, path: str, body: Any = None, *, token: str = ROOT_TOKEN,
-                   namespace: str | None = None) -> tuple[int, Any]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str = ROOT_TOKEN,
+        namespace: str | None = None,
+    ) -> tuple[int, Any]:
         headers = {"X-Vault-Token": token}
         if namespace:
             headers["X-Vault-Namespace"] = namespace
-        async with self.session.request(method, f"{self.address}/v1/{path}", json=body,
-                                        headers=headers) as response:
+        async with self.session.request(
+            method, f"{self.address}/v1/{path}", json=body, headers=headers
+        ) as response:
             data = await response.json(content_type=None) if response.status != 204 else None
             return response.status, data
 
@@ -63,24 +74,38 @@ class OpenBao:
         assert status in (200, 204), (path, status, data)
         return data
 
-    async def trust_keysvc(self, issuer: str, *, namespace: str | None = None,
-                           mount: str = "jwt", role: str = "tfc-role") -> None:
+    async def trust_keysvc(
+        self,
+        issuer: str,
+        *,
+        namespace: str | None = None,
+        mount: str = "jwt",
+        role: str = "tfc-role",
+    ) -> None:
         """HashiCorp's documented setup: a jwt mount trusting the issuer, a read policy, and a
         role bound to the audience and the workspace's subject."""
         await self.ok("POST", f"sys/auth/{mount}", {"type": "jwt"}, namespace=namespace)
-        await self.ok("POST", f"auth/{mount}/config",
-                      {"jwks_url": f"{issuer}/.well-known/jwks", "bound_issuer": issuer},
-                      namespace=namespace)
+        await self.ok(
+            "POST",
+            f"auth/{mount}/config",
+            {"jwks_url": f"{issuer}/.well-known/jwks", "bound_issuer": issuer},
+            namespace=namespace,
+        )
         await self.ok("PUT", "sys/policies/acl/tfc", {"policy": POLICY}, namespace=namespace)
-        await self.ok("POST", f"auth/{mount}/role/{role}", {
-            "role_type": "jwt",
-            "bound_audiences": ["vault.workload.identity"],
-            "bound_claims_type": "glob",
-            "bound_claims": {"sub": "organization:acme:workspace:networking:run_phase:*"},
-            "user_claim": "terraform_full_workspace",
-            "policies": ["tfc"],
-            "token_ttl": "20m",
-        }, namespace=namespace)
+        await self.ok(
+            "POST",
+            f"auth/{mount}/role/{role}",
+            {
+                "role_type": "jwt",
+                "bound_audiences": ["vault.workload.identity"],
+                "bound_claims_type": "glob",
+                "bound_claims": {"sub": "organization:acme:workspace:networking:run_phase:*"},
+                "user_claim": "terraform_full_workspace",
+                "policies": ["tfc"],
+                "token_ttl": "20m",
+            },
+            namespace=namespace,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -89,9 +114,15 @@ async def start_openbao(workdir: Path) -> AsyncIterator[OpenBao]:
     cert_dir = workdir / "bao-tls"
     cert_dir.mkdir()
     process = await asyncio.create_subprocess_exec(
-        bao_binary(), "server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
-        f"-dev-listen-address=127.0.0.1:{port}", "-dev-tls", f"-dev-tls-cert-dir={cert_dir}",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        bao_binary(),
+        "server",
+        "-dev",
+        f"-dev-root-token-id={ROOT_TOKEN}",
+        f"-dev-listen-address=127.0.0.1:{port}",
+        "-dev-tls",
+        f"-dev-tls-cert-dir={cert_dir}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
         env={"HOME": str(workdir), "PATH": "/usr/bin:/bin"},
     )
     address = f"https://127.0.0.1:{port}"
@@ -101,9 +132,10 @@ async def start_openbao(workdir: Path) -> AsyncIterator[OpenBao]:
             if ca_file.exists():
                 try:
                     context = ssl.create_default_context(cafile=str(ca_file))
-                    async with aiohttp.ClientSession(
-                        connector=aiohttp.TCPConnector(ssl=context)
-                    ) as probe, probe.get(f"{address}/v1/sys/health") as response:
+                    async with (
+                        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as probe,
+                        probe.get(f"{address}/v1/sys/health") as response,
+                    ):
                         if response.status == 200:
                             break
                 except (aiohttp.ClientError, ssl.SSLError, OSError):

@@ -23,7 +23,9 @@ GCP_IMPERSONATION = (
 )
 
 
-def gcp_config(token_file: str, audience: str = "acme.audience", impersonate: bool = True) -> dict[str, Any]:
+def gcp_config(
+    token_file: str, audience: str = "acme.audience", impersonate: bool = True
+) -> dict[str, Any]:
     config: dict[str, Any] = {
         "universe_domain": "googleapis.com",
         "type": "external_account",
@@ -70,8 +72,13 @@ CASES = [
         {"TFC_AWS_PROVIDER_AUTH_ALIAS1": "true", "TFC_AWS_RUN_ROLE_ARN_ALIAS1": "my-arn"},
         tokens={"aws_ALIAS1_token": "aws.workload.identity"},
         text_files={"aws_ALIAS1_config.ini": aws_ini("_ALIAS1")},
-        json_files={"aws_dynamic_credentials.auto.tfvars.json": {"tfc_aws_dynamic_credentials": {
-            "aliases": {"ALIAS1": {"shared_config_file": "{w}/aws_ALIAS1_config.ini"}}}}},
+        json_files={
+            "aws_dynamic_credentials.auto.tfvars.json": {
+                "tfc_aws_dynamic_credentials": {
+                    "aliases": {"ALIAS1": {"shared_config_file": "{w}/aws_ALIAS1_config.ini"}}
+                }
+            }
+        },
     ),
     Case(
         "gcp default",
@@ -96,8 +103,11 @@ CASES = [
         tokens={"gcp_ALIAS1_token": "acme.audience"},
         json_files={
             "gcp_ALIAS1_config": gcp_config("gcp_ALIAS1_token"),
-            "gcp_dynamic_credentials.auto.tfvars.json": {"tfc_gcp_dynamic_credentials": {
-                "aliases": {"ALIAS1": {"credentials": "{w}/gcp_ALIAS1_config"}}}},
+            "gcp_dynamic_credentials.auto.tfvars.json": {
+                "tfc_gcp_dynamic_credentials": {
+                    "aliases": {"ALIAS1": {"credentials": "{w}/gcp_ALIAS1_config"}}
+                }
+            },
         },
     ),
     Case(
@@ -111,28 +121,43 @@ CASES = [
         },
         want_env={"GOOGLE_APPLICATION_CREDENTIALS": "{w}/gcp_config"},
         tokens={"gcp_token": f"//iam.googleapis.com/{GCP_PROVIDER}"},
-        json_files={"gcp_config": gcp_config(
-            "gcp_token", f"//iam.googleapis.com/{GCP_PROVIDER}", impersonate=False)},
+        json_files={
+            "gcp_config": gcp_config(
+                "gcp_token", f"//iam.googleapis.com/{GCP_PROVIDER}", impersonate=False
+            )
+        },
     ),
     Case(
         "azure default",
         {"TFC_AZURE_PROVIDER_AUTH": "true", "TFC_AZURE_RUN_CLIENT_ID": "clientid-123"},
         want_env={
-            "ARM_CLIENT_ID": "clientid-123", "ARM_OIDC_TOKEN": "<azure_token>", "ARM_USE_OIDC": "true"
+            "ARM_CLIENT_ID": "clientid-123",
+            "ARM_OIDC_TOKEN": "<azure_token>",
+            "ARM_USE_OIDC": "true",
         },
         tokens={"azure_token": "api://AzureADTokenExchange"},
         text_files={"azure_client_id": "clientid-123"},
     ),
     Case(
         "azure alias",
-        {"TFC_AZURE_PROVIDER_AUTH_ALIAS1": "true", "TFC_AZURE_RUN_CLIENT_ID_ALIAS1": "clientid-123"},
+        {
+            "TFC_AZURE_PROVIDER_AUTH_ALIAS1": "true",
+            "TFC_AZURE_RUN_CLIENT_ID_ALIAS1": "clientid-123",
+        },
         tokens={"azure_ALIAS1_token": "api://AzureADTokenExchange"},
         text_files={"azure_ALIAS1_client_id": "clientid-123"},
-        json_files={"azure_dynamic_credentials.auto.tfvars.json": {"tfc_azure_dynamic_credentials": {
-            "aliases": {"ALIAS1": {
-                "client_id_file_path": "{w}/azure_ALIAS1_client_id",
-                "oidc_token_file_path": "{w}/azure_ALIAS1_token",
-            }}}}},
+        json_files={
+            "azure_dynamic_credentials.auto.tfvars.json": {
+                "tfc_azure_dynamic_credentials": {
+                    "aliases": {
+                        "ALIAS1": {
+                            "client_id_file_path": "{w}/azure_ALIAS1_client_id",
+                            "oidc_token_file_path": "{w}/azure_ALIAS1_token",
+                        }
+                    }
+                }
+            }
+        },
     ),
     Case(
         "azure default and alias",
@@ -142,44 +167,65 @@ CASES = [
             "TFC_AZURE_PROVIDER_AUTH_ALIAS1": "true",
             "TFC_AZURE_RUN_CLIENT_ID_ALIAS1": "clientid-456",
         },
-        tokens={"azure_token": "api://AzureADTokenExchange",
-                "azure_ALIAS1_token": "api://AzureADTokenExchange"},
+        tokens={
+            "azure_token": "api://AzureADTokenExchange",
+            "azure_ALIAS1_token": "api://AzureADTokenExchange",
+        },
         text_files={"azure_client_id": "clientid-123", "azure_ALIAS1_client_id": "clientid-456"},
-        json_files={"azure_dynamic_credentials.auto.tfvars.json": {"tfc_azure_dynamic_credentials": {
-            "default": {
-                "client_id_file_path": "{w}/azure_client_id",
-                "oidc_token_file_path": "{w}/azure_token",
-            },
-            "aliases": {"ALIAS1": {
-                "client_id_file_path": "{w}/azure_ALIAS1_client_id",
-                "oidc_token_file_path": "{w}/azure_ALIAS1_token",
-            }}}}},
+        json_files={
+            "azure_dynamic_credentials.auto.tfvars.json": {
+                "tfc_azure_dynamic_credentials": {
+                    "default": {
+                        "client_id_file_path": "{w}/azure_client_id",
+                        "oidc_token_file_path": "{w}/azure_token",
+                    },
+                    "aliases": {
+                        "ALIAS1": {
+                            "client_id_file_path": "{w}/azure_ALIAS1_client_id",
+                            "oidc_token_file_path": "{w}/azure_ALIAS1_token",
+                        }
+                    },
+                }
+            }
+        },
     ),
     Case(
         "kubernetes default",
-        {"TFC_KUBERNETES_PROVIDER_AUTH": "true",
-         "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE": "k8s.example"},
+        {
+            "TFC_KUBERNETES_PROVIDER_AUTH": "true",
+            "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE": "k8s.example",
+        },
         want_env={"KUBE_TOKEN": "<kubernetes_token>"},
         tokens={"kubernetes_token": "k8s.example"},
     ),
     Case(
         "kubernetes default and alias, audience from the default variable",
-        {"TFC_KUBERNETES_PROVIDER_AUTH": "true", "TFC_KUBERNETES_PROVIDER_AUTH_EKS": "true",
-         "TFC_DEFAULT_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE": "k8s.example",
-         "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE_EKS": "eks.example"},
+        {
+            "TFC_KUBERNETES_PROVIDER_AUTH": "true",
+            "TFC_KUBERNETES_PROVIDER_AUTH_EKS": "true",
+            "TFC_DEFAULT_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE": "k8s.example",
+            "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE_EKS": "eks.example",
+        },
         tokens={"kubernetes_token": "k8s.example", "kubernetes_EKS_token": "eks.example"},
-        json_files={"kubernetes_dynamic_credentials.auto.tfvars.json": {
-            "tfc_kubernetes_dynamic_credentials": {
-                "default": {"token_path": "{w}/kubernetes_token"},
-                "aliases": {"EKS": {"token_path": "{w}/kubernetes_EKS_token"}},
-            }}},
+        json_files={
+            "kubernetes_dynamic_credentials.auto.tfvars.json": {
+                "tfc_kubernetes_dynamic_credentials": {
+                    "default": {"token_path": "{w}/kubernetes_token"},
+                    "aliases": {"EKS": {"token_path": "{w}/kubernetes_EKS_token"}},
+                }
+            }
+        },
     ),
     Case(
         "manual tokens",
-        {"TFC_WORKLOAD_IDENTITY_AUDIENCE": "my.audience",
-         "TFC_WORKLOAD_IDENTITY_AUDIENCE_OTHER": "other.audience"},
-        want_env={"TFC_WORKLOAD_IDENTITY_TOKEN": "<jwt:my.audience>",
-                  "TFC_WORKLOAD_IDENTITY_TOKEN_OTHER": "<jwt:other.audience>"},
+        {
+            "TFC_WORKLOAD_IDENTITY_AUDIENCE": "my.audience",
+            "TFC_WORKLOAD_IDENTITY_AUDIENCE_OTHER": "other.audience",
+        },
+        want_env={
+            "TFC_WORKLOAD_IDENTITY_TOKEN": "<jwt:my.audience>",
+            "TFC_WORKLOAD_IDENTITY_TOKEN_OTHER": "<jwt:other.audience>",
+        },
     ),
     Case(
         "apply phase: phase-specific roles win, defaults fill in",
@@ -192,8 +238,11 @@ CASES = [
             "TFC_DEFAULT_AZURE_RUN_CLIENT_ID": "clientid-123",
         },
         want_env={
-            "AWS_ROLE_ARN": "my-arn", "AWS_WEB_IDENTITY_TOKEN_FILE": "{w}/aws_token",
-            "ARM_CLIENT_ID": "clientid-123", "ARM_OIDC_TOKEN": "<azure_token>", "ARM_USE_OIDC": "true",
+            "AWS_ROLE_ARN": "my-arn",
+            "AWS_WEB_IDENTITY_TOKEN_FILE": "{w}/aws_token",
+            "ARM_CLIENT_ID": "clientid-123",
+            "ARM_OIDC_TOKEN": "<azure_token>",
+            "ARM_USE_OIDC": "true",
         },
         tokens={"aws_token": "aws.workload.identity", "azure_token": "api://AzureADTokenExchange"},
         text_files={"aws_config.ini": aws_ini(), "azure_client_id": "clientid-123"},
@@ -220,7 +269,7 @@ async def test_case(case: Case, keysvc: RunningService, workdir: Path) -> None:
     assert {k: v for k, v in result.env.items() if k not in manual} == want_env
     assert list(result.env) == list(case.want_env)  # the documented order
     for name, marker in manual.items():
-        await verified(keysvc, result.env[name], marker[len("<jwt:"):-1], case.phase)
+        await verified(keysvc, result.env[name], marker[len("<jwt:") : -1], case.phase)
 
     written = {**case.text_files, **case.json_files, **dict.fromkeys(case.tokens, "")}
     assert sorted(p.name for p in result.files) == sorted(written)
@@ -238,8 +287,11 @@ async def test_case(case: Case, keysvc: RunningService, workdir: Path) -> None:
 
 
 async def test_each_configuration_gets_its_own_token(keysvc: RunningService, workdir: Path) -> None:
-    env = {"TFC_AZURE_PROVIDER_AUTH": "true", "TFC_AZURE_PROVIDER_AUTH_B": "true",
-           "TFC_DEFAULT_AZURE_RUN_CLIENT_ID": "c"}
+    env = {
+        "TFC_AZURE_PROVIDER_AUTH": "true",
+        "TFC_AZURE_PROVIDER_AUTH_B": "true",
+        "TFC_DEFAULT_AZURE_RUN_CLIENT_ID": "c",
+    }
     await run_apply(keysvc, env, workdir)
     first, second = (workdir / "azure_token").read_text(), (workdir / "azure_B_token").read_text()
     assert first != second
@@ -254,8 +306,10 @@ async def test_false_switch_and_other_providers_modes_are_independent(
     env = {
         "TFC_GCP_PROVIDER_AUTH": "false",
         "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "x@y",  # never read: GCP is off
-        "TFC_AWS_PROVIDER_AUTH_A": "TRUE", "TFC_DEFAULT_AWS_RUN_ROLE_ARN": "arn-a",
-        "TFC_KUBERNETES_PROVIDER_AUTH": "1", "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE": "k",
+        "TFC_AWS_PROVIDER_AUTH_A": "TRUE",
+        "TFC_DEFAULT_AWS_RUN_ROLE_ARN": "arn-a",
+        "TFC_KUBERNETES_PROVIDER_AUTH": "1",
+        "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE": "k",
     }
     result = await run_apply(keysvc, env, workdir)
     assert list(result.env) == ["KUBE_TOKEN"]

@@ -15,12 +15,15 @@ from tests.creds.conftest import cli_apply_args, run_apply, run_cli, snapshot, t
 from tests.service import RunningService
 
 EVERYTHING = {
-    "TFC_AWS_PROVIDER_AUTH": "true", "TFC_AWS_RUN_ROLE_ARN": "arn:aws:iam::1:role/r",
-    "TFC_GCP_PROVIDER_AUTH_A": "true", "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL_A": "t@p.iam",
-    "TFC_GCP_WORKLOAD_PROVIDER_NAME_A":
-        "projects/1/locations/global/workloadIdentityPools/p/providers/q",
-    "TFC_AZURE_PROVIDER_AUTH": "true", "TFC_AZURE_RUN_CLIENT_ID": "c",
-    "TFC_KUBERNETES_PROVIDER_AUTH": "true", "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE": "k",
+    "TFC_AWS_PROVIDER_AUTH": "true",
+    "TFC_AWS_RUN_ROLE_ARN": "arn:aws:iam::1:role/r",
+    "TFC_GCP_PROVIDER_AUTH_A": "true",
+    "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL_A": "t@p.iam",
+    "TFC_GCP_WORKLOAD_PROVIDER_NAME_A": "projects/1/locations/global/workloadIdentityPools/p/providers/q",
+    "TFC_AZURE_PROVIDER_AUTH": "true",
+    "TFC_AZURE_RUN_CLIENT_ID": "c",
+    "TFC_KUBERNETES_PROVIDER_AUTH": "true",
+    "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE": "k",
     "TFC_WORKLOAD_IDENTITY_AUDIENCE": "manual",
 }
 
@@ -64,10 +67,17 @@ async def test_second_apply_replaces_the_first(keysvc: RunningService, workdir: 
     plan_token = (workdir / "aws_token").read_text()
     only_aws = {k: v for k, v in EVERYTHING.items() if k.startswith("TFC_AWS")}
     second = await run_apply(keysvc, only_aws, workdir, "apply")
-    assert sorted(p.name for p in workdir.iterdir()) == [MANIFEST_NAME, "aws_config.ini", "aws_token"]
+    assert sorted(p.name for p in workdir.iterdir()) == [
+        MANIFEST_NAME,
+        "aws_config.ini",
+        "aws_token",
+    ]
     assert second.env["AWS_WEB_IDENTITY_TOKEN_FILE"] == first.env["AWS_WEB_IDENTITY_TOKEN_FILE"]
     assert (workdir / "aws_token").read_text() != plan_token
-    assert json.loads((workdir / MANIFEST_NAME).read_text())["files"] == ["aws_config.ini", "aws_token"]
+    assert json.loads((workdir / MANIFEST_NAME).read_text())["files"] == [
+        "aws_config.ini",
+        "aws_token",
+    ]
     assert sorted(p.name for p in clean(workdir)) == ["aws_config.ini", "aws_token"]
     assert list(workdir.iterdir()) == []
 

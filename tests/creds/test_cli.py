@@ -13,8 +13,10 @@ from tests.creds.conftest import REPO, cli_apply_args, run_cli, token_file_for, 
 from tests.service import RunningService
 
 ENV = {
-    "TFC_AWS_PROVIDER_AUTH": "true", "TFC_AWS_RUN_ROLE_ARN": "arn:aws:iam::1:role/r",
-    "TFC_AZURE_PROVIDER_AUTH": "true", "TFC_AZURE_RUN_CLIENT_ID": "c-1",
+    "TFC_AWS_PROVIDER_AUTH": "true",
+    "TFC_AWS_RUN_ROLE_ARN": "arn:aws:iam::1:role/r",
+    "TFC_AZURE_PROVIDER_AUTH": "true",
+    "TFC_AZURE_RUN_CLIENT_ID": "c-1",
 }
 
 
@@ -40,24 +42,31 @@ async def test_dotenv_and_json_print_the_same_variables(
     )
     assert code == 0 and err == ""
     from_json = json.loads(out)
-    assert list(from_json) == ["AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "ARM_CLIENT_ID",
-                               "ARM_OIDC_TOKEN", "ARM_USE_OIDC"]
+    assert list(from_json) == [
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "ARM_CLIENT_ID",
+        "ARM_OIDC_TOKEN",
+        "ARM_USE_OIDC",
+    ]
     # plan and apply name the same files; the tokens differ by phase
     assert {k: v for k, v in from_dotenv.items() if k != "ARM_OIDC_TOKEN"} == {
-        k: v for k, v in from_json.items() if k != "ARM_OIDC_TOKEN"}
+        k: v for k, v in from_json.items() if k != "ARM_OIDC_TOKEN"
+    }
     assert from_json["AWS_WEB_IDENTITY_TOKEN_FILE"] == str(workdir / "aws_token")
     await verified(keysvc, from_dotenv["ARM_OIDC_TOKEN"], "api://AzureADTokenExchange", "plan")
     await verified(keysvc, from_json["ARM_OIDC_TOKEN"], "api://AzureADTokenExchange", "apply")
 
 
 def test_dotenv_quotes_only_what_needs_it() -> None:
-    assert dotenv({"A": "arn:aws:iam::1:role/r", "B": "/x y/$z\"`\\"}) == (
+    assert dotenv({"A": "arn:aws:iam::1:role/r", "B": '/x y/$z"`\\'}) == (
         'A=arn:aws:iam::1:role/r\nB="/x y/\\$z\\"\\`\\\\"\n'
     )
 
 
-async def test_no_credentials_prints_nothing(keysvc: RunningService, workdir: Path,
-                                             tmp_path: Path) -> None:
+async def test_no_credentials_prints_nothing(
+    keysvc: RunningService, workdir: Path, tmp_path: Path
+) -> None:
     token = token_file_for(keysvc, tmp_path)
     for output_format in ("dotenv", "json"):
         code, out, err = await run_cli(
@@ -74,16 +83,33 @@ async def test_help() -> None:
         assert code == 0 and "--workdir" in out
 
 
-FORBIDDEN = ("keysvc.keyring", "keysvc.tokens", "keysvc.app", "keysvc.service", "keysvc.keygen",
-             "keysvc.config", "keysvc.backends.file", "keysvc.backends.vault",
-             "keysvc.backends.aws_kms", "keysvc.backends.gcp_kms", "keysvc.backends.azure_kv",
-             "keysvc.backends.pkcs11", "aiohttp", "hvac", "boto3", "botocore", "google", "azure")
+FORBIDDEN = (
+    "keysvc.keyring",
+    "keysvc.tokens",
+    "keysvc.app",
+    "keysvc.service",
+    "keysvc.keygen",
+    "keysvc.config",
+    "keysvc.backends.file",
+    "keysvc.backends.vault",
+    "keysvc.backends.aws_kms",
+    "keysvc.backends.gcp_kms",
+    "keysvc.backends.azure_kv",
+    "keysvc.backends.pkcs11",
+    "aiohttp",
+    "hvac",
+    "boto3",
+    "botocore",
+    "google",
+    "azure",
+)
 
 
 def loaded_after(statement: str) -> set[str]:
     code = f"import sys\n{statement}\nprint(' '.join(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     return set(out.split())
 
 

@@ -17,8 +17,7 @@ from tests.service import RunningService
 GCP_OK = {
     "TFC_GCP_PROVIDER_AUTH": "true",
     "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "terraform@iam.google.com",
-    "TFC_GCP_WORKLOAD_PROVIDER_NAME":
-        "projects/123/locations/global/workloadIdentityPools/pool/providers/p",
+    "TFC_GCP_WORKLOAD_PROVIDER_NAME": "projects/123/locations/global/workloadIdentityPools/pool/providers/p",
 }
 AWS_OK = {"TFC_AWS_PROVIDER_AUTH": "true", "TFC_AWS_RUN_ROLE_ARN": "arn:aws:iam::1:role/r"}
 
@@ -28,50 +27,114 @@ BAD = [
     ({"TFC_AWS_PROVIDER_AUTHX": "true"}, "TFC_AWS_PROVIDER_AUTHX: malformed tag"),
     ({"TFC_AWS_PROVIDER_AUTH_bad-tag": "true"}, "TFC_AWS_PROVIDER_AUTH_bad-tag: malformed tag"),
     ({"TFC_AWS_PROVIDER_AUTH_": "true"}, "TFC_AWS_PROVIDER_AUTH_: malformed tag"),
-    ({"TFC_GCP_PROVIDER_AUTH_TYPE": "true"}, "TFC_GCP_PROVIDER_AUTH_TYPE: the tag 'TYPE' is reserved"),
-    ({"TFC_WORKLOAD_IDENTITY_AUDIENCE_a.b": "x"}, "TFC_WORKLOAD_IDENTITY_AUDIENCE_a.b: malformed tag"),
-    ({"TFC_AWS_PROVIDER_AUTH": "true"}, "TFC_AWS_RUN_ROLE_ARN: required when TFC_AWS_PROVIDER_AUTH is true"),
-    ({"TFC_AWS_PROVIDER_AUTH_A": "true", "TFC_AWS_RUN_ROLE_ARN": "r"},
-     "TFC_AWS_RUN_ROLE_ARN_A: required when TFC_AWS_PROVIDER_AUTH_A is true"),
-    ({"TFC_AWS_PROVIDER_AUTH": "true", "TFC_AWS_RUN_ROLE_ARN": "a\nb"},
-     "TFC_AWS_RUN_ROLE_ARN: must be a single line"),
-    ({"TFC_AZURE_PROVIDER_AUTH": "true"},
-     "TFC_AZURE_RUN_CLIENT_ID: required when TFC_AZURE_PROVIDER_AUTH is true"),
-    ({**GCP_OK, "TFC_GCP_WORKLOAD_PROVIDER_NAME": "projects/123/pools/p"},
-     "TFC_GCP_WORKLOAD_PROVIDER_NAME: the workload identity provider must be projects/<number>"),
-    ({**GCP_OK, "TFC_GCP_WORKLOAD_PROVIDER_NAME": "", "TFC_GCP_PROJECT_NUMBER": "1",
-      "TFC_GCP_WORKLOAD_POOL_ID": "a/b", "TFC_GCP_WORKLOAD_PROVIDER_ID": "c"},
-     "TFC_GCP_PROJECT_NUMBER + TFC_GCP_WORKLOAD_POOL_ID + TFC_GCP_WORKLOAD_PROVIDER_ID: the"),
-    ({**GCP_OK, "TFC_GCP_WORKLOAD_PROVIDER_NAME": "", "TFC_GCP_PROJECT_NUMBER": "1"},
-     "TFC_GCP_WORKLOAD_POOL_ID: required when TFC_GCP_PROVIDER_AUTH is true"),
-    ({**GCP_OK, "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": ""},
-     "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL: required when TFC_GCP_PROVIDER_AUTH is true"),
-    ({**GCP_OK, "TFC_GCP_PRINCIPAL_TYPE": "user"},
-     "TFC_GCP_PRINCIPAL_TYPE: must be service_account or workload_pool"),
-    ({"TFC_KUBERNETES_PROVIDER_AUTH": "true"},
-     "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE: required when TFC_KUBERNETES_PROVIDER_AUTH is true"),
-    ({"TFC_VAULT_PROVIDER_AUTH": "true", "TFC_VAULT_RUN_ROLE": "r"},
-     "TFC_VAULT_ADDR: required when TFC_VAULT_PROVIDER_AUTH is true"),
-    ({"TFC_VAULT_PROVIDER_AUTH": "true", "TFC_VAULT_ADDR": "vault:8200", "TFC_VAULT_RUN_ROLE": "r"},
-     "TFC_VAULT_ADDR: must be an http:// or https:// URL"),
-    ({"TFC_VAULT_PROVIDER_AUTH": "true", "TFC_VAULT_ADDR": "https://127.0.0.1:9"},
-     "TFC_VAULT_RUN_ROLE: required when TFC_VAULT_PROVIDER_AUTH is true"),
-    ({"TFC_VAULT_PROVIDER_AUTH": "true", "TFC_VAULT_ADDR": "https://127.0.0.1:9", "TFC_VAULT_RUN_ROLE": "r",
-      "TFC_VAULT_ENCODED_CACERT": base64.b64encode(b"not a certificate").decode()},
-     "TFC_VAULT_ENCODED_CACERT: must be a base64-encoded PEM CA certificate"),
-    ({"TFC_VAULT_PROVIDER_AUTH": "true", "TFC_VAULT_ADDR": "https://127.0.0.1:9", "TFC_VAULT_RUN_ROLE": "r",
-      "TFC_VAULT_CLIENT_TIMEOUT": "soon"},
-     "TFC_VAULT_CLIENT_TIMEOUT: must be a whole number of seconds"),
-    ({"TFC_VAULT_PROVIDER_AUTH": "true", "TFC_VAULT_ADDR": "https://127.0.0.1:9", "TFC_VAULT_RUN_ROLE": "r",
-      "TFC_VAULT_AUTH_PATH": "../sys"},
-     "TFC_VAULT_AUTH_PATH: must be a Vault mount path"),
+    (
+        {"TFC_GCP_PROVIDER_AUTH_TYPE": "true"},
+        "TFC_GCP_PROVIDER_AUTH_TYPE: the tag 'TYPE' is reserved",
+    ),
+    (
+        {"TFC_WORKLOAD_IDENTITY_AUDIENCE_a.b": "x"},
+        "TFC_WORKLOAD_IDENTITY_AUDIENCE_a.b: malformed tag",
+    ),
+    (
+        {"TFC_AWS_PROVIDER_AUTH": "true"},
+        "TFC_AWS_RUN_ROLE_ARN: required when TFC_AWS_PROVIDER_AUTH is true",
+    ),
+    (
+        {"TFC_AWS_PROVIDER_AUTH_A": "true", "TFC_AWS_RUN_ROLE_ARN": "r"},
+        "TFC_AWS_RUN_ROLE_ARN_A: required when TFC_AWS_PROVIDER_AUTH_A is true",
+    ),
+    (
+        {"TFC_AWS_PROVIDER_AUTH": "true", "TFC_AWS_RUN_ROLE_ARN": "a\nb"},
+        "TFC_AWS_RUN_ROLE_ARN: must be a single line",
+    ),
+    (
+        {"TFC_AZURE_PROVIDER_AUTH": "true"},
+        "TFC_AZURE_RUN_CLIENT_ID: required when TFC_AZURE_PROVIDER_AUTH is true",
+    ),
+    (
+        {**GCP_OK, "TFC_GCP_WORKLOAD_PROVIDER_NAME": "projects/123/pools/p"},
+        "TFC_GCP_WORKLOAD_PROVIDER_NAME: the workload identity provider must be projects/<number>",
+    ),
+    (
+        {
+            **GCP_OK,
+            "TFC_GCP_WORKLOAD_PROVIDER_NAME": "",
+            "TFC_GCP_PROJECT_NUMBER": "1",
+            "TFC_GCP_WORKLOAD_POOL_ID": "a/b",
+            "TFC_GCP_WORKLOAD_PROVIDER_ID": "c",
+        },
+        "TFC_GCP_PROJECT_NUMBER + TFC_GCP_WORKLOAD_POOL_ID + TFC_GCP_WORKLOAD_PROVIDER_ID: the",
+    ),
+    (
+        {**GCP_OK, "TFC_GCP_WORKLOAD_PROVIDER_NAME": "", "TFC_GCP_PROJECT_NUMBER": "1"},
+        "TFC_GCP_WORKLOAD_POOL_ID: required when TFC_GCP_PROVIDER_AUTH is true",
+    ),
+    (
+        {**GCP_OK, "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": ""},
+        "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL: required when TFC_GCP_PROVIDER_AUTH is true",
+    ),
+    (
+        {**GCP_OK, "TFC_GCP_PRINCIPAL_TYPE": "user"},
+        "TFC_GCP_PRINCIPAL_TYPE: must be service_account or workload_pool",
+    ),
+    (
+        {"TFC_KUBERNETES_PROVIDER_AUTH": "true"},
+        "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE: required when TFC_KUBERNETES_PROVIDER_AUTH is true",
+    ),
+    (
+        {"TFC_VAULT_PROVIDER_AUTH": "true", "TFC_VAULT_RUN_ROLE": "r"},
+        "TFC_VAULT_ADDR: required when TFC_VAULT_PROVIDER_AUTH is true",
+    ),
+    (
+        {
+            "TFC_VAULT_PROVIDER_AUTH": "true",
+            "TFC_VAULT_ADDR": "vault:8200",
+            "TFC_VAULT_RUN_ROLE": "r",
+        },
+        "TFC_VAULT_ADDR: must be an http:// or https:// URL",
+    ),
+    (
+        {"TFC_VAULT_PROVIDER_AUTH": "true", "TFC_VAULT_ADDR": "https://127.0.0.1:9"},
+        "TFC_VAULT_RUN_ROLE: required when TFC_VAULT_PROVIDER_AUTH is true",
+    ),
+    (
+        {
+            "TFC_VAULT_PROVIDER_AUTH": "true",
+            "TFC_VAULT_ADDR": "https://127.0.0.1:9",
+            "TFC_VAULT_RUN_ROLE": "r",
+            "TFC_VAULT_ENCODED_CACERT": base64.b64encode(b"not a certificate").decode(),
+        },
+        "TFC_VAULT_ENCODED_CACERT: must be a base64-encoded PEM CA certificate",
+    ),
+    (
+        {
+            "TFC_VAULT_PROVIDER_AUTH": "true",
+            "TFC_VAULT_ADDR": "https://127.0.0.1:9",
+            "TFC_VAULT_RUN_ROLE": "r",
+            "TFC_VAULT_CLIENT_TIMEOUT": "soon",
+        },
+        "TFC_VAULT_CLIENT_TIMEOUT: must be a whole number of seconds",
+    ),
+    (
+        {
+            "TFC_VAULT_PROVIDER_AUTH": "true",
+            "TFC_VAULT_ADDR": "https://127.0.0.1:9",
+            "TFC_VAULT_RUN_ROLE": "r",
+            "TFC_VAULT_AUTH_PATH": "../sys",
+        },
+        "TFC_VAULT_AUTH_PATH: must be a Vault mount path",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("env", "message"), BAD, ids=[m.split(":")[0] for _, m in BAD])
 def test_bad_variable_is_one_line_exit_2_nothing_written(
-    env: dict[str, str], message: str, workdir: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    message: str,
+    workdir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """In-process through the real CLI entry point; no keysvc is needed since nothing may be
     requested (the URL points at a closed port, so a request would fail differently)."""
@@ -83,8 +146,10 @@ def test_bad_variable_is_one_line_exit_2_nothing_written(
     token.write_text("client-token")
     token.chmod(0o600)
     code, out, err = invoke_cli(
-        cli_apply_args_for(f"http://127.0.0.1:{closed_port()}", token, workdir), full,
-        monkeypatch, capsys,
+        cli_apply_args_for(f"http://127.0.0.1:{closed_port()}", token, workdir),
+        full,
+        monkeypatch,
+        capsys,
     )
     assert code == 2, err
     assert out == ""
@@ -116,9 +181,26 @@ async def test_keysvc_unreachable_is_retried_then_reported(workdir: Path, tmp_pa
 
 
 def cli_apply_args_for(url: str, token: Path, workdir: Path) -> list[str]:
-    return ["creds", "apply", "--url", url, "--token-file", str(token), "--workdir", str(workdir),
-            "--organization", "acme", "--workspace", "networking", "--workspace-id", "ws-1",
-            "--run-id", "run-1", "--phase", "plan"]
+    return [
+        "creds",
+        "apply",
+        "--url",
+        url,
+        "--token-file",
+        str(token),
+        "--workdir",
+        str(workdir),
+        "--organization",
+        "acme",
+        "--workspace",
+        "networking",
+        "--workspace-id",
+        "ws-1",
+        "--run-id",
+        "run-1",
+        "--phase",
+        "plan",
+    ]
 
 
 async def test_keysvc_refusal_is_reported_with_its_error(
@@ -129,8 +211,10 @@ async def test_keysvc_refusal_is_reported_with_its_error(
     token.chmod(0o600)
     code, _, err = await run_cli(*cli_apply_args_for(keysvc.url, token, workdir), env=AWS_OK)
     assert code == 2
-    assert err.startswith(f"keysvc: error: keysvc at {keysvc.url} refused a token for audience "
-                          "'aws.workload.identity': HTTP 401"), err
+    assert err.startswith(
+        f"keysvc: error: keysvc at {keysvc.url} refused a token for audience "
+        "'aws.workload.identity': HTTP 401"
+    ), err
     assert "not-the-client-token" not in err
     assert list(workdir.iterdir()) == []
 
@@ -175,13 +259,15 @@ async def test_503_is_retried_then_succeeds(
         if len(seen) <= 2:
             return web.json_response(
                 {"error": {"code": "backend_unavailable", "message": "try later"}},
-                status=503, headers={"Retry-After": "0"},
+                status=503,
+                headers={"Retry-After": "0"},
             )
         async with keysvc.session.post(
             keysvc.url + request.path, data=await request.read(), headers=request.headers
         ) as upstream:
-            return web.Response(status=upstream.status, body=await upstream.read(),
-                                content_type="application/json")
+            return web.Response(
+                status=upstream.status, body=await upstream.read(), content_type="application/json"
+            )
 
     app = web.Application()
     app.router.add_post("/v1/tokens", handler)

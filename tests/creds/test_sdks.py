@@ -98,8 +98,9 @@ def google_credentials(config_file: str, sts_url: str | None) -> tuple[object, s
         return credentials, None
     info["token_url"] = f"{sts_url}/v1/token"
     if "service_account_impersonation_url" in info:
-        info["service_account_impersonation_url"] = info["service_account_impersonation_url"].replace(
-            "https://iamcredentials.googleapis.com", sts_url)
+        info["service_account_impersonation_url"] = info[
+            "service_account_impersonation_url"
+        ].replace("https://iamcredentials.googleapis.com", sts_url)
     credentials = identity_pool.Credentials.from_info(info, scopes=SCOPES)
     credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[attr-defined]
     return credentials, credentials.token  # type: ignore[attr-defined]
@@ -109,9 +110,12 @@ def google_credentials(config_file: str, sts_url: str | None) -> tuple[object, s
 async def test_google_auth_exchanges_the_written_token(
     principal: str, keysvc: RunningService, workdir: Path
 ) -> None:
-    env = {"TFC_GCP_PROVIDER_AUTH": "true", "TFC_GCP_WORKLOAD_PROVIDER_NAME": GCP_PROVIDER,
-           "TFC_GCP_PRINCIPAL_TYPE": principal,
-           "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "terraform@acme.iam.gserviceaccount.com"}
+    env = {
+        "TFC_GCP_PROVIDER_AUTH": "true",
+        "TFC_GCP_WORKLOAD_PROVIDER_NAME": GCP_PROVIDER,
+        "TFC_GCP_PRINCIPAL_TYPE": principal,
+        "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "terraform@acme.iam.gserviceaccount.com",
+    }
     result = await run_apply(keysvc, env, workdir)
     config_file = result.env["GOOGLE_APPLICATION_CREDENTIALS"]
 
@@ -148,8 +152,12 @@ def azure_token(authority: str, tenant: str, client_id: str, token_file: str, ca
     from azure.identity import WorkloadIdentityCredential
 
     credential = WorkloadIdentityCredential(
-        tenant_id=tenant, client_id=client_id, token_file_path=token_file,
-        authority=authority, disable_instance_discovery=True, connection_verify=ca_file,
+        tenant_id=tenant,
+        client_id=client_id,
+        token_file_path=token_file,
+        authority=authority,
+        disable_instance_discovery=True,
+        connection_verify=ca_file,
     )
     return credential.get_token("https://management.azure.com/.default").token
 

@@ -40,12 +40,16 @@ def read_secret_with_hvac(env: dict[str, str]) -> str:
     """The Vault client library, configured only from the variables apply printed."""
     import hvac
 
-    client = hvac.Client(url=env["VAULT_ADDR"], token=env["VAULT_TOKEN"], verify=env["VAULT_CACERT"])
+    client = hvac.Client(
+        url=env["VAULT_ADDR"], token=env["VAULT_TOKEN"], verify=env["VAULT_CACERT"]
+    )
     secret = client.secrets.kv.v2.read_secret_version(path="app", raise_on_deleted_version=True)
     return str(secret["data"]["data"]["password"])
 
 
-async def test_login_write_use_and_revoke(bao: OpenBao, keysvc: RunningService, workdir: Path) -> None:
+async def test_login_write_use_and_revoke(
+    bao: OpenBao, keysvc: RunningService, workdir: Path
+) -> None:
     result = await run_apply(keysvc, vault_env(bao), workdir)
     token = (workdir / "vault_token").read_text()
     assert result.env == {
@@ -63,8 +67,15 @@ async def test_login_write_use_and_revoke(bao: OpenBao, keysvc: RunningService, 
     assert info["data"]["meta"]["role"] == "tfc-role"
 
     record = json.loads((workdir / MANIFEST_NAME).read_text())["vault"]
-    assert record == [{"address": bao.address, "namespace": None, "timeout": 60,
-                       "token_file": "vault_token", "ca_cert_file": "vault_ca_cert.pem"}]
+    assert record == [
+        {
+            "address": bao.address,
+            "namespace": None,
+            "timeout": 60,
+            "token_file": "vault_token",
+            "ca_cert_file": "vault_ca_cert.pem",
+        }
+    ]
     assert token not in (workdir / MANIFEST_NAME).read_text()
 
     await asyncio.to_thread(clean, workdir)
@@ -88,8 +99,15 @@ async def test_multiple_configurations_and_auth_path(
     bao: OpenBao, keysvc: RunningService, workdir: Path
 ) -> None:
     await bao.trust_keysvc(keysvc.url, mount="tfc/jwt", role="other")
-    env = {**vault_env(bao), **vault_env(bao, "_SECOND", TFC_VAULT_AUTH_PATH_SECOND="/tfc/jwt/",
-                                         TFC_VAULT_APPLY_ROLE_SECOND="other")}
+    env = {
+        **vault_env(bao),
+        **vault_env(
+            bao,
+            "_SECOND",
+            TFC_VAULT_AUTH_PATH_SECOND="/tfc/jwt/",
+            TFC_VAULT_APPLY_ROLE_SECOND="other",
+        ),
+    }
     result = await run_apply(keysvc, env, workdir, "apply")
     assert result.env == {}
     tfvars = json.loads((workdir / "vault_dynamic_credentials.auto.tfvars.json").read_text())
@@ -99,11 +117,16 @@ async def test_multiple_configurations_and_auth_path(
         "namespace": "",
         "ca_cert_file": str(workdir / "vault_SECOND_ca_cert.pem"),
     }
-    assert tfvars == {"tfc_vault_dynamic_credentials": {
-        "default": {**second, "token_filename": str(workdir / "vault_token"),
-                    "ca_cert_file": str(workdir / "vault_ca_cert.pem")},
-        "aliases": {"SECOND": second},
-    }}
+    assert tfvars == {
+        "tfc_vault_dynamic_credentials": {
+            "default": {
+                **second,
+                "token_filename": str(workdir / "vault_token"),
+                "ca_cert_file": str(workdir / "vault_ca_cert.pem"),
+            },
+            "aliases": {"SECOND": second},
+        }
+    }
     token = (workdir / "vault_SECOND_token").read_text()
     info = await bao.ok("GET", "auth/token/lookup-self", token=token)
     assert info["data"]["meta"]["role"] == "other"
@@ -116,11 +139,14 @@ async def test_refused_login_writes_nothing_and_gives_back_other_tokens(
     """The default configuration logs in, the tagged one is refused: one-line error, nothing
     written, and the token the first login obtained is revoked."""
     env = {**vault_env(bao), **vault_env(bao, "_B"), "TFC_VAULT_RUN_ROLE_B": "no-such-role"}
-    code, out, err = await run_cli(*cli_apply_args(keysvc, token_file_for(keysvc, tmp_path), workdir),
-                                   env=env)
+    code, out, err = await run_cli(
+        *cli_apply_args(keysvc, token_file_for(keysvc, tmp_path), workdir), env=env
+    )
     assert code == 2 and out == ""
-    assert err.startswith(f"keysvc: error: Vault JWT login at {bao.address} (auth path 'jwt', "
-                          "role 'no-such-role') failed: HTTP 400")
+    assert err.startswith(
+        f"keysvc: error: Vault JWT login at {bao.address} (auth path 'jwt', "
+        "role 'no-such-role') failed: HTTP 400"
+    )
     assert err.count("\n") == 1
     assert list(workdir.iterdir()) == []
     tokens = await bao.ok("LIST", "auth/token/accessors")
@@ -145,6 +171,22 @@ async def test_namespace(bao: OpenBao, keysvc: RunningService, workdir: Path) ->
     info = await bao.ok("GET", "auth/token/lookup-self", token=result.env["VAULT_TOKEN"])
     assert info["data"]["namespace_path"] == "team/"
     await asyncio.to_thread(clean, workdir)
-    status, _ = await bao.call("GET", "auth/token/lookup-self", token=result.env["VAULT_TOKEN"],
-                               namespace="team")
+    status, _ = await bao.call(
+        "GET", "auth/token/lookup-self", token=result.env["VAULT_TOKEN"], namespace="team"
+    )
     assert status == 403
+
+
+async def test_clean_warns_but_succeeds_when_vault_is_gone(
+    keysvc: RunningService, workdir: Path, tmp_path: Path
+) -> None:
+    """Revocation is best effort: the files go even when Vault cannot be reached."""
+    async with start_openbao(tmp_path) as server:
+        await server.trust_keysvc(keysvc.url)
+        await run_apply(keysvc, vault_env(server), workdir)
+        address = server.address
+    code, out, err = await run_cli("creds", "clean", "--workdir", str(workdir), env={})
+    assert code == 0 and out == ""
+    assert err.startswith(f"keysvc: warning: could not revoke the Vault token at {address}: ")
+    assert err.count("\n") == 1
+    assert list(workdir.iterdir()) == []

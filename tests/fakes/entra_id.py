@@ -36,13 +36,15 @@ class EntraId:
     async def discovery(self, request: web.Request) -> web.Response:
         tenant = request.match_info["tenant"]
         base = f"{self.base_url}/{tenant}"
-        return web.json_response({
-            "issuer": f"{base}/v2.0",
-            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-            "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-            "tenant_region_scope": None,
-        })
+        return web.json_response(
+            {
+                "issuer": f"{base}/v2.0",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "tenant_region_scope": None,
+            }
+        )
 
     @staticmethod
     def error(code: str, description: str) -> web.Response:
@@ -63,9 +65,19 @@ class EntraId:
             claims = await verify_token(self.jwks_url, assertion, AUDIENCE)
         except Rejected as exc:
             return self.error("invalid_client", f"AADSTS700211: {exc}")
-        self.grants.append({"claims": claims, "client_id": form["client_id"],
-                            "tenant": request.match_info["tenant"], "scope": form.get("scope")})
-        return web.json_response({
-            "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
-            "access_token": "entra-" + secrets.token_urlsafe(16),
-        })
+        self.grants.append(
+            {
+                "claims": claims,
+                "client_id": form["client_id"],
+                "tenant": request.match_info["tenant"],
+                "scope": form.get("scope"),
+            }
+        )
+        return web.json_response(
+            {
+                "token_type": "Bearer",
+                "expires_in": 3599,
+                "ext_expires_in": 3599,
+                "access_token": "entra-" + secrets.token_urlsafe(16),
+            }
+        )

@@ -21,7 +21,12 @@ async def verify_token(jwks_url: str, token: str, audience: str) -> dict[str, An
     try:
         kid = jwt.get_unverified_header(token)["kid"]
         key = jwt.PyJWKSet.from_dict(jwks)[kid]
-        return jwt.decode(token, key.key, algorithms=[key.algorithm_name], audience=audience,
-                          options={"require": ["iss", "sub", "aud", "iat", "exp"]})
+        return jwt.decode(
+            token,
+            key.key,
+            algorithms=[key.algorithm_name],
+            audience=audience,
+            options={"require": ["iss", "sub", "aud", "iat", "exp"]},
+        )
     except (jwt.PyJWTError, KeyError) as exc:
         raise Rejected(str(exc)) from None

@@ -49,17 +49,23 @@ class GoogleSts:
         self.exchanges.append({"claims": claims, "form": dict(form)})
         access = "federated-" + secrets.token_urlsafe(16)
         self.federated_tokens.add(access)
-        return web.json_response({
-            "access_token": access,
-            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
-            "token_type": "Bearer",
-            "expires_in": 3600,
-        })
+        return web.json_response(
+            {
+                "access_token": access,
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer",
+                "expires_in": 3600,
+            }
+        )
 
     async def impersonate(self, request: web.Request) -> web.Response:
         bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if bearer not in self.federated_tokens:
-            return web.json_response({"error": {"code": 401, "status": "UNAUTHENTICATED"}}, status=401)
+            return web.json_response(
+                {"error": {"code": 401, "status": "UNAUTHENTICATED"}}, status=401
+            )
         self.impersonations.append(request.match_info["email"])
         expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return web.json_response({"accessToken": "sa-" + secrets.token_urlsafe(16), "expireTime": expires})
+        return web.json_response(
+            {"accessToken": "sa-" + secrets.token_urlsafe(16), "expireTime": expires}
+        )

@@ -30,7 +30,10 @@ class AwsConfiguration(Configuration):
             f"role_arn                = {self.role_arn}\n"
         )
         return Rendered(
-            files={names.name("token"): credential.encode(), names.name("config.ini"): config.encode()},
+            files={
+                names.name("token"): credential.encode(),
+                names.name("config.ini"): config.encode(),
+            },
             env={"AWS_ROLE_ARN": self.role_arn, "AWS_WEB_IDENTITY_TOKEN_FILE": token_path},
             tfvars={"shared_config_file": str(names.path("config.ini"))},
         )

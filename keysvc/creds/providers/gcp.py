@@ -14,11 +14,14 @@ from keysvc.creds.variables import Settings
 PROVIDER_NAME = re.compile(
     r"projects/[^/]+/locations/global/workloadIdentityPools/[^/]+/providers/[^/]+"
 )
-PROVIDER_NAME_FORM = "projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>"
+PROVIDER_NAME_FORM = (
+    "projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>"
+)
 PRINCIPAL_TYPES = ("service_account", "workload_pool")
 STS_URL = "https://sts.googleapis.com/v1/token"
 IMPERSONATION_URL = (
-    "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
+    "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/"
+    "{email}:generateAccessToken"
 )
 
 

@@ -32,9 +32,7 @@ def _ca_pem(found: Found | None) -> str | None:
             raise ValueError
         ssl.create_default_context(cadata=pem)
     except (binascii.Error, ValueError, ssl.SSLError):
-        raise VariableError(
-            found.name, "must be a base64-encoded PEM CA certificate"
-        ) from None
+        raise VariableError(found.name, "must be a base64-encoded PEM CA certificate") from None
     return pem
 
 
