@@ -11,7 +11,7 @@ from typing import cast
 
 import click
 
-from keysvc.cli.common import CLIError
+from keysvc.cli.common import CLIError, echo_json, json_option
 from keysvc.creds import CredsError, RunContext, TokenClient, apply, clean
 from keysvc.creds.context import PHASES, Phase
 from keysvc.creds.output import FORMATS
@@ -51,6 +51,7 @@ def creds() -> None:
     show_default=True,
     help="How to print the variables the run must set.",
 )
+@json_option
 def apply_command(
     url: str,
     token_file: Path,
@@ -61,28 +62,32 @@ def apply_command(
     run_id: str,
     phase: str,
     output_format: str,
+    as_json: bool,
 ) -> None:
     """Get one token per enabled provider configuration from keysvc, write the credential
     files into WORKDIR (mode 0600) and print the variables the run must set.
 
     Reads the TFC_* variables (TFC_AWS_PROVIDER_AUTH, TFC_GCP_..., TFC_AZURE_...,
     TFC_VAULT_..., TFC_KUBERNETES_..., TFC_WORKLOAD_IDENTITY_AUDIENCE...) from the
-    environment. A bad value is an error and nothing is written."""
+    environment. A bad value is an error and nothing is written. `--json` is `--format json`."""
     context = RunContext(organization, workspace, workspace_id, run_id, cast(Phase, phase))
     try:
         client = TokenClient.from_token_file(url, token_file)
         result = apply(dict(os.environ), context, workdir, client)
     except CredsError as exc:
         raise CLIError(str(exc)) from None
-    click.echo(FORMATS[output_format](result.env), nl=False)
+    click.echo(FORMATS["json" if as_json else output_format](result.env), nl=False)
 
 
 @creds.command("clean")
 @workdir_option
-def clean_command(workdir: Path) -> None:
+@json_option
+def clean_command(workdir: Path, as_json: bool) -> None:
     """Remove every file `keysvc creds apply` wrote in WORKDIR (and revoke its Vault tokens).
-    Nothing else is touched; with nothing to remove this succeeds."""
+    Nothing else is touched; with nothing to remove this succeeds. Quiet unless `--json`."""
     try:
-        clean(workdir)
+        removed = clean(workdir)
     except CredsError as exc:
         raise CLIError(str(exc)) from None
+    if as_json:
+        echo_json({"removed": [str(path) for path in removed]})

@@ -77,6 +77,20 @@ async def test_no_credentials_prints_nothing(
     assert list(workdir.iterdir()) == []
 
 
+async def test_json_flags(keysvc: RunningService, workdir: Path, tmp_path: Path) -> None:
+    """`--json`, as every keysvc command has: apply prints the variables, clean what it removed."""
+    token = token_file_for(keysvc, tmp_path)
+    code, out, _ = await run_cli(*cli_apply_args(keysvc, token, workdir, "plan", "--json"), env=ENV)
+    assert code == 0 and json.loads(out)["ARM_USE_OIDC"] == "true"
+    code, out, _ = await run_cli("creds", "clean", "--workdir", str(workdir), "--json", env={})
+    assert code == 0
+    assert sorted(json.loads(out)["removed"]) == sorted(
+        str(workdir / n) for n in ("aws_config.ini", "aws_token", "azure_client_id", "azure_token")
+    )
+    code, out, _ = await run_cli("creds", "clean", "--workdir", str(workdir), "--json", env={})
+    assert (code, json.loads(out)) == (0, {"removed": []})
+
+
 async def test_help() -> None:
     for command in ("apply", "clean"):
         code, out, _ = await run_cli("creds", command, "--help", env={})
