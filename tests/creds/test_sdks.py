@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,11 +181,8 @@ async def test_azure_identity_uses_the_written_files(
     entra = EntraId(jwks_url=f"{keysvc.url}/.well-known/jwks", client_ids={"app-123"})
     ca_file = tmp_path / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(ca_file))
-    server_context = tls_ca.issue_cert("127.0.0.1").configure_cert  # type: ignore[attr-defined]
-    import ssl
-
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context(context)
+    tls_ca.issue_cert("127.0.0.1").configure_cert(context)
     async with serve(entra.app(), context) as url:
         entra.base_url = url
         token = await asyncio.to_thread(
