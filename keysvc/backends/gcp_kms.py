@@ -346,8 +346,8 @@ class GcpKmsBackend(KeyBackend):
             )
         if isinstance(exc, gexc.PermissionDenied):
             return BackendError(
-                f"Cloud KMS denied {self.name!r} permission to {doing} {resource}: grant its"
-                f" service account the permission named here ({exc.message})"
+                f"Cloud KMS denied backend {self.name!r} permission to {doing} {resource}"
+                f" ({exc.message}); grant that permission to keysvc's identity on the key"
             )
         if isinstance(exc, gexc.NotFound):
             return BackendError(f"Cloud KMS: {resource} not found ({exc.message})")

@@ -381,7 +381,7 @@ async def test_permission_denied_names_the_missing_permission(
     (version,) = await backend.list_versions()
     backend._public_keys.clear()  # noqa: SLF001 - make listing fetch the public key again
     kms.deny(permission)
-    with pytest.raises(BackendError, match=f"denied .*Permission '{permission}' denied") as info:
+    with pytest.raises(BackendError, match=f"denied backend .gcp. permission .*Permission .{permission}. denied") as info:
         if call == "list":
             await backend.list_versions()
         elif call == "sign":
