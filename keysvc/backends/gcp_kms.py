@@ -397,7 +397,9 @@ class GcpKmsBackend(KeyBackend):
         elif isinstance(key, ec.EllipticCurvePublicKey):
             if _EC_CURVE.get(algorithm) == key.curve.name:
                 return
-        raise BackendError(f"Cloud KMS returned a public key for {name} that is not {algorithm.name}")
+        raise BackendError(
+            f"Cloud KMS returned a public key for {name} that is not {algorithm.name}"
+        )
 
     async def _public_key(self, version: CryptoKeyVersion) -> jose.PublicKey:
         name = version.name

@@ -88,6 +88,10 @@ def generate_private_key(algorithm: Alg) -> Any:
     raise ValueError(f"the fake cannot generate {name}")
 
 
+def _algorithm(algorithm: str | Alg) -> Alg:
+    return Alg[algorithm] if isinstance(algorithm, str) else algorithm
+
+
 def _digest_algorithm(algorithm: Alg) -> tuple[str, hashes.HashAlgorithm]:
     name = algorithm.name
     if name.endswith("SHA512"):
@@ -200,10 +204,14 @@ class FakeCloudKms:
     # -- set-up -----------------------------------------------------------------------------
 
     def add_key(
-        self, name: str, algorithm: str | Alg, versions: int = 1, created: list[datetime] | None = None
+        self,
+        name: str,
+        algorithm: str | Alg,
+        versions: int = 1,
+        created: list[datetime] | None = None,
     ) -> FakeKey:
         """Create a CryptoKey with `versions` ENABLED versions (created now unless given)."""
-        key = FakeKey(name=name, algorithm=Alg[algorithm] if isinstance(algorithm, str) else algorithm)
+        key = FakeKey(name=name, algorithm=_algorithm(algorithm))
         self.keys[name] = key
         for i in range(versions):
             self.add_version(name, created_at=created[i] if created else None)
@@ -218,11 +226,10 @@ class FakeCloudKms:
         created_at: datetime | None = None,
     ) -> FakeVersion:
         key = self.keys[key_name]
-        alg = key.algorithm if algorithm is None else (
-            Alg[algorithm] if isinstance(algorithm, str) else algorithm
-        )
+        alg = key.algorithm if algorithm is None else _algorithm(algorithm)
         now = created_at or datetime.now(UTC)
-        private_key = None if alg.name == "GOOGLE_SYMMETRIC_ENCRYPTION" else generate_private_key(alg)
+        symmetric = alg.name == "GOOGLE_SYMMETRIC_ENCRYPTION"
+        private_key = None if symmetric else generate_private_key(alg)
         version = FakeVersion(
             name=f"{key_name}/cryptoKeyVersions/{len(key.versions) + 1}",
             algorithm=alg,
@@ -493,7 +500,9 @@ class FakeCloudKms:
         self._require_enabled(version)
         pem = (
             version.private_key.public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             .decode()
         )
         pem_crc = crc32c(pem.encode())
@@ -532,7 +541,9 @@ class FakeCloudKms:
         return AsymmetricSignResponse(
             signature=signature,
             signature_crc32c=signature_crc,
-            verified_digest_crc32c="digest_crc32c" in request and "verified_digest" not in self.corrupt,
+            verified_digest_crc32c=(
+                "digest_crc32c" in request and "verified_digest" not in self.corrupt
+            ),
             name=version.name if "name" not in self.corrupt else version.name + "0",
             protection_level=ProtectionLevel.SOFTWARE,
         )

@@ -98,7 +98,8 @@ async def test_empty_key_lists_nothing(kms: FakeCloudKms, open_backend: BackendF
 
 
 @pytest.mark.parametrize(
-    "algorithm", ["EC_SIGN_SECP256K1_SHA256", "RSA_SIGN_PKCS1_4096_SHA512", "GOOGLE_SYMMETRIC_ENCRYPTION"]
+    "algorithm",
+    ["EC_SIGN_SECP256K1_SHA256", "RSA_SIGN_PKCS1_4096_SHA512", "GOOGLE_SYMMETRIC_ENCRYPTION"],
 )
 async def test_other_algorithms_are_refused_by_name(
     kms: FakeCloudKms, open_backend: BackendFactory, algorithm: str
@@ -211,8 +212,9 @@ async def test_signing_does_not_block_the_event_loop(
     elapsed = time.perf_counter() - started
     tick.cancel()
     assert len(signatures) == 20
-    assert elapsed < 2.0, f"20 signatures of 0.5 s each took {elapsed:.1f}s: not concurrent"
-    assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.2f}s"
+    # Serial (or loop-blocking) calls would take 10 s and stall the loop 0.5 s at a time.
+    assert elapsed < 3.0, f"20 signatures of 0.5 s each took {elapsed:.1f}s: not concurrent"
+    assert max(gaps) < 0.4, f"the event loop stalled for {max(gaps):.2f}s"
 
 
 # -- rotation and revocation --------------------------------------------------------------------
@@ -339,7 +341,7 @@ async def test_a_slow_kms_times_out_as_unavailable(
     started = time.monotonic()
     with pytest.raises(BackendUnavailable, match="DEADLINE_EXCEEDED"):
         await backend.sign(version, Algorithm.ES256, MESSAGE)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 1.8  # the deadline, not KMS's 2 s
 
 
 async def test_kms_down_then_back(kms: FakeCloudKms, open_backend: BackendFactory) -> None:
@@ -381,7 +383,8 @@ async def test_permission_denied_names_the_missing_permission(
     (version,) = await backend.list_versions()
     backend._public_keys.clear()  # noqa: SLF001 - make listing fetch the public key again
     kms.deny(permission)
-    with pytest.raises(BackendError, match=f"denied backend .gcp. permission .*Permission .{permission}. denied") as info:
+    expected = f"denied backend 'gcp' permission .*Permission '{permission}' denied"
+    with pytest.raises(BackendError, match=expected) as info:
         if call == "list":
             await backend.list_versions()
         elif call == "sign":
@@ -393,7 +396,9 @@ async def test_permission_denied_names_the_missing_permission(
     assert not isinstance(info.value, BackendUnavailable)
 
 
-async def test_missing_key_is_a_clear_error(kms: FakeCloudKms, open_backend: BackendFactory) -> None:
+async def test_missing_key_is_a_clear_error(
+    kms: FakeCloudKms, open_backend: BackendFactory
+) -> None:
     backend = await open_backend()
     with pytest.raises(BackendError, match=f"{KEY} not found") as info:
         await backend.list_versions()

@@ -49,7 +49,9 @@ async def test_keys_list_rotate_revoke(kms: FakeCloudKms, tmp_path: Path) -> Non
     kms.generation_delay = 0.5
     config = str(write_config(tmp_path, kms))
 
-    code, out, err = await keysvc("keys", "rotate", "--config", config, "--backend", "gcp", "--json")
+    code, out, err = await keysvc(
+        "keys", "rotate", "--config", config, "--backend", "gcp", "--json"
+    )
     assert code == 0, err
     rotated = json.loads(out)
     assert rotated["version"] == f"{KEY}/cryptoKeyVersions/2"

@@ -103,7 +103,10 @@ async def recover(kms: FakeCloudKms, fault: str) -> None:
     kms.heal()
 
 
-@pytest.mark.parametrize("fault", ["down", "unavailable", "internal", "throttled", "slow", "corrupt"])
+FAULTS = ["down", "unavailable", "internal", "throttled", "slow", "corrupt"]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
 async def test_faults_give_503_keep_the_jwks_and_recover(kms: FakeCloudKms, fault: str) -> None:
     # One active version and one pending (created now): both published.
     kms.add_key(KEY, "EC_SIGN_P256_SHA256", versions=2, created=[AN_HOUR_AGO, datetime.now(UTC)])
@@ -120,16 +123,16 @@ async def test_faults_give_503_keep_the_jwks_and_recover(kms: FakeCloudKms, faul
         assert status == 503, body
         assert body["error"]["code"] == "backend_unavailable"
         assert "Cloud KMS" in body["error"]["message"]
-        expected_retry = "3" if fault == "throttled" else None
-        assert headers["Retry-After"] == (expected_retry or headers["Retry-After"])
         assert int(headers["Retry-After"]) >= 1
+        if fault == "throttled":  # Google's RetryInfo delay is passed on
+            assert headers["Retry-After"] == "3"
         if fault == "corrupt":
             assert "integrity check" in body["error"]["message"]
 
         # The ring cannot refresh now, yet the JWKS is still served from the last good ring.
-        errors = await svc.ring.refresh() if fault != "corrupt" else {}
-        if fault in ("down", "unavailable", "internal", "throttled", "slow"):
-            assert "gcp" in errors
+        # (A corrupted signature does not stop listing: public keys are cached and checked.)
+        errors = await svc.ring.refresh()
+        assert ("gcp" in errors) == (fault != "corrupt")
         status, _, jwks = await svc.request("GET", "/.well-known/jwks")
         assert status == 200 and jwks["keys"] == jwks_before["keys"]
 
@@ -141,7 +144,8 @@ async def test_faults_give_503_keep_the_jwks_and_recover(kms: FakeCloudKms, faul
             await asyncio.sleep(0.2)
         issued = await svc.issue()
         claims = await verify_once(svc.url, issued["token"], RUN["audience"])
-        assert claims["jti"] != jwt.decode(good["token"], options={"verify_signature": False})["jti"]
+        before = jwt.decode(good["token"], options={"verify_signature": False})
+        assert claims["jti"] != before["jti"]
 
 
 async def test_kms_down_at_start_then_up(kms: FakeCloudKms) -> None:

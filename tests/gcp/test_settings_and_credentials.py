@@ -214,7 +214,8 @@ async def test_a_credentials_file_readable_by_others_is_refused(
     credentials = write_service_account(tmp_path / "sa.json", service_account_key, mode=0o644)
     config = parse_config(backend_config(credentials_file=str(credentials)))
     backend = GcpKmsBackend("gcp", config.backends[0].settings)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="credentials_file: .* accessible by group or others") as info:
+    refused = "credentials_file: .* accessible by group or others"
+    with pytest.raises(ConfigError, match=refused) as info:
         await backend.open()
     assert "BEGIN PRIVATE KEY" not in str(info.value)
 
