@@ -66,7 +66,7 @@ from keysvc.backends.base import (
     KeyBackend,
     KeyVersion,
 )
-from keysvc.config import Duration
+from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 from keysvc.jose import Algorithm
 from keysvc.secrets import InsecureFileError, check_private
