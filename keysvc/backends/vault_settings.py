@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from keysvc.backends.base import BackendSettings
-from keysvc.config import Duration
+from keysvc.durations import Duration
 
 AuthMethod = Literal["token", "approle", "kubernetes"]
 DEFAULT_SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
