@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 
 from keysvc import jose
 from keysvc.backends.base import BackendUnavailable
@@ -17,6 +18,7 @@ from keysvc.config import parse_config
 from keysvc.errors import ConfigError
 from keysvc.secrets import write_private_file
 from tests.vault.bao import BaoServer
+from tests.vault.kubernetes_fake import KubernetesAPI
 from tests.vault.conftest import KEYSVC_POLICY, policy_token, token_file, unique
 
 ES256 = jose.Algorithm.ES256
@@ -185,3 +187,47 @@ def test_bad_settings_name_the_problem(settings: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"issuer": "https://issuer.example.com", "backends": [backend]})
     assert message in str(err.value) and str(err.value).startswith("backends")
+
+
+async def test_kubernetes_auth_with_the_pods_service_account_token(
+    bao: BaoServer, make_backend, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    key = unique("k8s")
+    bao.create_key(key, "ecdsa-p256")
+    policy_token(bao, key)  # writes the keysvc-<key> policy
+    mount = f"kubernetes-{key}"
+    async with KubernetesAPI() as kubernetes:
+        bao.request("POST", f"sys/auth/{mount}", {"type": "kubernetes"})
+        bao.request("POST", f"auth/{mount}/config", {
+            "kubernetes_host": kubernetes.address, "disable_local_ca_jwt": True,
+            "kubernetes_ca_cert": trustme.CA().cert_pem.bytes().decode(),
+        })
+        bao.request("POST", f"auth/{mount}/role/keysvc", {
+            "bound_service_account_names": ["keysvc"], "bound_service_account_namespaces": ["keysvc"],
+            "token_policies": [f"keysvc-{key}"], "token_ttl": "60s", "audience": "vault",
+        })
+        jwt_path = tmp_path / "token"
+        jwt = kubernetes.service_account_token("keysvc", "keysvc")
+        jwt_path.write_text(jwt)
+        os.chmod(jwt_path, 0o644)  # as Kubernetes mounts projected tokens: accepted
+        backend = await make_backend(key, role="keysvc", auth_mount=mount,
+                                     service_account_token_file=str(jwt_path))
+        await sign_ok(backend)
+        assert [r["spec"]["token"] for r in kubernetes.reviews] == [jwt]  # Vault asked the API
+
+        # A pod of another namespace is refused by the role's binding.
+        jwt_path.write_text(kubernetes.service_account_token("other", "keysvc"))
+        refused = await make_backend(key, role="keysvc", auth_mount=mount,
+                                     service_account_token_file=str(jwt_path), open_=False)
+        with pytest.raises(BackendUnavailable, match="kubernetes auth .* failed") as err:
+            await refused.open()
+        assert "namespace" in str(err.value)
+    assert jwt not in caplog.text and jwt not in str(err.value)
+
+
+async def test_kubernetes_auth_without_a_token_file(make_backend, key_name: str, tmp_path: Path) -> None:
+    backend = await make_backend(key_name, role="keysvc",
+                                 service_account_token_file=str(tmp_path / "absent"), open_=False)
+    with pytest.raises(ConfigError, match="service_account_token_file.*cannot be read"):
+        await backend.open()
