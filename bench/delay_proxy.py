@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import sys
 from collections import deque
+from typing import Self
 
 
 class DelayProxy:
@@ -35,7 +36,7 @@ class DelayProxy:
     def address(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> DelayProxy:
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._accept, *self.listen)
         return self
 
@@ -48,7 +49,7 @@ class DelayProxy:
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def __aenter__(self) -> DelayProxy:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -29,11 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from keysvc import jose  # noqa: E402
-from keysvc.backends.vault import VaultBackend  # noqa: E402
-from keysvc.backends.vault_settings import VaultSettings  # noqa: E402
-from keysvc.secrets import write_private_file  # noqa: E402
-from tests.vault.bao import BaoServer  # noqa: E402
+from keysvc import jose
+from keysvc.backends.vault import VaultBackend
+from keysvc.backends.vault_settings import VaultSettings
+from keysvc.secrets import write_private_file
+from tests.vault.bao import BaoServer
 
 ES256 = jose.Algorithm.ES256
 HVAC_RECHECKS = 5

@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 G = TypeVar("G", bound=Hashable)
-I = TypeVar("I")  # noqa: E741 - item
+I = TypeVar("I")  # an item
 R = TypeVar("R")
-
-BatchRunner = Callable[[G, list[I]], Awaitable[Sequence["R | BaseException"]]]
 
 
 class CoalescerClosed(RuntimeError):

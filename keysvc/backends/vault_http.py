@@ -14,7 +14,6 @@ Every failure is mapped here, once, to what the key ring understands:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from typing import Any
@@ -124,7 +123,7 @@ class VaultHTTP:
                 method, url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=limit)
             ) as response:
                 raw = await response.read()
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise BackendUnavailable(
                 f"{self._where()} did not answer within {limit:g}s",
                 retry_after=UNREACHABLE_RETRY,

