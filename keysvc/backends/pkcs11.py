@@ -61,7 +61,13 @@ from keysvc.backends.pkcs11_library import (
     describe_error,
     release_module,
 )
-from keysvc.backends.pkcs11_sessions import PIN_REFUSED, SESSION_LOST, PoolClosed, TokenSessions
+from keysvc.backends.pkcs11_sessions import (
+    PIN_REFUSED,
+    SESSION_LOST,
+    LoginLost,
+    PoolClosed,
+    TokenSessions,
+)
 from keysvc.errors import ConfigError
 from keysvc.secrets import read_secret_file
 
@@ -69,7 +75,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_KEY_TYPE: keygen.KeyType = "rsa-4096"
-_RECONNECT: tuple[type[BaseException], ...] = (*SESSION_LOST, PoolClosed)
+_RECONNECT: tuple[type[BaseException], ...] = (*SESSION_LOST, PoolClosed, LoginLost)
 _PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -272,8 +278,8 @@ class Pkcs11Backend(KeyBackend):
             except _RECONNECT as exc:
                 self._mark_broken(sessions)
                 if attempt == attempts:
-                    if isinstance(exc, PoolClosed):
-                        raise BackendUnavailable(f"{self._token}: connection replaced") from None
+                    if isinstance(exc, (PoolClosed, LoginLost)):
+                        raise BackendUnavailable(f"{self._token}: {exc}") from None
                     raise self._unavailable(exc) from None
                 log.info(
                     "backend %s: %s lost its session (%s); reconnecting",
@@ -328,6 +334,8 @@ class Pkcs11Backend(KeyBackend):
 
     @staticmethod
     def _start_date(obj: Any) -> date | None:
+        """CKA_START_DATE of the public key object (SoftHSM2 fails to read dates from private
+        objects, and the public object is where keysvc reads everything else)."""
         try:
             value = obj[Attribute.START_DATE]
         except (ValueError, pkcs11.PKCS11Error):  # absent, or present but empty
@@ -372,7 +380,7 @@ class Pkcs11Backend(KeyBackend):
             return None
         return KeyVersion(
             version_id=label,
-            created_at=created_at_of(label, self._start_date(private)),
+            created_at=created_at_of(label, self._start_date(public)),
             public_key=public_key,
             algorithms=algorithms,
             handle=KeyRef(label, key_id),
@@ -381,8 +389,11 @@ class Pkcs11Backend(KeyBackend):
     def _list(self, sessions: TokenSessions) -> list[KeyVersion]:
         with sessions.module.calls(), sessions.pool.session() as pooled:
             session = pooled.session
+            if not sessions.module.logged_in(session):
+                raise LoginLost("the login was lost")
             candidates = []
-            for private in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
+            # Finish the search before reading attributes (one operation per session at a time).
+            for private in list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})):
                 label = private[Attribute.LABEL]
                 if self._wanted(label):
                     candidates.append((label, private))
@@ -406,10 +417,12 @@ class Pkcs11Backend(KeyBackend):
 
     # -- signing --------------------------------------------------------------------------------
 
-    def _private_key(self, session: Any, ref: KeyRef) -> Any:
+    def _private_key(self, sessions: TokenSessions, session: Any, ref: KeyRef) -> Any:
         try:
             return session.get_key(ObjectClass.PRIVATE_KEY, label=ref.label, id=ref.key_id or None)
         except p11.NoSuchKey:
+            if not sessions.module.logged_in(session):
+                raise LoginLost("the login was lost") from None
             raise BackendUnavailable(
                 f"key {ref.label!r} is no longer on {self._token} (revoked elsewhere?)"
             ) from None
@@ -427,7 +440,7 @@ class Pkcs11Backend(KeyBackend):
         with sessions.module.calls(), sessions.pool.session() as pooled:
             key = pooled.keys.get(ref.label)
             if key is None:
-                key = pooled.keys[ref.label] = self._private_key(pooled.session, ref)
+                key = pooled.keys[ref.label] = self._private_key(sessions, pooled.session, ref)
             signature = key.sign(
                 recipe.data(alg, message), mechanism=recipe.mechanism, mechanism_param=recipe.param
             )

@@ -50,30 +50,70 @@ class _InitializeArgs(ctypes.Structure):
     ]
 
 
+class _SessionInfo(ctypes.Structure):
+    """CK_SESSION_INFO."""
+
+    _fields_ = [
+        ("slotID", ctypes.c_ulong),
+        ("state", ctypes.c_ulong),
+        ("flags", ctypes.c_ulong),
+        ("ulDeviceError", ctypes.c_ulong),
+    ]
+
+
+_GetSessionInfo = ctypes.CFUNCTYPE(_CK_RV, ctypes.c_ulong, ctypes.POINTER(_SessionInfo))
+
+
 class _FunctionListHead(ctypes.Structure):
-    """The start of CK_FUNCTION_LIST: the version, then C_Initialize and C_Finalize."""
+    """CK_FUNCTION_LIST up to C_GetSessionInfo, in the specification's order."""
 
     _fields_ = [
         ("major", ctypes.c_ubyte),
         ("minor", ctypes.c_ubyte),
         ("C_Initialize", _InitFunction),
         ("C_Finalize", _InitFunction),
+        *(
+            (name, ctypes.c_void_p)
+            for name in (
+                "C_GetInfo",
+                "C_GetFunctionList",
+                "C_GetSlotList",
+                "C_GetSlotInfo",
+                "C_GetTokenInfo",
+                "C_GetMechanismList",
+                "C_GetMechanismInfo",
+                "C_InitToken",
+                "C_InitPIN",
+                "C_SetPIN",
+                "C_OpenSession",
+                "C_CloseSession",
+                "C_CloseAllSessions",
+            )
+        ),
+        ("C_GetSessionInfo", _GetSessionInfo),
     ]
 
 
-def _reinitialise_with_os_locking(path: str) -> bool:
-    """Finalise the freshly loaded module and initialise it again with CKF_OS_LOCKING_OK.
+CKS_RO_USER_FUNCTIONS = 1
+CKS_RW_USER_FUNCTIONS = 3
 
-    Returns False (with the module initialised as python-pkcs11 left it) when the module
-    refuses to lock."""
+
+def _function_list(path: str) -> _FunctionListHead | None:
     module = ctypes.CDLL(path)  # the same handle python-pkcs11 holds: dlopen counts references
     get_function_list = module.C_GetFunctionList
     get_function_list.restype = _CK_RV
     get_function_list.argtypes = [ctypes.POINTER(ctypes.POINTER(_FunctionListHead))]
     functions = ctypes.POINTER(_FunctionListHead)()
     if get_function_list(ctypes.byref(functions)) != CKR_OK:
-        return False
-    head = functions.contents
+        return None
+    return functions.contents
+
+
+def _reinitialise_with_os_locking(path: str, head: _FunctionListHead) -> bool:
+    """Finalise the freshly loaded module and initialise it again with CKF_OS_LOCKING_OK.
+
+    Returns False (with the module initialised as python-pkcs11 left it) when the module
+    refuses to lock."""
     if head.C_Finalize(None) != CKR_OK:
         return False
     args = _InitializeArgs(flags=CKF_OS_LOCKING_OK)
@@ -98,9 +138,19 @@ class LoadedModule:
 
     path: str
     lib: Any
+    functions: _FunctionListHead = field(repr=False)
     thread_safe: bool
     users: int = 0
     _serial: Any = field(default_factory=threading.RLock, repr=False)
+
+    def logged_in(self, session: Any) -> bool:
+        """Whether `session` (a python-pkcs11 Session) is in a user-logged-in state. A login
+        lost to an HSM restart does not fail searches: they just stop finding private keys, which
+        must not be taken for "the token holds no keys"."""
+        info = _SessionInfo()
+        with self.calls():
+            rv = self.functions.C_GetSessionInfo(session.handle, ctypes.byref(info))
+        return rv == CKR_OK and info.state in (CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS)
 
     @contextlib.contextmanager
     def calls(self) -> Iterator[None]:
@@ -130,12 +180,15 @@ def acquire_module(path: Path) -> LoadedModule:
                 raise ConfigError(
                     f"PKCS#11 module {path} cannot be loaded: {describe_error(exc)}"
                 ) from None
-            thread_safe = _reinitialise_with_os_locking(key)
+            functions = _function_list(key)
+            if functions is None:
+                raise ConfigError(f"PKCS#11 module {path} returned no function list")
+            thread_safe = _reinitialise_with_os_locking(key, functions)
             if not thread_safe:
                 log.warning(
                     "PKCS#11 module %s cannot use OS locking: its calls are serialised", path
                 )
-            loaded = LoadedModule(key, lib, thread_safe)
+            loaded = LoadedModule(key, lib, functions, thread_safe)
             _modules[key] = loaded
         loaded.users += 1
         return loaded

@@ -50,6 +50,10 @@ class PoolClosed(Exception):
     """The pool was closed (the connection was replaced or the backend closed)."""
 
 
+class LoginLost(Exception):
+    """A session is open but no longer logged in (the token or HSM client restarted)."""
+
+
 def close_quietly(session: Any) -> None:
     """Close a session whose token may already be gone."""
     with contextlib.suppress(pkcs11.PKCS11Error):
