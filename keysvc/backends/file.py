@@ -84,9 +84,7 @@ class FileBackend(KeyBackend):
         # RSA signing takes milliseconds and releases the GIL: it runs here, off the event loop,
         # on as many threads as there are cores. EC and Ed25519 signatures take ~50 µs and are
         # cheaper inline than a thread hand-off.
-        self._executor = ThreadPoolExecutor(
-            max_workers=os.cpu_count() or 2, thread_name_prefix="sign"
-        )
+        self._executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="sign")
         self._cache: dict[Path, tuple[tuple[int, int, int], KeyVersion]] = {}
 
     # -- listing ----------------------------------------------------------------------------
