@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import sys
+from typing import Any
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism
@@ -36,7 +37,7 @@ FLAGS = (
 
 def make(session: pkcs11.Session, label: str, key_type: str, start: str | None) -> None:
     extra = {Attribute.START_DATE: datetime.date.fromisoformat(start)} if start else {}
-    options = {
+    options: dict[str, Any] = {
         "store": True,
         "label": label,
         "id": label.encode()[:16],
