@@ -360,9 +360,9 @@ class Pkcs11Backend(KeyBackend):
             )
             return None
         public = public_objects[0]
-        key_type = public[Attribute.KEY_TYPE]
-        needed = PUBLIC_ATTRIBUTES.get(key_type)
         try:
+            key_type = public[Attribute.KEY_TYPE]  # ValueError for a vendor-defined type
+            needed = PUBLIC_ATTRIBUTES.get(key_type)
             if needed is None:
                 raise ValueError(f"key type {getattr(key_type, 'name', key_type)} is not supported")
             public_key = public_key_from(
