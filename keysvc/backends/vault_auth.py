@@ -29,6 +29,7 @@ from typing import Any
 import hvac
 import hvac.exceptions
 import requests
+import urllib3
 
 from keysvc.backends.base import BackendUnavailable
 from keysvc.backends.vault_settings import VaultSettings
@@ -66,6 +67,8 @@ def vault_error_text(exc: BaseException) -> str:
         return "; ".join(errors) if errors else type(exc).__name__
     if isinstance(exc, requests.exceptions.Timeout):
         return "timed out"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS verification failed (check ca_cert)"
     if isinstance(exc, requests.exceptions.ConnectionError):
         return "connection failed"
     return type(exc).__name__
@@ -103,6 +106,8 @@ class VaultAuth:
         """First login, then keep the token fresh in the background. A ConfigError (missing
         secret file) is raised; an unreachable Vault is raised as BackendUnavailable while the
         background task keeps trying."""
+        if self.settings.tls_skip_verify:  # keysvc logs its own warning once, at open
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         try:
             await self._obtain()
         finally:

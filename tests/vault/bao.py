@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -37,6 +38,8 @@ class BaoServer:
     workdir: Path
     dev: bool = True
     audit: bool = True
+    tls: bool = False
+    """Dev mode only: serve https with a CA OpenBao generates (`ca_cert`)."""
     root_token: str = "root-token-for-tests"
     port: int = 0
     unseal_key: str | None = None
@@ -45,7 +48,11 @@ class BaoServer:
 
     @property
     def address(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.workdir / "tls" / "vault-ca.pem"
 
     @property
     def audit_log(self) -> Path:
@@ -76,12 +83,15 @@ class BaoServer:
         """Start (or restart, on the same port) and wait until Vault answers; a persistent
         server is unsealed unless `unseal` is false."""
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
+        (self.workdir / "tls").mkdir(exist_ok=True)
         if not self.port:
             self.port = free_port_pair()
         args = [bao_binary(), "server", f"-config={self._config()}", "-log-level=warn"]
         if self.dev:
             args += ["-dev", f"-dev-root-token-id={self.root_token}",
                      f"-dev-listen-address=127.0.0.1:{self.port}"]
+            if self.tls:
+                args += ["-dev-tls", f"-dev-tls-cert-dir={self.workdir / 'tls'}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -170,8 +180,9 @@ class BaoServer:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"{self.address}/v1/{path}", data=data, headers=headers,
                                      method=method)
+        context = ssl.create_default_context(cafile=str(self.ca_cert)) if self.tls else None
         try:
-            with urllib.request.urlopen(req, timeout=30) as response:
+            with urllib.request.urlopen(req, timeout=30, context=context) as response:
                 raw = response.read()
                 status = response.status
         except urllib.error.HTTPError as exc:

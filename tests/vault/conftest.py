@@ -15,12 +15,15 @@ from keysvc.backends.vault_settings import VaultSettings
 from keysvc.secrets import write_private_file
 from tests.vault.bao import BaoServer
 
-KEYSVC_POLICY = """
-path "{mount}/keys/{key}" {{ capabilities = ["read"] }}
-path "{mount}/sign/{key}" {{ capabilities = ["update"] }}
-path "{mount}/keys/{key}/rotate" {{ capabilities = ["update"] }}
-"""
-"""The minimal policy docs/backends/vault.md documents: read the key, sign, rotate."""
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "backends" / "vault.md"
+
+
+def documented_policy(key: str) -> str:
+    """The minimal policy exactly as docs/backends/vault.md gives it (its first HCL block: read
+    the key, sign, rotate), for `key` instead of `keysvc`: the tests run with what users copy."""
+    block = DOCS.read_text().split("```hcl\n", 1)[1].split("```", 1)[0]
+    assert block.count("/keysvc") == 3, block
+    return block.replace("/keysvc", f"/{key}")
 
 _names = itertools.count(1)
 
@@ -57,7 +60,7 @@ def token_file(directory: Path, token: str, name: str = "vault-token") -> Path:
 def policy_token(bao: BaoServer, key: str, **options: Any) -> str:
     """A token holding only the documented minimal policy for `key`."""
     policy = f"keysvc-{key}"
-    bao.write_policy(policy, KEYSVC_POLICY.format(mount="transit", key=key))
+    bao.write_policy(policy, documented_policy(key))
     return bao.create_token([policy], **options)
 
 

@@ -18,7 +18,7 @@ from keysvc.config import parse_config
 from keysvc.errors import ConfigError
 from keysvc.secrets import write_private_file
 from tests.vault.bao import BaoServer
-from tests.vault.conftest import KEYSVC_POLICY, policy_token, token_file, unique
+from tests.vault.conftest import documented_policy, policy_token, token_file, unique
 from tests.vault.kubernetes_fake import KubernetesAPI
 
 ES256 = jose.Algorithm.ES256
@@ -29,7 +29,7 @@ def approle(bao: BaoServer, key: str, **role_options: str) -> tuple[str, str]:
     if "approle/" not in bao.request("GET", "sys/auth")["data"]:
         bao.request("POST", "sys/auth/approle", {"type": "approle"})
     policy = f"keysvc-{key}"
-    bao.write_policy(policy, KEYSVC_POLICY.format(mount="transit", key=key))
+    bao.write_policy(policy, documented_policy(key))
     role = f"role-{key}"
     bao.request("POST", f"auth/approle/role/{role}", {"token_policies": [policy], **role_options})
     role_id = bao.request("GET", f"auth/approle/role/{role}/role-id")["data"]["role_id"]
