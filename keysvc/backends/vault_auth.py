@@ -44,6 +44,9 @@ MIN_USEFUL_TTL = 1 / 3
 """A renewal that grants less than this fraction of the original TTL means the token is near its
 max TTL: log in again instead."""
 RETRY_DELAY = 5.0
+MIN_REAUTH_INTERVAL = 2.0
+"""After a 403, AppRole/Kubernetes log in again at most this often: a policy that lacks a
+capability must not turn every request into a login (each one creates a token in Vault)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class VaultAuth:
         self._lease: TokenLease | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._last_reauth = float("-inf")
         self.logins = 0
         self.renewals = 0
 
@@ -122,6 +126,13 @@ class VaultAuth:
             if self._lease is not None and self._lease.token != stale_token:
                 return True  # someone else already replaced it
             try:
+                if self.method == "token":
+                    # Nothing to gain unless the file (or environment) holds another token now.
+                    if await self._call(self._static_token) == stale_token:
+                        return False
+                elif time.monotonic() - self._last_reauth < MIN_REAUTH_INTERVAL:
+                    return False
+                self._last_reauth = time.monotonic()
                 await self._obtain(locked=True)
             except (BackendUnavailable, ConfigError) as exc:
                 log.warning("vault backend %s: re-authentication failed: %s", self.backend_name, exc)

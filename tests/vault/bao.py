@@ -171,8 +171,11 @@ class BaoServer:
     def request(
         self, method: str, path: str, body: dict[str, Any] | None = None, *,
         token: str | None | bool = True, ok: tuple[int, ...] = (200, 204),
+        namespace: str | None = None,
     ) -> Any:
         headers = {"X-Vault-Request": "true"}
+        if namespace:
+            headers["X-Vault-Namespace"] = namespace
         if token is True:
             headers["X-Vault-Token"] = self.root_token
         elif isinstance(token, str):

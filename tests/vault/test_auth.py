@@ -231,3 +231,35 @@ async def test_kubernetes_auth_without_a_token_file(make_backend, key_name: str,
                                  service_account_token_file=str(tmp_path / "absent"), open_=False)
     with pytest.raises(ConfigError, match="service_account_token_file.*cannot be read"):
         await backend.open()
+
+
+async def test_approle_token_revoked_is_replaced_within_the_same_request(
+    bao: BaoServer, make_backend, tmp_path: Path,
+) -> None:
+    key = unique("approle-revoked")
+    bao.create_key(key, "ecdsa-p256")
+    role_id, secret_id = approle(bao, key)
+    secret_path = tmp_path / "secret-id"
+    write_private_file(secret_path, secret_id.encode())
+    backend = await make_backend(key, role_id=role_id, secret_id_file=str(secret_path))
+    await sign_ok(backend)
+    bao.request("POST", "auth/token/revoke", {"token": backend.auth.token})
+    await sign_ok(backend)  # 403 → one fresh AppRole login → the retry succeeds
+    assert backend.auth.logins == 2
+
+
+async def test_a_policy_gap_does_not_turn_every_request_into_a_login(
+    bao: BaoServer, make_backend, tmp_path: Path,
+) -> None:
+    key = unique("approle-gap")
+    bao.create_key(key, "ecdsa-p256")
+    role_id, secret_id = approle(bao, key)
+    bao.write_policy(f"keysvc-{key}", f'path "transit/keys/{key}" {{ capabilities = ["read"] }}')
+    secret_path = tmp_path / "secret-id"
+    write_private_file(secret_path, secret_id.encode())
+    backend = await make_backend(key, role_id=role_id, secret_id_file=str(secret_path))
+    (version,) = await backend.list_versions()
+    for _ in range(10):
+        with pytest.raises(BackendUnavailable, match="HTTP 403"):
+            await backend.sign(version, ES256, b"a.b")
+    assert backend.auth.logins == 2  # the first login, and one retry for the first 403

@@ -143,3 +143,17 @@ async def test_version_above_latest_fails_that_signature_only(bao: BaoServer, ma
     backend = await make_backend(key_name)
     with pytest.raises(BackendError, match="higher than the latest"):
         await backend.sign_input(7, jose.Algorithm.ES256, jose.Algorithm.ES256.digest(MESSAGE))
+
+
+async def test_a_key_inside_a_namespace(bao: BaoServer, make_backend) -> None:
+    namespace = unique("team")
+    bao.request("POST", f"sys/namespaces/{namespace}")
+    bao.request("POST", "sys/mounts/transit", {"type": "transit"}, namespace=namespace)
+    bao.request("POST", "transit/keys/scoped", {"type": "ecdsa-p256"}, namespace=namespace)
+    backend = await make_backend("scoped", namespace=namespace)
+    (version,) = await backend.list_versions()
+    signature = await backend.sign(version, jose.Algorithm.ES256, MESSAGE)
+    jose.verify_local(version.public_key, jose.Algorithm.ES256, MESSAGE, signature)
+    outside = await make_backend("scoped")
+    with pytest.raises(ConfigError, match="does not exist"):
+        await outside.list_versions()
