@@ -22,6 +22,11 @@ class UnsupportedAzureKey(ValueError):
     """A key version keysvc cannot sign JWTs with; the message names what it is."""
 
 
+def _name(value: Any) -> str:
+    """The SDK's str enums (JsonWebKeyType, KeyCurveName) and plain strings alike."""
+    return str(getattr(value, "value", value) or "unknown")
+
+
 def _int(value: Any) -> int:
     if not value:
         raise UnsupportedAzureKey("the key's JWK lacks its public numbers")
@@ -30,11 +35,11 @@ def _int(value: Any) -> int:
 
 def public_key_from_jwk(jwk: Any) -> jose.PublicKey:
     """Convert an azure-keyvault-keys `JsonWebKey` into a cryptography public key."""
-    kty = str(getattr(jwk, "kty", None) or "unknown")
+    kty = _name(getattr(jwk, "kty", None))
     if kty in ("RSA", "RSA-HSM"):
         public: jose.PublicKey = rsa.RSAPublicNumbers(_int(jwk.e), _int(jwk.n)).public_key()
     elif kty in ("EC", "EC-HSM"):
-        crv = str(jwk.crv)
+        crv = _name(jwk.crv)
         if crv not in _CURVES:
             raise UnsupportedAzureKey(f"it is an {kty} {crv} key; keysvc signs with {SUPPORTED}")
         try:

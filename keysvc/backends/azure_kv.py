@@ -52,6 +52,7 @@ from keysvc.backends.base import (
     KeyVersion,
 )
 from keysvc.config import Duration
+from keysvc.errors import ConfigError
 from keysvc.secrets import read_secret_file
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,9 @@ class AzureKeyVaultSettings(BackendSettings):
     """Entra ID authority for sovereign clouds, e.g. https://login.microsoftonline.us."""
     ca_cert: Path | None = None
     """Extra CA certificate (PEM) to trust for the vault and the authority."""
-    timeout: Duration = timedelta(seconds=5)
-    """Upper bound for one backend operation, authentication and throttling waits included."""
+    timeout: Duration = timedelta(seconds=4)
+    """Upper bound for one backend operation, authentication and throttling waits included
+    (below `tokens.sign_timeout`, 5s by default, so this backend's clearer message wins)."""
     throttle_budget: Duration = timedelta(seconds=2)
     """How long one operation may wait in total on 429 Retry-After before giving up (503)."""
 
@@ -239,17 +241,27 @@ class AzureKeyVaultBackend(KeyBackend):
         status = getattr(exc, "status_code", None)
         code = _error_code(exc)
         detail = f"HTTP {status}" + (f" {code}" if code else "")
-        log.warning("azure key vault %s: %s", what, detail if status else type(exc).__name__)
-        if isinstance(exc, ClientAuthenticationError) and status is None:
+        # Key Vault's own message (which may name the caller's object id) goes to the operator's
+        # log only; it never carries the token or the credential's secret.
+        log.warning("azure key vault %s failed: %s: %s", what, detail if status else
+                    type(exc).__name__, _first_line(_error_message(exc)))
+        if isinstance(exc, ClientAuthenticationError) and not _from_vault(exc, s.vault_url):
+            if status is not None and status >= 500:
+                return BackendUnavailable(f"Entra ID failed to issue a token ({what}, HTTP {status})")
             return BackendError(
                 f"cannot get an Entra ID token for Azure Key Vault ({what}): "
                 f"{_first_line(exc.message)}"
             )
-        if status in (401, 403):
+        if status == 401:
+            return BackendError(
+                f"Azure Key Vault rejected the Entra ID token for {what} ({detail}): is the"
+                " identity in the vault's tenant?"
+            )
+        if status == 403:
             return BackendError(
                 f"Azure Key Vault refused {what} on key {s.key!r} ({detail}): the identity needs"
                 " the 'Key Vault Crypto User' role (or the keys get, list and sign permissions;"
-                " rotate to rotate)"
+                " rotate and update to rotate and revoke), and the version must be enabled"
             )
         if isinstance(exc, ResourceNotFoundError) or status == 404:
             return BackendError(f"key {s.key!r} (or this version of it) does not exist in"
@@ -269,6 +281,11 @@ class AzureKeyVaultBackend(KeyBackend):
             return [p async for p in keys.list_properties_of_key_versions(self.settings.key)]
 
         listed = await self._call("list key versions", all_versions)
+        if not listed:  # Key Vault answers an empty list, not 404, for a key that does not exist
+            raise BackendError(
+                f"key {self.settings.key!r} does not exist in {self.settings.vault_url}"
+                " (create it with: az keyvault key create --kty RSA-HSM --size 2048 ...)"
+            )
         await self._forget({p.version for p in listed})
         versions = []
         for properties in sorted(listed, key=lambda p: p.created_on):
@@ -288,19 +305,16 @@ class AzureKeyVaultBackend(KeyBackend):
         """Public keys of a version never change: convert each once and keep it."""
         version_id = key.properties.version
         assert version_id is not None and key.properties.created_on is not None
+        where = f"backend {self.name!r}: Azure key {self.settings.key!r} version {version_id}"
+        # Both are for the operator to fix in the vault: ConfigError stops a start, and a ring
+        # refresh that meets one keeps its last good keys.
         try:
             public_key = public_key_from_jwk(key.key)
         except UnsupportedAzureKey as exc:
-            raise BackendError(
-                f"key {self.settings.key!r} version {version_id} in {self.settings.vault_url}:"
-                f" {exc}"
-            ) from None
+            raise ConfigError(f"{where}: {exc}") from None
         ops = key.key.key_ops
         if ops is not None and "sign" not in ops:
-            raise BackendError(
-                f"key {self.settings.key!r} version {version_id} does not allow the sign"
-                f" operation (key_ops: {', '.join(ops)})"
-            )
+            raise ConfigError(f"{where} does not allow the sign operation (key_ops: {', '.join(ops)})")
         version = KeyVersion(
             version_id=version_id,
             created_at=key.properties.created_on.astimezone(UTC),
@@ -370,7 +384,7 @@ def _credential_for(s: AzureKeyVaultSettings, transport: AioHttpTransport) -> As
     """The azure-identity credential the settings describe: an app's secret or certificate,
     else DefaultAzureCredential (workload identity, managed identity, Azure CLI, ...)."""
     from azure.identity.aio import (
-        ClientCertificateCredential,
+        CertificateCredential,
         ClientSecretCredential,
         DefaultAzureCredential,
     )
@@ -382,14 +396,18 @@ def _credential_for(s: AzureKeyVaultSettings, transport: AioHttpTransport) -> As
         assert s.tenant_id and s.client_id
         secret = read_secret_file(s.client_secret_file, "Azure client secret file").strip()
         if not secret:
-            raise BackendError(f"Azure client secret file {s.client_secret_file} is empty")
+            raise ConfigError(f"Azure client secret file {s.client_secret_file} is empty")
         return ClientSecretCredential(s.tenant_id, s.client_id, secret.decode(), **kwargs)
     if s.client_certificate_path is not None:
         assert s.tenant_id and s.client_id
         pem = read_secret_file(s.client_certificate_path, "Azure client certificate")
-        return ClientCertificateCredential(
-            s.tenant_id, s.client_id, certificate_data=pem, **kwargs
-        )
+        try:
+            return CertificateCredential(s.tenant_id, s.client_id, certificate_data=pem, **kwargs)
+        except ValueError as exc:  # azure-identity's message describes the file, never its key
+            raise ConfigError(
+                f"Azure client certificate {s.client_certificate_path}: {_first_line(str(exc))}"
+                " (a PEM file holding the certificate and its unencrypted RSA private key)"
+            ) from None
     if s.client_id is not None:
         kwargs["managed_identity_client_id"] = s.client_id
         kwargs["workload_identity_client_id"] = s.client_id
@@ -428,6 +446,19 @@ def _error_code(exc: AzureError) -> str | None:
         except (ValueError, AttributeError):
             code = None
     return str(code) if code else None
+
+
+def _from_vault(exc: AzureError, vault_url: str) -> bool:
+    """Whether the failed response came from the vault (not from the token endpoint)."""
+    response = getattr(exc, "response", None)
+    url = str(getattr(getattr(response, "request", None), "url", ""))
+    return url.startswith(vault_url + "/keys/")
+
+
+def _error_message(exc: AzureError) -> str | None:
+    model = getattr(exc, "model", None)
+    message = getattr(getattr(model, "error", None), "message", None)
+    return str(message) if message else exc.message
 
 
 def _first_line(text: str | None) -> str:

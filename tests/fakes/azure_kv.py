@@ -177,6 +177,7 @@ class FakeKeyVault:
         self.calls: Counter[str] = Counter()
         """Authenticated vault calls per operation (get, list, update, rotate, sign), faults included."""
         self.tokens_issued = 0
+        self._handed_out: Counter[str] = Counter()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -230,6 +231,9 @@ class FakeKeyVault:
         self._tokens[token] = frozenset(operations)
         return token
 
+    def issued_tokens(self) -> list[str]:
+        return list(self._tokens)
+
     def add_client(self, client_id: str, *, secret: str | None = None,
                    certificate: x509.Certificate | None = None,
                    federated_assertion: str | None = None) -> None:
@@ -243,11 +247,13 @@ class FakeKeyVault:
                    created: int | None = None, key_ops: list[str] | None = None) -> str:
         """Create a key, or a new version of it (as `az keyvault key create` does)."""
         if kty.startswith("RSA"):
-            private: Any = rsa.generate_private_key(public_exponent=65537, key_size=size)
+            kind = f"rsa-{size}"
         elif kty.startswith("EC"):
-            private = ec.generate_private_key(_CURVES[crv])
+            kind = crv
         else:
             raise ValueError(f"the fake does not create {kty} keys")
+        private = _pooled_key(kind, self._handed_out[kind])
+        self._handed_out[kind] += 1
         stamp = int(time.time()) if created is None else created
         version = FakeKeyVersion(secrets.token_hex(16), private, kty, stamp, stamp)
         if key_ops is not None:
@@ -348,11 +354,16 @@ class FakeKeyVault:
     # -- key operations ----------------------------------------------------------------------
 
     async def _get(self, request: web.Request) -> web.Response:
-        return web.json_response(self._bundle(request, self._find(request)))
+        version = self._find(request)
+        if not version.enabled:
+            raise VaultError(403, "Forbidden", "Operation get is not allowed on a disabled key.")
+        return web.json_response(self._bundle(request, version))
 
     async def _list_versions(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        versions = self._keys.get(name, [])
+        # Key Vault lists versions in the order of their ids, not of their creation; an unknown
+        # key is an empty list (200), not a 404.
+        versions = sorted(self._keys.get(name, []), key=lambda v: v.version)
         try:
             size = int(request.query.get("maxresults", self.page_size))
             start = int(request.query.get("$skiptoken", "0"))
@@ -451,6 +462,22 @@ class FakeKeyVault:
         except jwt.InvalidTokenError:
             return False
         return True
+
+
+_KEY_POOL: dict[str, list[Any]] = {}
+
+
+def _pooled_key(kind: str, index: int) -> Any:
+    """The index-th real private key of a kind ("rsa-2048", "P-256", ...). Keys are generated
+    once per test session and handed out once per vault, so a vault's versions all differ while
+    the suite does not pay for fresh RSA keys in every test."""
+    pool = _KEY_POOL.setdefault(kind, [])
+    while len(pool) <= index:
+        if kind.startswith("rsa-"):
+            pool.append(rsa.generate_private_key(public_exponent=65537, key_size=int(kind[4:])))
+        else:
+            pool.append(ec.generate_private_key(_CURVES[kind]))
+    return pool[index]
 
 
 def _operation(request: web.Request) -> str:
