@@ -158,6 +158,7 @@ class _Client:
     secret: str | None = None
     certificate: x509.Certificate | None = None
     federated_assertion: str | None = None
+    operations: frozenset[str] = OPERATIONS
 
 
 class FakeKeyVault:
@@ -236,9 +237,11 @@ class FakeKeyVault:
 
     def add_client(self, client_id: str, *, secret: str | None = None,
                    certificate: x509.Certificate | None = None,
-                   federated_assertion: str | None = None) -> None:
-        """Register an app (service principal) with the tenant's token endpoint."""
-        self._clients[client_id] = _Client(secret, certificate, federated_assertion)
+                   federated_assertion: str | None = None,
+                   operations: frozenset[str] = OPERATIONS) -> None:
+        """Register an app (service principal) with the tenant's token endpoint, allowed the
+        given key operations on this vault (its role assignment)."""
+        self._clients[client_id] = _Client(secret, certificate, federated_assertion, operations)
 
     def inject(self, fault: Fault | None) -> None:
         self._fault = fault
@@ -442,7 +445,8 @@ class FakeKeyVault:
                               " assertion provided.")
         self.tokens_issued += 1
         return web.json_response({"token_type": "Bearer", "expires_in": 3599,
-                                  "ext_expires_in": 3599, "access_token": self.issue_token()})
+                                  "ext_expires_in": 3599,
+                                  "access_token": self.issue_token(client.operations)})
 
     def _client_authenticates(self, client: _Client, form: Any) -> bool:
         if "client_secret" in form:
