@@ -19,7 +19,8 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from datetime import UTC, timedelta
+from functools import partial
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -140,6 +141,7 @@ class AzureKeyVaultBackend(KeyBackend):
         self._keys: KeyClient | None = None
         self._versions: dict[str, KeyVersion] = {}
         self._signers: dict[str, CryptographyClient] = {}
+        self._last_failure: str | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -173,7 +175,12 @@ class AzureKeyVaultBackend(KeyBackend):
             # under it, which only a loopback test vault cannot be.
             "verify_challenge_resource": urlsplit(s.vault_url).hostname not in _LOOPBACK,
         }
-        self._credential = self._given_credential or _credential_for(s, transport)
+        try:
+            self._credential = self._given_credential or _credential_for(s, transport)
+        except BaseException:
+            await self._session.close()
+            self._session = None
+            raise
         self._keys = KeyClient(s.vault_url, self._credential, **self._client_kwargs)
 
     async def close(self) -> None:
@@ -205,13 +212,15 @@ class AzureKeyVaultBackend(KeyBackend):
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await operation()
+                    result = await operation()
+                self._last_failure = None
+                return result
             except HttpResponseError as exc:
                 if exc.status_code != 429:
                     raise self._failure(what, exc) from None
                 wait = _retry_after(exc)
                 if wait > budget or loop.time() + wait >= deadline:
-                    log.warning("azure key vault %s: throttled (429), giving up", what)
+                    self._log_failure(what, f"throttled (429, Retry-After {wait:g}s)")
                     raise BackendUnavailable(
                         f"Azure Key Vault is throttling requests ({what}); retry later",
                         retry_after=max(wait, _DEFAULT_RETRY_AFTER),
@@ -219,14 +228,14 @@ class AzureKeyVaultBackend(KeyBackend):
                 budget -= wait
                 await asyncio.sleep(wait)
             except TimeoutError:
-                log.warning("azure key vault %s: no answer within %s", what, self.settings.timeout)
+                self._log_failure(what, f"no answer within {self.settings.timeout}")
                 raise BackendUnavailable(
                     f"Azure Key Vault did not answer within {self.settings.timeout.total_seconds():g}s"
                     f" ({what})",
                     retry_after=_DEFAULT_RETRY_AFTER,
                 ) from None
             except (ServiceRequestError, ServiceResponseError) as exc:
-                log.warning("azure key vault %s: %s", what, type(exc).__name__)
+                self._log_failure(what, type(exc).__name__)
                 raise BackendUnavailable(
                     f"cannot reach Azure Key Vault at {self.settings.vault_url} ({what})",
                     retry_after=_DEFAULT_RETRY_AFTER,
@@ -243,8 +252,8 @@ class AzureKeyVaultBackend(KeyBackend):
         detail = f"HTTP {status}" + (f" {code}" if code else "")
         # Key Vault's own message (which may name the caller's object id) goes to the operator's
         # log only; it never carries the token or the credential's secret.
-        log.warning("azure key vault %s failed: %s: %s", what, detail if status else
-                    type(exc).__name__, _first_line(_error_message(exc)))
+        self._log_failure(what, f"{detail if status else type(exc).__name__}:"
+                                f" {_first_line(_error_message(exc))}")
         if isinstance(exc, ClientAuthenticationError) and not _from_vault(exc, s.vault_url):
             if status is not None and status >= 500:
                 return BackendUnavailable(f"Entra ID failed to issue a token ({what}, HTTP {status})")
@@ -272,6 +281,13 @@ class AzureKeyVaultBackend(KeyBackend):
             )
         return BackendError(f"Azure Key Vault refused {what} ({detail or type(exc).__name__})")
 
+    def _log_failure(self, what: str, summary: str) -> None:
+        """Warn once per kind of failure, not once per request: during an outage every signing
+        request fails the same way (the metrics count them)."""
+        level = logging.DEBUG if summary == self._last_failure else logging.WARNING
+        self._last_failure = summary
+        log.log(level, "backend %s: azure key vault %s failed: %s", self.name, what, summary)
+
     # -- versions -------------------------------------------------------------------------------
 
     async def list_versions(self) -> list[KeyVersion]:
@@ -287,19 +303,16 @@ class AzureKeyVaultBackend(KeyBackend):
                 " (create it with: az keyvault key create --kty RSA-HSM --size 2048 ...)"
             )
         await self._forget({p.version for p in listed})
-        versions = []
-        for properties in sorted(listed, key=lambda p: p.created_on):
-            if not properties.enabled:
-                continue
-            version = self._versions.get(properties.version)
-            if version is None:
-                key = await self._call(
-                    f"get key version {properties.version}",
-                    lambda v=properties.version: keys.get_key(self.settings.key, v),
-                )
-                version = self._remember(key)
-            versions.append(version)
-        return versions
+        now = datetime.now(UTC)
+        enabled = sorted((p for p in listed if _usable(p, now)), key=lambda p: p.created_on)
+        new = [p.version for p in enabled if p.version not in self._versions]
+        fetched = await asyncio.gather(*(
+            self._call(f"get key version {v}", partial(keys.get_key, self.settings.key, v))
+            for v in new
+        ))
+        for key in fetched:
+            self._remember(key)
+        return [self._versions[p.version] for p in enabled]
 
     def _remember(self, key: KeyVaultKey) -> KeyVersion:
         """Public keys of a version never change: convert each once and keep it."""
@@ -414,6 +427,14 @@ def _credential_for(s: AzureKeyVaultSettings, transport: AioHttpTransport) -> As
     if s.tenant_id is not None:
         kwargs["workload_identity_tenant_id"] = s.tenant_id
     return DefaultAzureCredential(**kwargs)
+
+
+def _usable(properties: Any, now: datetime) -> bool:
+    """Enabled, and inside its not-before/expiry window: Key Vault signs with nothing else."""
+    return bool(properties.enabled) and not (
+        (properties.not_before is not None and properties.not_before > now)
+        or (properties.expires_on is not None and properties.expires_on <= now)
+    )
 
 
 def _retry_after(exc: HttpResponseError) -> float:

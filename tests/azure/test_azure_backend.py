@@ -60,6 +60,12 @@ async def test_lists_enabled_versions_across_pages(
     again = await backend.list_versions()
     assert [v.version_id for v in again] == [v.version_id for v in versions]
     assert vault.calls["get"] == gets, "public keys of known versions are not fetched again"
+    vault.version(KEY, ids[0]).exp = int(time.time()) - 1  # expired: Key Vault will not sign
+    vault.version(KEY, ids[2]).nbf = int(time.time()) + 3600  # not valid yet
+    assert [v.version_id for v in await backend.list_versions()] == [ids[3], ids[4]]
+    for fake in vault.versions(KEY):
+        fake.enabled = False
+    assert await backend.list_versions() == [], "every version revoked: nothing to publish"
 
 
 @pytest.mark.parametrize(

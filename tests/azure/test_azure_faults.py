@@ -103,16 +103,20 @@ async def test_a_slow_vault_is_cut_off_at_the_timeout(
 
 
 async def test_an_unreachable_vault_is_unavailable_then_recovers(
-    vault: FakeKeyVault, make_backend: BackendFactory
+    vault: FakeKeyVault, make_backend: BackendFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     backend, version = await ready(vault, make_backend)
     await vault.down()
-    for call in (lambda: backend.sign(version, Algorithm.ES256, MESSAGE), backend.list_versions):
+    for call in (lambda: backend.sign(version, Algorithm.ES256, MESSAGE), backend.list_versions,
+                 lambda: backend.sign(version, Algorithm.ES256, MESSAGE)):
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="cannot reach Azure Key Vault") as info:
             await call()
         assert time.monotonic() - started < 1.0
         assert "Bearer" not in str(info.value)
+    warnings = [r for r in caplog.records if r.name == "keysvc.backends.azure_kv"
+                and r.levelname == "WARNING"]
+    assert len(warnings) == 1, "one warning per kind of failure, not one per request"
     await vault.up()
     signature = await backend.sign(version, Algorithm.ES256, MESSAGE)
     verify_local(version.public_key, Algorithm.ES256, MESSAGE, signature)

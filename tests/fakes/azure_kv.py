@@ -105,6 +105,8 @@ class FakeKeyVersion:
     updated: int
     enabled: bool = True
     key_ops: list[str] = field(default_factory=lambda: ["sign", "verify"])
+    nbf: int | None = None
+    exp: int | None = None
 
     @property
     def crv(self) -> str | None:
@@ -129,7 +131,9 @@ class FakeKeyVersion:
         return out
 
     def attributes(self) -> dict[str, Any]:
+        window = {name: value for name, value in (("nbf", self.nbf), ("exp", self.exp)) if value}
         return {
+            **window,
             "enabled": self.enabled,
             "created": self.created,
             "updated": self.updated,
@@ -414,6 +418,12 @@ class FakeKeyVault:
             raise VaultError(400, "BadParameter", "Invalid algorithm or value.")
         if not version.enabled:
             raise VaultError(403, "Forbidden", "Operation sign is not allowed on a disabled key.")
+        now = time.time()
+        if (version.exp is not None and version.exp <= now) or (
+            version.nbf is not None and version.nbf > now
+        ):
+            raise VaultError(403, "Forbidden", "Operation sign is not allowed on a key outside"
+                             " its nbf/exp validity period.")
         if "sign" not in version.key_ops:
             raise VaultError(403, "Forbidden", "Operation sign is not permitted on this key.")
         family, digest_size, curve = _SIGN_ALGORITHMS[alg]
