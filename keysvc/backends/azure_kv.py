@@ -19,8 +19,8 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from functools import partial
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -52,7 +52,7 @@ from keysvc.backends.base import (
     KeyBackend,
     KeyVersion,
 )
-from keysvc.config import Duration
+from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 from keysvc.secrets import read_secret_file
 
@@ -228,10 +228,10 @@ class AzureKeyVaultBackend(KeyBackend):
                 budget -= wait
                 await asyncio.sleep(wait)
             except TimeoutError:
-                self._log_failure(what, f"no answer within {self.settings.timeout}")
+                seconds = self.settings.timeout.total_seconds()
+                self._log_failure(what, f"no answer within {seconds:g}s")
                 raise BackendUnavailable(
-                    f"Azure Key Vault did not answer within {self.settings.timeout.total_seconds():g}s"
-                    f" ({what})",
+                    f"Azure Key Vault did not answer within {seconds:g}s ({what})",
                     retry_after=_DEFAULT_RETRY_AFTER,
                 ) from None
             except (ServiceRequestError, ServiceResponseError) as exc:
@@ -252,11 +252,14 @@ class AzureKeyVaultBackend(KeyBackend):
         detail = f"HTTP {status}" + (f" {code}" if code else "")
         # Key Vault's own message (which may name the caller's object id) goes to the operator's
         # log only; it never carries the token or the credential's secret.
-        self._log_failure(what, f"{detail if status else type(exc).__name__}:"
-                                f" {_first_line(_error_message(exc))}")
+        self._log_failure(
+            what, f"{detail if status else type(exc).__name__}: {_first_line(_error_message(exc))}"
+        )
         if isinstance(exc, ClientAuthenticationError) and not _from_vault(exc, s.vault_url):
             if status is not None and status >= 500:
-                return BackendUnavailable(f"Entra ID failed to issue a token ({what}, HTTP {status})")
+                return BackendUnavailable(
+                    f"Entra ID failed to issue a token ({what}, HTTP {status})"
+                )
             return BackendError(
                 f"cannot get an Entra ID token for Azure Key Vault ({what}): "
                 f"{_first_line(exc.message)}"
@@ -273,8 +276,9 @@ class AzureKeyVaultBackend(KeyBackend):
                 " rotate and update to rotate and revoke), and the version must be enabled"
             )
         if isinstance(exc, ResourceNotFoundError) or status == 404:
-            return BackendError(f"key {s.key!r} (or this version of it) does not exist in"
-                                f" {s.vault_url} ({what})")
+            return BackendError(
+                f"key {s.key!r} (or this version of it) does not exist in {s.vault_url} ({what})"
+            )
         if status is not None and (status >= 500 or status == 408):
             return BackendUnavailable(
                 f"Azure Key Vault failed {what} ({detail})", retry_after=_retry_after(exc)
@@ -306,10 +310,12 @@ class AzureKeyVaultBackend(KeyBackend):
         now = datetime.now(UTC)
         enabled = sorted((p for p in listed if _usable(p, now)), key=lambda p: p.created_on)
         new = [p.version for p in enabled if p.version not in self._versions]
-        fetched = await asyncio.gather(*(
-            self._call(f"get key version {v}", partial(keys.get_key, self.settings.key, v))
-            for v in new
-        ))
+        fetched = await asyncio.gather(
+            *(
+                self._call(f"get key version {v}", partial(keys.get_key, self.settings.key, v))
+                for v in new
+            )
+        )
         for key in fetched:
             self._remember(key)
         return [self._versions[p.version] for p in enabled]
@@ -327,7 +333,9 @@ class AzureKeyVaultBackend(KeyBackend):
             raise ConfigError(f"{where}: {exc}") from None
         ops = key.key.key_ops
         if ops is not None and "sign" not in ops:
-            raise ConfigError(f"{where} does not allow the sign operation (key_ops: {', '.join(ops)})")
+            raise ConfigError(
+                f"{where} does not allow the sign operation (key_ops: {', '.join(ops)})"
+            )
         version = KeyVersion(
             version_id=version_id,
             created_at=key.properties.created_on.astimezone(UTC),
@@ -351,8 +359,10 @@ class AzureKeyVaultBackend(KeyBackend):
         signer = self._signers.get(version.version_id)
         if signer is None:
             assert self._credential is not None
-            key = version.handle if isinstance(version.handle, KeyVaultKey) else (
-                f"{self.settings.vault_url}/keys/{self.settings.key}/{version.version_id}"
+            key = (
+                version.handle
+                if isinstance(version.handle, KeyVaultKey)
+                else (f"{self.settings.vault_url}/keys/{self.settings.key}/{version.version_id}")
             )
             signer = CryptographyClient(key, self._credential, **self._client_kwargs)
             self._signers[version.version_id] = signer

@@ -48,18 +48,20 @@ def settings_for(vault: FakeKeyVault, ca_file: Path, **overrides: Any) -> AzureK
 
 
 @pytest.fixture
-async def make_backend(
-    vault: FakeKeyVault, azure_ca_file: Path
-) -> AsyncIterator[BackendFactory]:
+async def make_backend(vault: FakeKeyVault, azure_ca_file: Path) -> AsyncIterator[BackendFactory]:
     """make_backend(operations=..., credential=..., **settings): an opened backend whose
     credential holds a token the vault accepts for `operations` (closed after the test)."""
     made: list[AzureKeyVaultBackend] = []
 
-    def make(operations: frozenset[str] = OPERATIONS, credential: Any = None,
-             **overrides: Any) -> AzureKeyVaultBackend:
-        if credential is None and not overrides.get("client_secret_file") and not overrides.get(
-            "client_certificate_path"
-        ) and not overrides.pop("default_credential", False):
+    def make(
+        operations: frozenset[str] = OPERATIONS, credential: Any = None, **overrides: Any
+    ) -> AzureKeyVaultBackend:
+        if (
+            credential is None
+            and not overrides.get("client_secret_file")
+            and not overrides.get("client_certificate_path")
+            and not overrides.pop("default_credential", False)
+        ):
             credential = StaticTokenCredential(vault.issue_token(operations))
         backend = AzureKeyVaultBackend(
             "azure", settings_for(vault, azure_ca_file, **overrides), credential=credential

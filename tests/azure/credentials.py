@@ -6,7 +6,7 @@ tests; this one lets the other tests pick a token's permissions directly."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Self
 
 from azure.core.credentials import AccessToken
 
@@ -26,8 +26,8 @@ class StaticTokenCredential:
     async def close(self) -> None:
         return None
 
-    async def __aenter__(self) -> StaticTokenCredential:
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *args: Any) -> None:
+    async def __aexit__(self, *args: object) -> None:
         return None

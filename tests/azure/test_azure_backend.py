@@ -142,8 +142,12 @@ async def test_rotate_adds_a_version_of_the_same_type(
     assert abs(created.created_at.timestamp() - time.time()) < 5
     listed = await backend.list_versions()
     assert [v.version_id for v in listed] == [first, created.version_id]
-    verify(created.public_key, Algorithm.ES384, MESSAGE,
-           await backend.sign(created, Algorithm.ES384, MESSAGE))
+    verify(
+        created.public_key,
+        Algorithm.ES384,
+        MESSAGE,
+        await backend.sign(created, Algorithm.ES384, MESSAGE),
+    )
 
 
 async def test_disable_version_stops_listing_and_signing(

@@ -37,15 +37,24 @@ async def sign_once(make_backend: BackendFactory, **settings: object) -> None:
     await backend.sign(version, Algorithm.RS256, MESSAGE)
 
 
-async def test_client_secret(vault: FakeKeyVault, make_backend: BackendFactory, tmp_path: Path,
-                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_client_secret(
+    vault: FakeKeyVault,
+    make_backend: BackendFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     logging.getLogger("azure").setLevel(logging.DEBUG)  # even azure-core's request logging
     try:
         vault.create_key(KEY, "RSA-HSM")
         vault.add_client(CLIENT_ID, secret=SECRET)
-        await sign_once(make_backend, tenant_id=TENANT, client_id=CLIENT_ID,
-                        client_secret_file=secret_file(tmp_path), authority_host=vault.url)
+        await sign_once(
+            make_backend,
+            tenant_id=TENANT,
+            client_id=CLIENT_ID,
+            client_secret_file=secret_file(tmp_path),
+            authority_host=vault.url,
+        )
     finally:
         logging.getLogger("azure").setLevel(logging.NOTSET)
     assert vault.tokens_issued == 1, "the token is cached across list, get and sign"
@@ -57,14 +66,20 @@ async def test_client_secret(vault: FakeKeyVault, make_backend: BackendFactory, 
 
 
 async def test_wrong_client_secret_is_a_clear_error_without_the_secret(
-    vault: FakeKeyVault, make_backend: BackendFactory, tmp_path: Path,
+    vault: FakeKeyVault,
+    make_backend: BackendFactory,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     vault.create_key(KEY, "RSA-HSM")
     vault.add_client(CLIENT_ID, secret="the-right-one")
-    backend = make_backend(tenant_id=TENANT, client_id=CLIENT_ID,
-                           client_secret_file=secret_file(tmp_path), authority_host=vault.url)
+    backend = make_backend(
+        tenant_id=TENANT,
+        client_id=CLIENT_ID,
+        client_secret_file=secret_file(tmp_path),
+        authority_host=vault.url,
+    )
     with pytest.raises(BackendError) as info:
         await backend.list_versions()
     message = str(info.value)
@@ -75,35 +90,49 @@ async def test_wrong_client_secret_is_a_clear_error_without_the_secret(
     assert vault.calls["list"] == 0
 
 
-async def test_client_certificate(vault: FakeKeyVault, make_backend: BackendFactory,
-                                  tmp_path: Path) -> None:
+async def test_client_certificate(
+    vault: FakeKeyVault, make_backend: BackendFactory, tmp_path: Path
+) -> None:
     app_cert = trustme.CA().issue_cert("keysvc.example", key_type=trustme.KeyType.RSA)
     path = tmp_path / "app.pem"
     write_private_file(path, app_cert.private_key_and_cert_chain_pem.bytes())
     vault.create_key(KEY, "RSA-HSM")
-    vault.add_client(CLIENT_ID, certificate=x509.load_pem_x509_certificate(
-        app_cert.cert_chain_pems[0].bytes()))
-    await sign_once(make_backend, tenant_id=TENANT, client_id=CLIENT_ID,
-                    client_certificate_path=path, authority_host=vault.url)
+    vault.add_client(
+        CLIENT_ID, certificate=x509.load_pem_x509_certificate(app_cert.cert_chain_pems[0].bytes())
+    )
+    await sign_once(
+        make_backend,
+        tenant_id=TENANT,
+        client_id=CLIENT_ID,
+        client_certificate_path=path,
+        authority_host=vault.url,
+    )
     assert vault.tokens_issued == 1
 
     other = trustme.CA().issue_cert("intruder.example", key_type=trustme.KeyType.RSA)
     intruder = tmp_path / "intruder.pem"
     write_private_file(intruder, other.private_key_and_cert_chain_pem.bytes())
     with pytest.raises(BackendError, match="AADSTS7000215"):
-        await make_backend(tenant_id=TENANT, client_id=CLIENT_ID, client_certificate_path=intruder,
-                           authority_host=vault.url).list_versions()
+        await make_backend(
+            tenant_id=TENANT,
+            client_id=CLIENT_ID,
+            client_certificate_path=intruder,
+            authority_host=vault.url,
+        ).list_versions()
 
     ec_cert = trustme.CA().issue_cert("ec.example")  # azure-identity signs assertions with RS256
     ec_path = tmp_path / "ec.pem"
     write_private_file(ec_path, ec_cert.private_key_and_cert_chain_pem.bytes())
     with pytest.raises(ConfigError, match="RSA private key"):
-        await make_backend(tenant_id=TENANT, client_id=CLIENT_ID,
-                           client_certificate_path=ec_path).open()
+        await make_backend(
+            tenant_id=TENANT, client_id=CLIENT_ID, client_certificate_path=ec_path
+        ).open()
 
 
 async def test_workload_identity_through_default_credential(
-    vault: FakeKeyVault, make_backend: BackendFactory, tmp_path: Path,
+    vault: FakeKeyVault,
+    make_backend: BackendFactory,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """As on AKS: the projected service-account token is exchanged by DefaultAzureCredential's
@@ -133,5 +162,4 @@ async def test_secret_files_readable_by_others_are_refused(
     (tmp_path / "empty").mkdir()
     empty = secret_file(tmp_path / "empty", secret="")
     with pytest.raises(ConfigError, match="is empty"):
-        await make_backend(tenant_id=TENANT, client_id=CLIENT_ID,
-                           client_secret_file=empty).open()
+        await make_backend(tenant_id=TENANT, client_id=CLIENT_ID, client_secret_file=empty).open()

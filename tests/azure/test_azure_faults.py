@@ -8,17 +8,18 @@ import time
 
 import pytest
 
-from keysvc.backends.base import BackendUnavailable, KeyVersion
 from keysvc.backends.azure_kv import AzureKeyVaultBackend
+from keysvc.backends.base import BackendUnavailable, KeyVersion
 from keysvc.jose import Algorithm, verify_local
 from tests.azure.conftest import KEY, BackendFactory
-from tests.fakes.azure_kv import Fault, FakeKeyVault
+from tests.fakes.azure_kv import FakeKeyVault, Fault
 
 MESSAGE = b"header.payload"
 
 
-async def ready(vault: FakeKeyVault, make_backend: BackendFactory,
-                **settings: str) -> tuple[AzureKeyVaultBackend, KeyVersion]:
+async def ready(
+    vault: FakeKeyVault, make_backend: BackendFactory, **settings: str
+) -> tuple[AzureKeyVaultBackend, KeyVersion]:
     vault.create_key(KEY, "EC", crv="P-256")
     backend = make_backend(**settings)
     (version,) = await backend.list_versions()
@@ -31,7 +32,9 @@ async def test_throttled_sign_is_retried_after_retry_after(
     vault: FakeKeyVault, make_backend: BackendFactory
 ) -> None:
     backend, version = await ready(vault, make_backend)
-    vault.inject(Fault("status", status=429, retry_after=1, remaining=1, operations=frozenset({"sign"})))
+    vault.inject(
+        Fault("status", status=429, retry_after=1, remaining=1, operations=frozenset({"sign"}))
+    )
     started = time.monotonic()
     signature = await backend.sign(version, Algorithm.ES256, MESSAGE)
     elapsed = time.monotonic() - started
@@ -92,8 +95,11 @@ async def test_a_slow_vault_is_cut_off_at_the_timeout(
 ) -> None:
     backend, version = await ready(vault, make_backend, timeout="1s", throttle_budget="500ms")
     vault.inject(Fault("slow", delay=5))
-    for call in (lambda: backend.sign(version, Algorithm.ES256, MESSAGE), backend.list_versions,
-                 backend.create_version):
+    for call in (
+        lambda: backend.sign(version, Algorithm.ES256, MESSAGE),
+        backend.list_versions,
+        backend.create_version,
+    ):
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="did not answer within 1s"):
             await call()
@@ -107,15 +113,21 @@ async def test_an_unreachable_vault_is_unavailable_then_recovers(
 ) -> None:
     backend, version = await ready(vault, make_backend)
     await vault.down()
-    for call in (lambda: backend.sign(version, Algorithm.ES256, MESSAGE), backend.list_versions,
-                 lambda: backend.sign(version, Algorithm.ES256, MESSAGE)):
+    for call in (
+        lambda: backend.sign(version, Algorithm.ES256, MESSAGE),
+        backend.list_versions,
+        lambda: backend.sign(version, Algorithm.ES256, MESSAGE),
+    ):
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="cannot reach Azure Key Vault") as info:
             await call()
         assert time.monotonic() - started < 1.0
         assert "Bearer" not in str(info.value)
-    warnings = [r for r in caplog.records if r.name == "keysvc.backends.azure_kv"
-                and r.levelname == "WARNING"]
+    warnings = [
+        r
+        for r in caplog.records
+        if r.name == "keysvc.backends.azure_kv" and r.levelname == "WARNING"
+    ]
     assert len(warnings) == 1, "one warning per kind of failure, not one per request"
     await vault.up()
     signature = await backend.sign(version, Algorithm.ES256, MESSAGE)
@@ -127,8 +139,9 @@ async def test_a_throttled_rotation_waits_and_creates_one_version(
     vault: FakeKeyVault, make_backend: BackendFactory
 ) -> None:
     backend, _ = await ready(vault, make_backend)
-    vault.inject(Fault("status", status=429, retry_after=1, remaining=1,
-                       operations=frozenset({"rotate"})))
+    vault.inject(
+        Fault("status", status=429, retry_after=1, remaining=1, operations=frozenset({"rotate"}))
+    )
     created = await backend.create_version()
     assert vault.calls["rotate"] == 2
     assert [v.version for v in vault.versions(KEY)][-1] == created.version_id

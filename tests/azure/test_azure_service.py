@@ -20,7 +20,7 @@ from keysvc.secrets import write_private_file
 from tests.azure.conftest import CLIENT_ID, KEY, TENANT
 from tests.cli import run
 from tests.conftest import FAST_ROTATION
-from tests.fakes.azure_kv import OPERATIONS, Fault, FakeKeyVault
+from tests.fakes.azure_kv import OPERATIONS, FakeKeyVault, Fault
 from tests.service import RUN, RunningService, start_service
 from tests.verification import assert_rotation_without_failures, verify_once
 
@@ -35,18 +35,38 @@ def secret_path(tmp_path: Path) -> Path:
     return path
 
 
-def backend_table(vault: FakeKeyVault, ca_file: Path, secret_path: Path, **extra: Any) -> dict[str, Any]:
-    return {"name": "azure", "type": "azure_kv", "vault_url": vault.url, "key": KEY,
-            "tenant_id": TENANT, "client_id": CLIENT_ID, "client_secret_file": str(secret_path),
-            "authority_host": vault.url, "ca_cert": str(ca_file), "timeout": "1s",
-            "throttle_budget": "500ms", **extra}
+def backend_table(
+    vault: FakeKeyVault, ca_file: Path, secret_path: Path, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "name": "azure",
+        "type": "azure_kv",
+        "vault_url": vault.url,
+        "key": KEY,
+        "tenant_id": TENANT,
+        "client_id": CLIENT_ID,
+        "client_secret_file": str(secret_path),
+        "authority_host": vault.url,
+        "ca_cert": str(ca_file),
+        "timeout": "1s",
+        "throttle_budget": "500ms",
+        **extra,
+    }
 
 
-def azure_config(vault: FakeKeyVault, ca_file: Path, secret_path: Path, *, tokens: dict[str, Any]
-                 | None = None, operations: frozenset[str] = OPERATIONS,
-                 **extra: Any) -> dict[str, Any]:
+def azure_config(
+    vault: FakeKeyVault,
+    ca_file: Path,
+    secret_path: Path,
+    *,
+    tokens: dict[str, Any] | None = None,
+    operations: frozenset[str] = OPERATIONS,
+    **extra: Any,
+) -> dict[str, Any]:
     vault.add_client(CLIENT_ID, secret=SECRET, operations=operations)
-    config = merge(FAST_ROTATION, {"backends": [backend_table(vault, ca_file, secret_path, **extra)]})
+    config = merge(
+        FAST_ROTATION, {"backends": [backend_table(vault, ca_file, secret_path, **extra)]}
+    )
     return merge(config, {"tokens": tokens}) if tokens else config
 
 
@@ -60,8 +80,13 @@ def azure_config(vault: FakeKeyVault, ca_file: Path, secret_path: Path, *, token
     ],
 )
 async def test_tokens_verify_against_the_served_jwks(
-    vault: FakeKeyVault, azure_ca_file: Path, secret_path: Path,
-    kty: str, crv: str, algorithm: str | None, expected: str,
+    vault: FakeKeyVault,
+    azure_ca_file: Path,
+    secret_path: Path,
+    kty: str,
+    crv: str,
+    algorithm: str | None,
+    expected: str,
 ) -> None:
     version = vault.create_key(KEY, kty, crv=crv or "P-256", created=HOUR_AGO)
     tokens = {"algorithm": algorithm} if algorithm else None
@@ -79,7 +104,9 @@ async def test_tokens_verify_against_the_served_jwks(
         assert jwt.PyJWK(jwk).key.public_numbers() == public.public_numbers()
         assert not {"d", "p", "q", "dp", "dq", "qi"} & set(jwk)
 
-        status, _, body = await svc.request("POST", "/v1/sign", json={"claims": {"sub": "x", "aud": "y"}})
+        status, _, body = await svc.request(
+            "POST", "/v1/sign", json={"claims": {"sub": "x", "aud": "y"}}
+        )
         assert status == 200, body
         assert (await verify_once(svc.url, body["token"], "y"))["sub"] == "x"
     assert vault.calls["sign"] == 2
@@ -138,8 +165,12 @@ async def recovers(svc: RunningService) -> None:
     ids=["down", "500", "503", "429", "slow"],
 )
 async def test_vault_faults_are_503_while_the_jwks_stays_then_recover(
-    vault: FakeKeyVault, azure_ca_file: Path, secret_path: Path,
-    fault: Fault | str, retry_after: str | None, message: str,
+    vault: FakeKeyVault,
+    azure_ca_file: Path,
+    secret_path: Path,
+    fault: Fault | str,
+    retry_after: str | None,
+    message: str,
 ) -> None:
     vault.create_key(KEY, "RSA-HSM", created=HOUR_AGO)
     async with start_service(azure_config(vault, azure_ca_file, secret_path)) as svc:
@@ -177,8 +208,9 @@ async def test_short_throttling_is_absorbed(
     config = azure_config(vault, azure_ca_file, secret_path, timeout="3s", throttle_budget="2s")
     async with start_service(config, refresh_loop=False) as svc:
         await svc.issue()
-        vault.inject(Fault("status", status=429, retry_after=1, remaining=1,
-                           operations=frozenset({"sign"})))
+        vault.inject(
+            Fault("status", status=429, retry_after=1, remaining=1, operations=frozenset({"sign"}))
+        )
         started = time.monotonic()
         issued = await svc.issue()
         assert 0.9 < time.monotonic() - started < 2.5

@@ -32,12 +32,25 @@ def test_the_entry_point_names_this_backend() -> None:
 @pytest.mark.parametrize(
     ("backend", "error"),
     [
-        ({"vault_url": "http://keysvc.vault.azure.net"}, "backends[0]: vault_url: must be the vault's https URL"),
-        ({"vault_url": VAULT + "/keys/signing"}, "backends[0]: vault_url: must be the vault's URL only"),
+        (
+            {"vault_url": "http://keysvc.vault.azure.net"},
+            "backends[0]: vault_url: must be the vault's https URL",
+        ),
+        (
+            {"vault_url": VAULT + "/keys/signing"},
+            "backends[0]: vault_url: must be the vault's URL only",
+        ),
         ({"key": VAULT + "/keys/signing"}, "backends[0]: key: must be the key's name"),
         ({"key": "under_score"}, "backends[0]: key: an Azure key name is 1-127 letters"),
-        ({"client_secret_file": "/s", "client_certificate_path": "/c", "tenant_id": "t",
-          "client_id": "c"}, "not both"),
+        (
+            {
+                "client_secret_file": "/s",
+                "client_certificate_path": "/c",
+                "tenant_id": "t",
+                "client_id": "c",
+            },
+            "not both",
+        ),
         ({"client_secret_file": "/s"}, "needs tenant_id and client_id"),
         ({"throttle_budget": "5s"}, "throttle_budget must be shorter than timeout"),
         ({"timeout": "fast"}, "backends[0]: timeout: invalid duration"),
@@ -51,6 +64,7 @@ def test_bad_settings_are_refused_by_name(backend: dict[str, Any], error: str) -
 
 
 def test_constructing_does_no_io() -> None:
-    settings = AzureKeyVaultSettings(vault_url=VAULT, key="signing", client_secret_file="/nope",
-                                     tenant_id="t", client_id="c")
+    settings = AzureKeyVaultSettings(
+        vault_url=VAULT, key="signing", client_secret_file="/nope", tenant_id="t", client_id="c"
+    )
     AzureKeyVaultBackend("azure", settings)  # the secret file is read by open(), not here

@@ -168,8 +168,13 @@ class _Client:
 class FakeKeyVault:
     """One fake vault (and its tenant's token endpoint) on https://127.0.0.1:<port>."""
 
-    def __init__(self, ca: trustme.CA, *, tenant_id: str = "72f988bf-0000-4000-8000-2d7cd011db47",
-                 page_size: int = MAX_PAGE) -> None:
+    def __init__(
+        self,
+        ca: trustme.CA,
+        *,
+        tenant_id: str = "72f988bf-0000-4000-8000-2d7cd011db47",
+        page_size: int = MAX_PAGE,
+    ) -> None:
         self.tenant_id = tenant_id
         self.page_size = page_size
         self._server_cert = ca.issue_cert("127.0.0.1")
@@ -180,7 +185,8 @@ class FakeKeyVault:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.calls: Counter[str] = Counter()
-        """Authenticated vault calls per operation (get, list, update, rotate, sign), faults included."""
+        """Authenticated vault calls per operation (get, list, update, rotate, sign), faulty
+        ones included."""
         self.tokens_issued = 0
         self._handed_out: Counter[str] = Counter()
 
@@ -239,10 +245,15 @@ class FakeKeyVault:
     def issued_tokens(self) -> list[str]:
         return list(self._tokens)
 
-    def add_client(self, client_id: str, *, secret: str | None = None,
-                   certificate: x509.Certificate | None = None,
-                   federated_assertion: str | None = None,
-                   operations: frozenset[str] = OPERATIONS) -> None:
+    def add_client(
+        self,
+        client_id: str,
+        *,
+        secret: str | None = None,
+        certificate: x509.Certificate | None = None,
+        federated_assertion: str | None = None,
+        operations: frozenset[str] = OPERATIONS,
+    ) -> None:
         """Register an app (service principal) with the tenant's token endpoint, allowed the
         given key operations on this vault (its role assignment)."""
         self._clients[client_id] = _Client(secret, certificate, federated_assertion, operations)
@@ -250,8 +261,16 @@ class FakeKeyVault:
     def inject(self, fault: Fault | None) -> None:
         self._fault = fault
 
-    def create_key(self, name: str, kty: str = "RSA-HSM", *, size: int = 2048, crv: str = "P-256",
-                   created: int | None = None, key_ops: list[str] | None = None) -> str:
+    def create_key(
+        self,
+        name: str,
+        kty: str = "RSA-HSM",
+        *,
+        size: int = 2048,
+        crv: str = "P-256",
+        created: int | None = None,
+        key_ops: list[str] | None = None,
+    ) -> str:
         """Create a key, or a new version of it (as `az keyvault key create` does)."""
         if kty.startswith("RSA"):
             kind = f"rsa-{size}"
@@ -277,8 +296,10 @@ class FakeKeyVault:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _challenge(self, code: str, message: str) -> web.Response:
-        header = (f'Bearer authorization="https://login.microsoftonline.com/{self.tenant_id}", '
-                  f'resource="{RESOURCE}"')
+        header = (
+            f'Bearer authorization="https://login.microsoftonline.com/{self.tenant_id}", '
+            f'resource="{RESOURCE}"'
+        )
         return VaultError(401, code, message, {"WWW-Authenticate": header}).response()
 
     @web.middleware
@@ -287,7 +308,9 @@ class FakeKeyVault:
             return await handler(request)
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
-            return self._challenge("Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
+            return self._challenge(
+                "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token."
+            )
         allowed = self._tokens.get(auth.removeprefix("Bearer "))
         if allowed is None:
             return self._challenge("Unauthorized", "AKV10032: Invalid issuer or token.")
@@ -295,12 +318,19 @@ class FakeKeyVault:
         self.calls[operation] += 1
         try:
             if not _API_VERSION.match(request.query.get("api-version", "")):
-                raise VaultError(400, "BadParameter", "The request URI contains an invalid or"
-                                 " missing api-version query parameter.")
+                raise VaultError(
+                    400,
+                    "BadParameter",
+                    "The request URI contains an invalid or missing api-version query parameter.",
+                )
             await self._apply_fault(operation)
             if operation not in allowed:
-                raise VaultError(403, "Forbidden", "The user, group or application does not have"
-                                 f" keys {operation} permission on key vault 'fake'.")
+                raise VaultError(
+                    403,
+                    "Forbidden",
+                    "The user, group or application does not have"
+                    f" keys {operation} permission on key vault 'fake'.",
+                )
             return await handler(request)
         except VaultError as exc:
             return exc.response()
@@ -317,30 +347,52 @@ class FakeKeyVault:
             await asyncio.sleep(fault.delay)
             return
         if fault.status == 429:
-            headers = {"Retry-After": str(fault.retry_after if fault.retry_after is not None else 1)}
-            raise VaultError(429, "Throttled", "Request was not processed because too many"
-                             " requests were received. Reason: VaultRequestTypeLimitReached", headers)
-        codes = {500: "InternalServerError", 502: "BadGateway", 503: "ServiceUnavailable",
-                 504: "GatewayTimeout"}
+            headers = {
+                "Retry-After": str(fault.retry_after if fault.retry_after is not None else 1)
+            }
+            raise VaultError(
+                429,
+                "Throttled",
+                "Request was not processed because too many"
+                " requests were received. Reason: VaultRequestTypeLimitReached",
+                headers,
+            )
+        codes = {
+            500: "InternalServerError",
+            502: "BadGateway",
+            503: "ServiceUnavailable",
+            504: "GatewayTimeout",
+        }
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-        raise VaultError(fault.status, codes.get(fault.status, "InternalServerError"),
-                         "The service is temporarily unavailable.", headers)
+        raise VaultError(
+            fault.status,
+            codes.get(fault.status, "InternalServerError"),
+            "The service is temporarily unavailable.",
+            headers,
+        )
 
     def _find(self, request: web.Request, version: str | None = None) -> FakeKeyVersion:
         name = request.match_info["name"]
         versions = self._keys.get(name)
         if not versions:
-            raise VaultError(404, "KeyNotFound", f"A key with (name/id) {name} was not found in"
-                             " this key vault. If you recently deleted this key you may be able to"
-                             " recover it using the correct recovery command.")
+            raise VaultError(
+                404,
+                "KeyNotFound",
+                f"A key with (name/id) {name} was not found in"
+                " this key vault. If you recently deleted this key you may be able to"
+                " recover it using the correct recovery command.",
+            )
         version = version if version is not None else request.match_info.get("version", "")
         if not version:
             return versions[-1]
         for candidate in versions:
             if candidate.version == version:
                 return candidate
-        raise VaultError(404, "KeyNotFound", f"A key with (name/id) {name}/{version} was not"
-                         " found in this key vault.")
+        raise VaultError(
+            404,
+            "KeyNotFound",
+            f"A key with (name/id) {name}/{version} was not found in this key vault.",
+        )
 
     def _kid(self, request: web.Request, name: str, version: FakeKeyVersion) -> str:
         return f"{self.url}/keys/{name}/{version.version}"
@@ -379,15 +431,19 @@ class FakeKeyVault:
         if not 1 <= size <= MAX_PAGE:
             raise VaultError(400, "BadParameter", "invalid maxresults: must be between 1 and 25")
         size = min(size, self.page_size)
-        page = versions[start:start + size]
+        page = versions[start : start + size]
         body: dict[str, Any] = {
-            "value": [{"kid": self._kid(request, name, v), "attributes": v.attributes()} for v in page],
+            "value": [
+                {"kid": self._kid(request, name, v), "attributes": v.attributes()} for v in page
+            ],
             "nextLink": None,
         }
         if start + size < len(versions):
-            body["nextLink"] = (f"{self.url}/keys/{name}/versions?api-version="
-                                f"{request.query['api-version']}&$skiptoken={start + size}"
-                                f"&maxresults={size}")
+            body["nextLink"] = (
+                f"{self.url}/keys/{name}/versions?api-version="
+                f"{request.query['api-version']}&$skiptoken={start + size}"
+                f"&maxresults={size}"
+            )
         return web.json_response(body)
 
     async def _update(self, request: web.Request) -> web.Response:
@@ -422,14 +478,21 @@ class FakeKeyVault:
         if (version.exp is not None and version.exp <= now) or (
             version.nbf is not None and version.nbf > now
         ):
-            raise VaultError(403, "Forbidden", "Operation sign is not allowed on a key outside"
-                             " its nbf/exp validity period.")
+            raise VaultError(
+                403,
+                "Forbidden",
+                "Operation sign is not allowed on a key outside its nbf/exp validity period.",
+            )
         if "sign" not in version.key_ops:
             raise VaultError(403, "Forbidden", "Operation sign is not permitted on this key.")
         family, digest_size, curve = _SIGN_ALGORITHMS[alg]
         if not version.kty.startswith(family) or (curve is not None and curve != version.crv):
-            raise VaultError(400, "BadParameter", f"Key and signing algorithm are incompatible."
-                             f" Key type: {version.kty}. Algorithm: {alg}.")
+            raise VaultError(
+                400,
+                "BadParameter",
+                f"Key and signing algorithm are incompatible."
+                f" Key type: {version.kty}. Algorithm: {alg}.",
+            )
         digest = b64url_decode(value)
         if len(digest) != digest_size:
             raise VaultError(400, "BadParameter", "Invalid length of the digest.")
@@ -445,34 +508,49 @@ class FakeKeyVault:
         if request.match_info["tenant"] != self.tenant_id:
             return _aad_error(400, "invalid_request", "AADSTS90002: Tenant not found.")
         if form.get("grant_type") != "client_credentials" or client is None:
-            return _aad_error(400, "unauthorized_client", "AADSTS700016: Application not found"
-                              " in the directory.")
+            return _aad_error(
+                400, "unauthorized_client", "AADSTS700016: Application not found in the directory."
+            )
         if form.get("scope") != SCOPE:
-            return _aad_error(400, "invalid_scope", "AADSTS70011: The provided value for scope"
-                              " is not valid.")
+            return _aad_error(
+                400, "invalid_scope", "AADSTS70011: The provided value for scope is not valid."
+            )
         if not self._client_authenticates(client, form):
-            return _aad_error(401, "invalid_client", "AADSTS7000215: Invalid client secret or"
-                              " assertion provided.")
+            return _aad_error(
+                401, "invalid_client", "AADSTS7000215: Invalid client secret or assertion provided."
+            )
         self.tokens_issued += 1
-        return web.json_response({"token_type": "Bearer", "expires_in": 3599,
-                                  "ext_expires_in": 3599,
-                                  "access_token": self.issue_token(client.operations)})
+        return web.json_response(
+            {
+                "token_type": "Bearer",
+                "expires_in": 3599,
+                "ext_expires_in": 3599,
+                "access_token": self.issue_token(client.operations),
+            }
+        )
 
     def _client_authenticates(self, client: _Client, form: Any) -> bool:
         if "client_secret" in form:
             return client.secret is not None and secrets.compare_digest(
-                str(form["client_secret"]), client.secret)
+                str(form["client_secret"]), client.secret
+            )
         assertion = str(form.get("client_assertion", ""))
-        if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+        if (
+            form.get("client_assertion_type")
+            != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        ):
             return False
         if client.federated_assertion is not None:
             return secrets.compare_digest(assertion, client.federated_assertion)
         if client.certificate is None:
             return False
         try:
-            jwt.decode(assertion, client.certificate.public_key(),  # type: ignore[arg-type]
-                       algorithms=["RS256", "PS256"],
-                       audience=f"{self.url}/{self.tenant_id}/oauth2/v2.0/token")
+            jwt.decode(
+                assertion,
+                client.certificate.public_key(),  # type: ignore[arg-type]
+                algorithms=["RS256", "PS256"],
+                audience=f"{self.url}/{self.tenant_id}/oauth2/v2.0/token",
+            )
         except jwt.InvalidTokenError:
             return False
         return True
@@ -503,9 +581,14 @@ def _operation(request: web.Request) -> str:
 
 
 def _aad_error(status: int, error: str, description: str) -> web.Response:
-    return web.json_response({"error": error, "error_description": description,
-                              "error_codes": [int(description[6:description.index(":")])]},
-                             status=status)
+    return web.json_response(
+        {
+            "error": error,
+            "error_description": description,
+            "error_codes": [int(description[6 : description.index(":")])],
+        },
+        status=status,
+    )
 
 
 def _sign_digest(private: Any, alg: str, digest: bytes) -> bytes:
@@ -513,7 +596,9 @@ def _sign_digest(private: Any, alg: str, digest: bytes) -> bytes:
     prehashed = utils.Prehashed(hash_)
     if isinstance(private, rsa.RSAPrivateKey):
         if alg.startswith("PS"):
-            pad: padding.AsymmetricPadding = padding.PSS(padding.MGF1(hash_), salt_length=len(digest))
+            pad: padding.AsymmetricPadding = padding.PSS(
+                padding.MGF1(hash_), salt_length=len(digest)
+            )
         else:
             pad = padding.PKCS1v15()
         return private.sign(digest, pad, prehashed)
