@@ -21,7 +21,9 @@ from botocore.exceptions import (
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    SSLError,
 )
+from botocore.exceptions import ConnectionError as AwsConnectionError
 
 from keysvc.backends.base import BackendError, BackendUnavailable
 
@@ -113,7 +115,11 @@ def translate(exc: Exception, action: str, subject: str, attempts: int) -> Backe
             return BackendError(f"AWS rejected the credentials for {action} ({code})")
         return BackendError(f"AWS {action} on {subject} failed ({code}, HTTP {status})")
     log.warning("AWS %s on %s failed: %s: %s", action, subject, type(exc).__name__, exc)
-    if isinstance(exc, HTTPClientError):
+    if isinstance(exc, SSLError):
+        return BackendError(
+            f"TLS to AWS failed for {action}: check the endpoint and the CA bundle"
+        )
+    if isinstance(exc, (AwsConnectionError, HTTPClientError)):
         # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError…
         return BackendUnavailable(
             f"cannot reach AWS for {action} after {attempts} attempts ({type(exc).__name__})",

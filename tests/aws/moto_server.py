@@ -9,6 +9,7 @@ translation are what is tested. Every request's operation is recorded, to count 
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import urllib.request
@@ -46,6 +47,7 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self.operations: list[str] = []
+        self._bodies: list[tuple[str, dict[str, Any]]] = []
 
     def inject(
         self,
@@ -62,10 +64,16 @@ class FaultInjector:
         with self._lock:
             self._faults.clear()
             self.operations.clear()
+            self._bodies.clear()
 
     def count(self, operation: str) -> int:
         with self._lock:
             return self.operations.count(operation)
+
+    def requests(self, operation: str) -> list[dict[str, Any]]:
+        """The JSON bodies of the requests for `operation` seen so far."""
+        with self._lock:
+            return [body for op, body in self._bodies if op == operation]
 
     def _take(self, operation: str) -> Fault | None:
         for fault in self._faults:
@@ -80,8 +88,11 @@ class FaultInjector:
         if not target:  # moto's own API (reset) and non-JSON protocols pass through
             return self.app(environ, start_response)
         operation = target.rsplit(".", 1)[-1]
+        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(raw)
         with self._lock:
             self.operations.append(operation)
+            self._bodies.append((operation, json.loads(raw or b"{}")))
             fault = self._take(operation)
         if fault is None:
             return self.app(environ, start_response)
