@@ -4,8 +4,9 @@ botocore has already retried what is worth retrying (throttling, 5xx, dropped co
 `retry_config`) by the time an exception reaches here, so a transient failure that is still
 failing is `BackendUnavailable` (HTTP 503 with Retry-After: callers should come back later), and
 everything else (permissions, a missing or disabled key, bad credentials) is a `BackendError`
-whose message says what to fix. AWS's own error text names the caller's role and account; it is
-logged for the operator but kept out of the messages clients see.
+whose message says what to fix. AWS's own error text names the caller's role and account: it is
+kept out of the messages clients see and logged at debug level only (the key ring already logs
+each refresh failure once, and a throttled burst would otherwise log a line per token).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def translate(exc: Exception, action: str, subject: str, attempts: int) -> Backe
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        log.warning(
+        log.debug(
             "AWS %s on %s failed: %s (HTTP %s): %s", action, subject, code, status,
             error.get("Message", ""),
         )
@@ -114,7 +115,7 @@ def translate(exc: Exception, action: str, subject: str, attempts: int) -> Backe
         if code in CREDENTIAL_CODES:
             return BackendError(f"AWS rejected the credentials for {action} ({code})")
         return BackendError(f"AWS {action} on {subject} failed ({code}, HTTP {status})")
-    log.warning("AWS %s on %s failed: %s: %s", action, subject, type(exc).__name__, exc)
+    log.debug("AWS %s on %s failed: %s: %s", action, subject, type(exc).__name__, exc)
     if isinstance(exc, SSLError):
         return BackendError(
             f"TLS to AWS failed for {action}: check the endpoint and the CA bundle"

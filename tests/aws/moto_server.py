@@ -10,6 +10,7 @@ translation are what is tested. Every request's operation is recorded, to count 
 from __future__ import annotations
 
 import io
+import logging
 import json
 import threading
 import urllib.request
@@ -110,6 +111,7 @@ class FaultInjector:
 
 class MotoServer:
     def __init__(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self.faults = FaultInjector(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
             "127.0.0.1", 0, self.faults, threaded=True, request_handler=MotoRequestHandler
