@@ -13,6 +13,7 @@ import io
 import logging
 import json
 import threading
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ _REASONS = {400: "Bad Request", 403: "Forbidden", 429: "Too Many Requests",
 @dataclass
 class Fault:
     operation: str
-    """The operation (e.g. "Sign", "GetResources") or "*" for every AWS request."""
+    """The operation (e.g. "Sign", "GetResources") or "*" for every JSON-protocol request
+    (KMS and the tagging API; STS's query protocol is never faulted)."""
     code: str
     status: int
     message: str
@@ -85,12 +87,18 @@ class FaultInjector:
         return None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if not target:  # moto's own API (reset) and non-JSON protocols pass through
-            return self.app(environ, start_response)
-        operation = target.rsplit(".", 1)[-1]
         raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = io.BytesIO(raw)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if not target:
+            # Query-protocol calls (STS) are recorded by their Action and passed through, as
+            # are moto's own API calls (reset).
+            action = urllib.parse.parse_qs(raw.decode("latin-1")).get("Action", [""])[0]
+            if action:
+                with self._lock:
+                    self.operations.append(action)
+            return self.app(environ, start_response)
+        operation = target.rsplit(".", 1)[-1]
         with self._lock:
             self.operations.append(operation)
             self._bodies.append((operation, json.loads(raw or b"{}")))

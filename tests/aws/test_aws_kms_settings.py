@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
+from keysvc import jose
 from keysvc.backends.aws_kms import AwsKmsBackend, AwsKmsSettings
 from keysvc.config import parse_config
 from keysvc.errors import ConfigError
+
+from .conftest import create_key
 
 
 def config_with(**backend: Any) -> dict[str, Any]:
@@ -77,3 +80,26 @@ async def test_region_from_the_environment_or_refused(
     backend = AwsKmsBackend("kms", settings)
     with pytest.raises(ConfigError, match=r"^backends\.kms\.region: not set"):
         await backend.open()
+
+
+async def test_credentials_from_a_web_identity_token(
+    kms: Any, make_backend: Any, aws_server: Any, faults: Any,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """The standard chain's web-identity step (EKS IRSA, OTF-style federation): no static keys,
+    botocore exchanges the token file with STS, and the backend signs with what it gets."""
+    meta = create_key(kms, alias="alias/irsa")
+    token_file = tmp_path / "token"
+    token_file.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/keysvc")
+    monkeypatch.setenv("AWS_ROLE_SESSION_NAME", "keysvc")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", aws_server.url)
+    faults.clear()
+    backend = await make_backend(key_ids=["alias/irsa"])
+    (version,) = await backend.list_versions()
+    assert version.version_id == meta["Arn"]
+    assert await backend.sign(version, jose.Algorithm.ES256, b"a.b")
+    assert faults.count("AssumeRoleWithWebIdentity") == 1  # once, then cached by botocore
