@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
+from botocore.exceptions import ProfileNotFound
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -82,6 +83,8 @@ MAX_ALIAS_HISTORY = 32
 """How far back an alias's chain of keys is walked: far more keys than a ring ever publishes
 at once (a key leaves the JWKS max_ttl + jwks_max_age after it stops signing)."""
 PUBLISHED_STATE = "Enabled"
+IAM_PREFIXES = {"resourcegroupstaggingapi": "tag"}
+"""botocore service name → IAM action prefix, where they differ (errors name IAM actions)."""
 
 
 class KeyTag(BaseModel):
@@ -194,7 +197,12 @@ class AwsKmsBackend(KeyBackend):
             read_timeout=s.read_timeout.total_seconds(),
             max_pool_connections=s.max_connections,
         )
-        region = s.region or session.get_config_variable("region")
+        try:
+            region = s.region or session.get_config_variable("region")
+        except ProfileNotFound:
+            raise ConfigError(
+                f"backends.{self.name}.profile: no profile {s.profile!r} in the AWS config"
+            ) from None
         if not region:
             raise ConfigError(
                 f"backends.{self.name}.region: not set, and the AWS environment names no region"
@@ -223,8 +231,9 @@ class AwsKmsBackend(KeyBackend):
         """One AWS API call; failures (after botocore's retries) become BackendErrors."""
         if client is None:
             raise BackendError(f"backend {self.name!r} is not open")
-        service = client.meta.service_model.signing_name
-        action = f"{service}:{client.meta.method_to_api_mapping[operation]}"
+        service = client.meta.service_model.service_name
+        prefix = IAM_PREFIXES.get(service, service)
+        action = f"{prefix}:{client.meta.method_to_api_mapping[operation]}"
         try:
             return await getattr(client, operation)(**params)
         except AWS_ERRORS as exc:

@@ -70,7 +70,7 @@ async def test_listing_under_throttling_is_unavailable(
     create_key(kms, tags={"k": "v"})
     backend = await make_backend(tag="k=v", max_attempts=2)
     faults.inject("GetResources", "ThrottlingException")
-    with pytest.raises(BackendUnavailable):
+    with pytest.raises(BackendUnavailable, match="throttling tag:GetResources"):
         await backend.list_versions()
     assert faults.count("GetResources") == 2
 

@@ -80,6 +80,9 @@ async def test_region_from_the_environment_or_refused(
     backend = AwsKmsBackend("kms", settings)
     with pytest.raises(ConfigError, match=r"^backends\.kms\.region: not set"):
         await backend.open()
+    backend = AwsKmsBackend("kms", AwsKmsSettings(key_ids=["alias/a"], profile="nope"))
+    with pytest.raises(ConfigError, match=r"^backends\.kms\.profile: no profile 'nope'"):
+        await backend.open()
 
 
 async def test_credentials_from_a_web_identity_token(
