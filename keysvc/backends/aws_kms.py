@@ -54,7 +54,7 @@ from keysvc.backends.base import (
     KeyVersion,
     OperationNotSupported,
 )
-from keysvc.config import Duration
+from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 
 log = logging.getLogger("keysvc.backends.aws_kms")
