@@ -24,6 +24,7 @@ import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -125,9 +126,9 @@ class VaultBackend(KeyBackend):
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self.settings.address.startswith("http://") and "127.0.0.1" not in self.settings.address \
-                and "localhost" not in self.settings.address:
-            log.warning("vault backend %s talks to Vault over plain http", self.name)
+        parts = urlsplit(self.settings.address)
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("vault backend %s sends its Vault token over plain http", self.name)
         if self.settings.tls_skip_verify:
             log.warning("vault backend %s does not verify Vault's TLS certificate", self.name)
         await self.http.open()
@@ -173,27 +174,28 @@ class VaultBackend(KeyBackend):
             number = int(number_text)
             if number < floor or not isinstance(entry, dict):
                 continue
-            public_text = entry.get("public_key") or ""
-            cache_key = (number, public_text)
-            public_key = self._keys.get(cache_key)
-            if public_key is None:
-                try:
-                    public_key = parse_public_key(public_text)
-                except ValueError as exc:
-                    raise BackendError(
-                        f"{self._where()} version {number}: unreadable public key ({exc})"
-                    ) from None
-                self._keys[cache_key] = public_key
-                self._algorithms[number] = jose.algorithms_for(public_key)
-            versions.append(
-                KeyVersion(
-                    version_id=str(number),
-                    created_at=parse_creation_time(entry["creation_time"]),
-                    public_key=public_key,
-                    handle=number,
-                )
-            )
+            try:
+                versions.append(self._version(number, entry))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BackendError(
+                    f"{self._where()} version {number}: Vault's description cannot be read"
+                    f" ({type(exc).__name__}: {exc})"
+                ) from None
         return sorted(versions, key=lambda v: v.handle)
+
+    def _version(self, number: int, entry: dict[str, Any]) -> KeyVersion:
+        public_text = entry["public_key"]
+        public_key = self._keys.get((number, public_text))
+        if public_key is None:
+            public_key = parse_public_key(public_text)
+            self._keys[(number, public_text)] = public_key
+            self._algorithms[number] = jose.algorithms_for(public_key)
+        return KeyVersion(
+            version_id=str(number),
+            created_at=parse_creation_time(entry["creation_time"]),
+            public_key=public_key,
+            handle=number,
+        )
 
     async def list_versions(self) -> list[KeyVersion]:
         return self._versions_from(await self.read_key())

@@ -114,9 +114,14 @@ class VaultAuth:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         try:
             await self._obtain()
-        finally:
-            if self._task is None:
-                self._task = asyncio.create_task(self._keep_fresh(), name=f"vault-auth-{self.backend_name}")
+        except BackendUnavailable:
+            self._start_keeping_fresh()  # keeps trying to log in
+            raise
+        self._start_keeping_fresh()
+
+    def _start_keeping_fresh(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._keep_fresh(), name=f"vault-auth-{self.backend_name}")
 
     async def reauthenticate(self, stale_token: str) -> bool:
         """Get a new token after Vault refused `stale_token` (403). Returns whether the token
