@@ -120,7 +120,7 @@ async def run_mode(label: str, settings: VaultSettings, concurrency: int, durati
             await asyncio.sleep(duration / 2)
             for _ in range(HVAC_RECHECKS):  # hvac (blocking) on the auth thread, via the proxy
                 begun = loop.time()
-                await backend.auth.reauthenticate(backend.auth.token)
+                await backend.auth.login()
                 hvac_windows.append((begun, loop.time()))
 
         probe = asyncio.create_task(lag_probe(lag, stamps, stop))
@@ -194,7 +194,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     verdict = "meets" if gain >= 10 else "MISSES"
     print(f"- coalescing gain: **{gain:.1f}×** one-call-per-token throughput ({verdict} the ≥ 10× target)")
     print(f"- event loop not blocked by hvac: during the coalesced run {HVAC_RECHECKS} token "
-          f"re-checks through hvac (synchronous, on the auth thread) spent "
+          f"lookups through hvac (synchronous, on the auth thread) spent "
           f"{batched.hvac_seconds * 1000:.0f} ms waiting on Vault across the {args.rtt_ms:g} ms link; "
           f"the worst loop lag meanwhile was {batched.lag_during_hvac * 1000:.1f} ms "
           f"(whole run: p99 {batched.pct(batched.lag, 0.99):.1f} ms, max {max(batched.lag) * 1000:.1f} ms,"

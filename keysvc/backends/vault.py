@@ -229,7 +229,7 @@ class VaultBackend(KeyBackend):
             "batch_input": [{"input": base64.b64encode(item).decode("ascii")} for item in inputs],
         }
         reply = await self.http.request("POST", f"{self.settings.mount}/sign/{self.settings.key}", body)
-        results = (reply.get("data") or {}).get("batch_results")
+        results = ((reply or {}).get("data") or {}).get("batch_results")
         if not isinstance(results, list) or len(results) != len(inputs):
             raise BackendUnavailable(f"{self._where()}: Vault's batch answer does not match the request")
         out: list[bytes | BaseException] = []

@@ -123,6 +123,13 @@ class VaultAuth:
         if self._task is None:
             self._task = asyncio.create_task(self._keep_fresh(), name=f"vault-auth-{self.backend_name}")
 
+    async def login(self) -> TokenLease:
+        """Log in again now (token auth: re-read and look up the token), whatever the renewal
+        schedule says; for operators' checks and the benchmark."""
+        await self._obtain()
+        assert self._lease is not None
+        return self._lease
+
     async def reauthenticate(self, stale_token: str) -> bool:
         """Get a new token after Vault refused `stale_token` (403). Returns whether the token
         changed, so the caller knows whether a retry can help. Concurrent callers share one

@@ -53,9 +53,12 @@ async def test_token_file_with_minimal_policy(bao: BaoServer, make_backend, key_
 
 async def test_vault_token_environment_variable(bao: BaoServer, make_backend, key_name: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VAULT_TOKEN", policy_token(bao, key_name))
+    token = policy_token(bao, key_name)
+    monkeypatch.setenv("VAULT_TOKEN", token)
     backend = await make_backend(key_name, auth="token")
     await sign_ok(backend)
+    lease = await backend.auth.login()  # an explicit re-check looks the token up again
+    assert lease.token == token and lease.renewable and lease.ttl > 0
 
 
 async def test_no_credentials_at_all(make_backend, key_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
