@@ -50,7 +50,7 @@ def _read(path: Path, what: str) -> str:
 
 
 def _trust_finding(cloud: Cloud, verdict: Verdict) -> Finding:
-    details = tuple(verdict.reasons + [f"note: {n}" for n in verdict.notes])
+    details = tuple(verdict.reasons[1:] + [f"note: {n}" for n in verdict.notes])
     check = f"trust.{cloud.value}"
     if verdict.accepted:
         return ok(check, f"{cloud.title} would accept the token: {verdict.reasons[0]}", cloud, details=details)
