@@ -72,6 +72,8 @@ class TokensConfig(_Section):
     max_ttl: Duration = timedelta(hours=2)
     subject_format: str = DEFAULT_SUBJECT_FORMAT
     algorithm: Algorithm | None = None
+    sign_timeout: Duration = timedelta(seconds=5)
+    """How long a backend may take to sign before the client gets 503 + Retry-After."""
 
     @field_validator("subject_format")
     @classmethod

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -65,7 +66,7 @@ def load_private_key(path: Path, data: bytes) -> jose.PrivateKey:
             key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise ConfigError(f"private key {path} is encrypted; keysvc needs it unencrypted") from None
-    except (ValueError, serialization.UnsupportedAlgorithm):
+    except (ValueError, UnsupportedAlgorithm):
         raise ConfigError(f"{path} is not a PEM private key (PKCS#1, PKCS#8 or OpenSSH)") from None
     try:
         jose.check_supported(key.public_key())
@@ -130,7 +131,7 @@ class FileBackend(KeyBackend):
             public = serialization.load_pem_public_key(path.read_bytes())
         except OSError as exc:
             raise ConfigError(f"public key {path} cannot be read: {exc.strerror}") from None
-        except (ValueError, serialization.UnsupportedAlgorithm):
+        except (ValueError, UnsupportedAlgorithm):
             raise ConfigError(f"{path} is not a PEM public key (BEGIN PUBLIC KEY)") from None
         wanted = keygen.public_pem(public)  # type: ignore[arg-type]
         if not any(keygen.public_pem(v.public_key) == wanted for v in versions):

@@ -1,0 +1,32 @@
+# keysvc — `make run` serves a development instance, `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench install clean lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/keysvc init --dir .keysvc
+	$(BIN)/keysvc serve --config .keysvc/keysvc.toml
+
+test: $(STAMP)
+	bash scripts/install-test-deps
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	bash scripts/install-bench-deps
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .keysvc build *.egg-info

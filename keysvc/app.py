@@ -1,0 +1,256 @@
+"""The HTTP API (aiohttp): public discovery and JWKS, the token and signing endpoints for
+clients, and the operational endpoints. See CONTRACT.md for the exact interface.
+
+Every error leaves as `{"error": {"code", "message"}}`; nothing reaches a client as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from keysvc import metrics
+from keysvc.auth import Client
+from keysvc.backends.base import BackendError, BackendUnavailable
+from keysvc.documents import DISCOVERY_PATH, JWKS_PATH, Document, PublicDocuments
+from keysvc.keyring import RingView
+from keysvc.service import Service
+from keysvc.tokens import IssuedToken, RequestError, RunContext, SignRequest
+
+audit = logging.getLogger("keysvc.audit")
+log = logging.getLogger("keysvc.http")
+
+SERVICE_KEY = web.AppKey("service", Service)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_JSON = "application/json"
+
+
+class APIError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    metrics.REQUESTS_REJECTED.labels(code).inc()
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
+
+
+_HTTP_CODES = {
+    404: ("not_found", "no such endpoint"),
+    405: ("method_not_allowed", "method not allowed on this endpoint"),
+    413: ("body_too_large", "request body exceeds the limit"),
+}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, code, message, headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal error")
+
+
+class Endpoints:
+    """Request handlers over one Service. Public documents are rebuilt only when the ring's
+    view changes, and served as precomputed bytes."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.config = service.config
+        self._view: RingView | None = None
+        self._documents: PublicDocuments | None = None
+        self._max_body = service.config.server.max_body_bytes
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def documents(self) -> PublicDocuments:
+        view = self.service.ring.view()
+        if view is not self._view or self._documents is None:
+            self._documents = PublicDocuments.build(
+                view, self.config.issuer, self.config.rotation.jwks_max_age
+            )
+            self._view = view
+        return self._documents
+
+    def client(self, request: web.Request, scope: str) -> Client:
+        client = self.service.auth.authenticate(request.headers.get("Authorization"))
+        if client is None:
+            raise APIError(
+                401,
+                "unauthorized",
+                "a valid bearer token is required",
+                {"WWW-Authenticate": 'Bearer realm="keysvc"'},
+            )
+        if scope not in client.scopes:
+            raise APIError(403, "forbidden", f"client {client.name!r} lacks scope {scope!r}")
+        return client
+
+    async def body(self, request: web.Request) -> bytes:
+        if request.content_type != _JSON:
+            raise APIError(415, "unsupported_media_type", "send the body as application/json")
+        length = request.content_length
+        if length is not None and length > self._max_body:
+            raise APIError(413, "body_too_large", f"request body exceeds {self._max_body} bytes")
+        return await request.read()
+
+    @staticmethod
+    def invalid(exc: ValidationError) -> APIError:
+        err = exc.errors(include_url=False)[0]
+        if err["type"] in ("json_invalid", "json_type"):
+            return APIError(400, "malformed_json", "the body is not a JSON object")
+        if err["type"] == "model_type":
+            return APIError(400, "invalid_request", "the body must be a JSON object")
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        return APIError(400, "invalid_request", f"{where}: {message}" if where else message)
+
+    async def sign_or_503(self, issue: Awaitable[IssuedToken], endpoint: str) -> IssuedToken:
+        try:
+            return await issue
+        except RequestError as exc:
+            raise APIError(400, exc.code, str(exc)) from None
+        except BackendUnavailable as exc:
+            metrics.TOKENS_ISSUED.labels(endpoint, "", "", "unavailable").inc()
+            raise APIError(
+                503,
+                "backend_unavailable",
+                str(exc),
+                {"Retry-After": str(max(1, round(exc.retry_after)))},
+            ) from None
+        except BackendError as exc:
+            metrics.TOKENS_ISSUED.labels(endpoint, "", "", "error").inc()
+            raise APIError(503, "backend_error", str(exc), {"Retry-After": "5"}) from None
+
+    def issued(self, endpoint: str, client: Client, issued: IssuedToken) -> web.Response:
+        metrics.TOKENS_ISSUED.labels(endpoint, issued.kid, issued.backend, "issued").inc()
+        claims = issued.claims
+        audit.info(
+            "token issued",
+            extra={
+                "event": "token_issued",
+                "endpoint": endpoint,
+                "client": client.name,
+                "jti": issued.jti,
+                "sub": claims.get("sub"),
+                "aud": claims.get("aud"),
+                "kid": issued.kid,
+                "exp": issued.expires_at,
+            },
+        )
+        return web.Response(body=json.dumps(issued.reply()).encode(), content_type=_JSON)
+
+    # -- public -------------------------------------------------------------------------------
+
+    def _serve(self, request: web.Request, document: Document) -> web.Response:
+        headers = {"Cache-Control": document.cache_control, "ETag": document.etag}
+        if document.etag in request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=document.body, content_type=_JSON, headers=headers)
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        return self._serve(request, self.documents().discovery)
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        return self._serve(request, self.documents().jwks)
+
+    # -- clients ------------------------------------------------------------------------------
+
+    async def tokens(self, request: web.Request) -> web.Response:
+        client = self.client(request, "tokens:issue")
+        raw = await self.body(request)
+        try:
+            run = RunContext.model_validate_json(raw)
+        except ValidationError as exc:
+            raise self.invalid(exc) from None
+        if not client.allows_organization(run.organization):
+            raise APIError(
+                403,
+                "organization_forbidden",
+                f"client {client.name!r} may not issue tokens for organization {run.organization!r}",
+            )
+        issued = await self.sign_or_503(self.service.issuer.issue_for_run(run), "tokens")
+        return self.issued("tokens", client, issued)
+
+    async def sign(self, request: web.Request) -> web.Response:
+        client = self.client(request, "sign")
+        if not client.unrestricted:
+            raise APIError(
+                403,
+                "organization_forbidden",
+                f"client {client.name!r} is limited to some organizations and cannot sign "
+                "arbitrary claims (they could name any organization)",
+            )
+        raw = await self.body(request)
+        try:
+            sign_request = SignRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise self.invalid(exc) from None
+        issued = await self.sign_or_503(self.service.issuer.issue_claims(sign_request), "sign")
+        return self.issued("sign", client, issued)
+
+    async def keys(self, request: web.Request) -> web.Response:
+        self.client(request, "keys:read")
+        return web.json_response({"keys": self.service.ring.view().listing()})
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        signer = self.service.ring.view().signer
+        if signer is None:
+            return error_response(
+                503, "not_ready", "no signing key is usable yet", {"Retry-After": "5"}
+            )
+        return web.json_response({"status": "ready", "signing_kid": signer.kid})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = metrics.render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+
+def create_app(service: Service) -> web.Application:
+    """The aiohttp application. The caller starts and stops `service` (see keysvc.server)."""
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=service.config.server.max_body_bytes
+    )
+    app[SERVICE_KEY] = service
+    endpoints = Endpoints(service)
+    app.router.add_get(DISCOVERY_PATH, endpoints.discovery)
+    app.router.add_get(JWKS_PATH, endpoints.jwks)
+    app.router.add_post("/v1/tokens", endpoints.tokens)
+    app.router.add_post("/v1/sign", endpoints.sign)
+    app.router.add_get("/v1/keys", endpoints.keys)
+    app.router.add_get("/healthz", endpoints.healthz)
+    app.router.add_get("/readyz", endpoints.readyz)
+    app.router.add_get("/metrics", endpoints.metrics)
+    return app

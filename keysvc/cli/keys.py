@@ -1,0 +1,152 @@
+"""`keysvc keys list|rotate|generate|revoke`: key versions, locally through the backends."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from keysvc import jose, keygen
+from keysvc.backends.file import name_for
+from keysvc.cli.common import CLIError, config_option, echo_json, json_option
+from keysvc.cli.loading import load, otfd_options
+from keysvc.secrets import write_private_file
+from keysvc.service import local_ring
+
+
+@click.group()
+def keys() -> None:
+    """List, rotate, generate and revoke signing keys."""
+
+
+def _config(config_path: Path | None, **flags: Any):  # type: ignore[no-untyped-def]
+    config, _ = load(config_path, **flags)
+    return config
+
+
+@keys.command("list")
+@config_option
+@otfd_options
+@json_option
+def list_keys(
+    config_path: Path | None,
+    issuer: str | None,
+    private_key_path: Path | None,
+    public_key_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Every key in the ring with its state, as each replica computes it now."""
+    config = _config(config_path, issuer=issuer, private_key_path=private_key_path,
+                     public_key_path=public_key_path)
+
+    async def run() -> list[dict[str, Any]]:
+        async with local_ring(config) as ring:
+            return ring.view().listing()
+
+    rows = asyncio.run(run())
+    if as_json:
+        echo_json({"keys": rows})
+        return
+    header = ("KID", "ALG", "BACKEND", "STATE", "CREATED", "SIGNS FROM", "PUBLISHED UNTIL")
+    table = [header] + [
+        (r["kid"], r["alg"], r["backend"], r["state"], r["created_at"], r["signs_from"],
+         r["published_until"] or "-")
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@keys.command()
+@config_option
+@click.option("--backend", "backend_name", help="Backend to rotate (required with several).")
+@json_option
+def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) -> None:
+    """Create a new key version. It is published at once and signs after publish_lead."""
+    config = _config(config_path)
+
+    async def run() -> dict[str, Any]:
+        async with local_ring(config) as ring:
+            backend = ring.backend(backend_name)
+            version = await backend.create_version()
+            alg = jose.choose_algorithm(version.public_key, ring.algorithm, version.algorithms)
+            signs_from = version.created_at + ring.lifecycle.publish_lead
+            return {
+                "backend": backend.name,
+                "version": version.version_id,
+                "kid": jose.thumbprint(version.public_key),
+                "alg": alg.value,
+                "created_at": version.created_at.isoformat(),
+                "signs_from": signs_from.isoformat(),
+            }
+
+    result = asyncio.run(run())
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            f"created {result['kid']} ({result['alg']}) in backend {result['backend']}: "
+            f"published now, signs from {result['signs_from']}"
+        )
+
+
+@keys.command()
+@config_option
+@click.argument("kid")
+@json_option
+def revoke(config_path: Path | None, kid: str, as_json: bool) -> None:
+    """Emergency: stop KID from signing and from being published, on every replica.
+
+    The backend disables the version; each replica drops it at its next refresh. Verifiers that
+    cached the JWKS keep accepting tokens it signed until their cache expires (jwks_max_age)."""
+    config = _config(config_path)
+
+    async def run() -> dict[str, Any]:
+        async with local_ring(config) as ring:
+            matches = [k for k in ring.all_keys() if k.kid == kid]
+            if not matches:
+                raise CLIError(f"no key with kid {kid} in the ring")
+            key = matches[0]
+            await key.backend.disable_version(key.version)
+            await ring.refresh(raise_errors=True, quiet=True)
+            signer = ring.view().signer
+            return {"revoked": kid, "backend": key.backend_name,
+                    "signing_kid": signer.kid if signer else None}
+
+    result = asyncio.run(run())
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"revoked {kid} in backend {result['backend']}; "
+                   f"now signing with {result['signing_kid'] or 'no key (add one!)'}")
+
+
+@keys.command()
+@click.option("--type", "key_type", type=click.Choice(keygen.KEY_TYPES), default="rsa-4096",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="A file for the private key, or a key directory (named by creation time).")
+@click.option("--public-out", type=click.Path(path_type=Path),
+              help="Also write the PKIX public key here (otfd's --public-key-path).")
+@json_option
+def generate(key_type: str, out: Path, public_out: Path | None, as_json: bool) -> None:
+    """Generate a private key file (mode 0600) for the file backend or otfd."""
+    key = keygen.generate(key_type)  # type: ignore[arg-type]
+    path = out / name_for(datetime.now(UTC)) if out.is_dir() else out
+    if path.exists():
+        raise CLIError(f"{path} exists; refusing to overwrite a key")
+    if not path.parent.is_dir():
+        raise CLIError(f"directory {path.parent} does not exist")
+    write_private_file(path, keygen.private_pem(key))
+    if public_out is not None:
+        public_out.write_bytes(keygen.public_pem(key.public_key()))
+    kid = jose.thumbprint(key.public_key())
+    if as_json:
+        echo_json({"path": str(path), "public_path": str(public_out) if public_out else None,
+                   "kid": kid, "type": key_type})
+    else:
+        click.echo(f"wrote {path} ({key_type}, kid {kid})")

@@ -1,0 +1,72 @@
+"""`keysvc serve`: run the HTTP service."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from keysvc import logs
+from keysvc.cli.common import config_option
+from keysvc.cli.loading import load, otfd_options
+
+
+@click.command()
+@config_option
+@otfd_options
+@click.option("--listen", help="HOST:PORT to listen on (overrides [server]).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Processes sharing the port.")
+@click.option(
+    "--client-token-file",
+    type=click.Path(path_type=Path),
+    help="Add a client with every scope whose bearer token is in this file (mode 0600).",
+)
+def serve(
+    config_path: Path | None,
+    issuer: str | None,
+    private_key_path: Path | None,
+    public_key_path: Path | None,
+    listen: str | None,
+    workers: int | None,
+    client_token_file: Path | None,
+) -> None:
+    """Serve discovery, JWKS and the token API.
+
+    Works with a config file, or otfd-style: keysvc serve --issuer URL --private-key-path key.pem
+    """
+    from keysvc.server import serve as run
+    from keysvc.service import Service
+
+    config, data = load(
+        config_path,
+        issuer=issuer,
+        private_key_path=private_key_path,
+        public_key_path=public_key_path,
+        listen=listen,
+        workers=workers,
+        client_token_file=client_token_file,
+    )
+    logs.configure(config.log_level)
+    if config.server.workers > 1:
+        # Check keys and client tokens once here so a bad one stops the start with exit 2
+        # instead of N workers each failing on its own.
+        async def preflight() -> None:
+            service = Service(config)
+            try:
+                await service.start(refresh_loop=False)
+            finally:
+                await service.stop()
+
+        asyncio.run(preflight())
+    server = config.server
+    scheme = "https" if server.tls_cert else "http"
+
+    def announce() -> None:
+        click.echo(
+            f"keysvc: serving {config.issuer} on {scheme}://{server.host}:{server.port}"
+            f" ({server.workers} worker{'s' if server.workers > 1 else ''})",
+            err=True,
+        )
+
+    raise SystemExit(run(config, data, ready=announce))

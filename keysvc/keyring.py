@@ -1,0 +1,344 @@
+"""The key ring: every configured backend's key versions, in one lifecycle.
+
+Each version's state is computed from its creation time and the config alone, so every replica
+that sees the same versions gives the same answer at the same moment, without talking to the
+others and without state of its own:
+
+- a version is *published* as soon as it is seen, and may sign from
+  `signs_from = created_at + publish_lead`;
+- the newest version past its `signs_from` is *active* (it signs); newer ones are *pending*;
+  when none is past its `signs_from` (a first start) the oldest signs at once;
+- a version stopped signing when its successor became active, and stays published (*retiring*)
+  for `max_ttl + jwks_max_age` more, so every token it signed verifies until it expires and every
+  verifier cache has seen the successor. Then it drops out.
+
+The ring knows no HTTP: the service and the CLI both read `view()` and call `sign()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import enum
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from datetime import UTC, datetime, timedelta
+
+from keysvc import jose, keygen, metrics
+from keysvc.backends.base import BackendError, BackendUnavailable, KeyBackend, KeyVersion
+from keysvc.errors import ConfigError
+
+log = logging.getLogger("keysvc.keyring")
+
+Clock = Callable[[], datetime]
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    publish_lead: timedelta
+    jwks_max_age: timedelta
+    max_ttl: timedelta
+
+    @property
+    def retention(self) -> timedelta:
+        """How long a key stays published after it stopped signing."""
+        return self.max_ttl + self.jwks_max_age
+
+
+class KeyState(str, enum.Enum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    RETIRING = "retiring"
+
+
+@dataclass(frozen=True)
+class RingKey:
+    """A key version with everything derived from it once: kid, algorithm, JWK, JWS header."""
+
+    kid: str
+    alg: jose.Algorithm
+    backend: KeyBackend = field(compare=False, repr=False)
+    version: KeyVersion = field(compare=False, repr=False)
+    created_at: datetime
+    signs_from: datetime
+    jwk: dict[str, str] = field(compare=False, repr=False)
+    header_b64: bytes = field(compare=False, repr=False)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    key: RingKey
+    state: KeyState
+    published_until: datetime | None  # None while the key signs or waits to sign
+
+
+@dataclass(frozen=True)
+class RingView:
+    """The ring at one moment: which keys are published, in which state, and which one signs.
+    `valid_until` is the next moment any state changes."""
+
+    keys: tuple[KeyStatus, ...]
+    signer: RingKey | None
+    valid_until: datetime
+    generation: int
+
+    @property
+    def published(self) -> list[RingKey]:
+        return [status.key for status in self.keys]
+
+    def listing(self) -> list[dict[str, Any]]:
+        """What `GET /v1/keys` and `keysvc keys list` show for each key."""
+        return [
+            {
+                "kid": s.key.kid,
+                "alg": s.key.alg.value,
+                "backend": s.key.backend_name,
+                "created_at": _iso(s.key.created_at),
+                "state": s.state.value,
+                "signs_from": _iso(s.key.signs_from),
+                "published_until": _iso(s.published_until),
+            }
+            for s in self.keys
+        ]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def compute_view(
+    keys: Sequence[RingKey], lifecycle: Lifecycle, now: datetime, generation: int = 0
+) -> RingView:
+    """The lifecycle rules of the module docstring, as a pure function of keys and time."""
+    ordered = sorted(keys, key=lambda k: (k.created_at, k.kid))
+    starts = [k.signs_from for k in ordered]
+    eligible = bisect.bisect_right(starts, now)
+    signer_index = eligible - 1 if eligible else (0 if ordered else -1)
+    statuses: list[KeyStatus] = []
+    boundaries: list[datetime] = []
+    for index, key in enumerate(ordered):
+        if index == signer_index:
+            statuses.append(KeyStatus(key, KeyState.ACTIVE, None))
+        elif index > signer_index:
+            statuses.append(KeyStatus(key, KeyState.PENDING, None))
+            boundaries.append(key.signs_from)
+        else:
+            stopped = ordered[index + 1].signs_from
+            until = stopped + lifecycle.retention
+            if until > now:
+                statuses.append(KeyStatus(key, KeyState.RETIRING, until))
+                boundaries.append(until)
+    return RingView(
+        keys=tuple(statuses),
+        signer=ordered[signer_index] if signer_index >= 0 else None,
+        valid_until=min((b for b in boundaries if b > now), default=FAR_FUTURE),
+        generation=generation,
+    )
+
+
+class KeyRing:
+    """The union of all backends' key versions, refreshed in the background.
+
+    A refresh that fails for one backend keeps that backend's last good versions, so the JWKS
+    keeps being served (and keys keep signing where their backend still answers).
+    """
+
+    def __init__(
+        self,
+        backends: Sequence[KeyBackend],
+        lifecycle: Lifecycle,
+        algorithm: jose.Algorithm | None = None,
+        *,
+        sign_timeout: float = 5.0,
+        list_timeout: float = 15.0,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.backends = list(backends)
+        self.lifecycle = lifecycle
+        self.algorithm = algorithm
+        self.sign_timeout = sign_timeout
+        self.list_timeout = list_timeout
+        self.clock = clock
+        self._versions: dict[str, list[RingKey]] = {}
+        self._derived: dict[tuple[str, str, bytes], RingKey] = {}
+        self._generation = 0
+        self._view: RingView | None = None
+        self.last_errors: dict[str, str] = {}
+
+    # -- building -----------------------------------------------------------------------------
+
+    def _ring_key(self, backend: KeyBackend, version: KeyVersion) -> RingKey:
+        cache_key = (backend.name, version.version_id, keygen.public_pem(version.public_key))
+        cached = self._derived.get(cache_key)
+        if cached is not None and cached.created_at == version.created_at:
+            return cached
+        alg = jose.choose_algorithm(version.public_key, self.algorithm, version.algorithms)
+        kid = jose.thumbprint(version.public_key)
+        key = RingKey(
+            kid=kid,
+            alg=alg,
+            backend=backend,
+            version=version,
+            created_at=version.created_at,
+            signs_from=version.created_at + self.lifecycle.publish_lead,
+            jwk=jose.public_jwk(version.public_key, alg),
+            header_b64=jose.encode_header(kid, alg),
+        )
+        self._derived[cache_key] = key
+        return key
+
+    async def _refresh_backend(self, backend: KeyBackend, quiet: bool) -> None:
+        try:
+            versions = await asyncio.wait_for(backend.list_versions(), self.list_timeout)
+            keys: list[RingKey] = []
+            for version in versions:
+                try:
+                    keys.append(self._ring_key(backend, version))
+                except jose.UnsupportedKeyError as exc:
+                    raise ConfigError(
+                        f"backend {backend.name!r}, key version {version.version_id}: {exc}"
+                    ) from None
+        except Exception as exc:
+            metrics.BACKEND_ERRORS.labels(backend.name, "list").inc()
+            if isinstance(exc, (BackendError, ConfigError, OSError)):
+                message = str(exc)
+            elif isinstance(exc, TimeoutError):
+                message = f"timed out after {self.list_timeout:g}s"
+            else:  # an unmapped library error: its text may carry request details
+                message = f"unexpected {type(exc).__name__}"
+            if not quiet and self.last_errors.get(backend.name) != message:
+                log.warning("refresh of backend %s failed: %s", backend.name, message)
+            self.last_errors[backend.name] = message
+            raise
+        self.last_errors.pop(backend.name, None)
+        if [k.kid for k in keys] != [k.kid for k in self._versions.get(backend.name, [])]:
+            self._generation += 1
+        self._versions[backend.name] = keys
+
+    async def refresh(
+        self, *, raise_errors: bool = False, quiet: bool = False
+    ) -> dict[str, BaseException]:
+        """List every backend concurrently; return the failures by backend name (and raise
+        the first one when asked, as the CLI does). `quiet` leaves the logging to the caller."""
+        results = await asyncio.gather(
+            *(self._refresh_backend(b, quiet) for b in self.backends), return_exceptions=True
+        )
+        errors = {
+            b.name: r for b, r in zip(self.backends, results, strict=True) if isinstance(r, BaseException)
+        }
+        self._view = None
+        self._check_algorithm()
+        self._update_gauges()
+        if raise_errors and errors:
+            raise next(iter(errors.values()))
+        return errors
+
+    def _check_algorithm(self) -> None:
+        if self.algorithm is None:
+            return
+        keys = self.all_keys()
+        if keys and not any(k.alg is self.algorithm for k in keys):
+            raise ConfigError(
+                f"tokens.algorithm: {self.algorithm.value} fits none of the configured keys "
+                f"({', '.join(sorted({jose.describe_key(k.version.public_key) for k in keys}))})"
+            )
+
+    def _update_gauges(self) -> None:
+        view = self.view()
+        for state in KeyState:
+            metrics.RING_KEYS.labels(state.value).set(
+                sum(1 for s in view.keys if s.state is state)
+            )
+
+    async def run(self, interval: float) -> None:
+        """Refresh every `interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except ConfigError as exc:
+                log.error("key ring refresh refused: %s", exc)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def all_keys(self) -> list[RingKey]:
+        """Every version of every backend, one entry per kid (the oldest wins a duplicate)."""
+        by_kid: dict[str, RingKey] = {}
+        for key in sorted(
+            (k for keys in self._versions.values() for k in keys),
+            key=lambda k: (k.created_at, k.kid),
+        ):
+            by_kid.setdefault(key.kid, key)
+        return list(by_kid.values())
+
+    def view(self, now: datetime | None = None) -> RingView:
+        """The ring now (cached until the next state change or refresh)."""
+        at = now or self.clock()
+        cached = self._view
+        if now is None and cached is not None and at < cached.valid_until:
+            return cached
+        view = compute_view(self.all_keys(), self.lifecycle, at, self._generation)
+        if now is None:
+            self._view = view
+        return view
+
+    @property
+    def ready(self) -> bool:
+        return self.view().signer is not None
+
+    def backend(self, name: str | None) -> KeyBackend:
+        """The backend called `name`, or the only one when `name` is None."""
+        if name is None:
+            if len(self.backends) != 1:
+                names = ", ".join(b.name for b in self.backends)
+                raise ConfigError(f"several backends are configured ({names}): choose one with --backend")
+            return self.backends[0]
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        raise ConfigError(f"no backend named {name!r}")
+
+    # -- signing ------------------------------------------------------------------------------
+
+    async def sign(self, key: RingKey, message: bytes) -> bytes:
+        """Sign with exactly `key`, returning the JWS-form signature.
+
+        Every failure becomes a BackendError (BackendUnavailable when a retry may help), with
+        a message fit for a client: never a traceback, never a backend's raw exception text."""
+        backend = key.backend
+        started = time.perf_counter()
+        try:
+            signature = await asyncio.wait_for(
+                backend.sign(key.version, key.alg, message), self.sign_timeout
+            )
+        except BackendError:
+            metrics.BACKEND_ERRORS.labels(backend.name, "sign").inc()
+            raise
+        except TimeoutError:
+            metrics.BACKEND_ERRORS.labels(backend.name, "sign").inc()
+            raise BackendUnavailable(
+                f"backend {backend.name!r} did not sign within {self.sign_timeout:g}s"
+            ) from None
+        except Exception as exc:  # a backend bug or an unmapped library error
+            metrics.BACKEND_ERRORS.labels(backend.name, "sign").inc()
+            log.error("backend %s failed to sign: %s", backend.name, type(exc).__name__)
+            raise BackendUnavailable(f"backend {backend.name!r} failed to sign") from None
+        metrics.SIGN_SECONDS.labels(backend.name).observe(time.perf_counter() - started)
+        if backend.signature_encoding == "der" and key.alg.is_ecdsa:
+            signature = jose.der_to_raw(signature, key.alg)
+        return signature
+
+    async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self.backends), return_exceptions=True)

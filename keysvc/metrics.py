@@ -1,0 +1,60 @@
+"""Prometheus metrics, all prefixed `keysvc_`.
+
+With `serve --workers N` every process writes to a shared multiprocess directory (set in the
+environment before this module is imported), and `/metrics` aggregates them, so a scrape that
+lands on any worker sees the whole service.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+TOKENS_ISSUED = Counter(
+    "keysvc_tokens_issued",
+    "Tokens signed (or refused at signing), by endpoint, key, backend and outcome.",
+    ["endpoint", "kid", "backend", "outcome"],
+)
+SIGN_SECONDS = Histogram(
+    "keysvc_sign_seconds",
+    "Time a backend took to sign one token.",
+    ["backend"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+BACKEND_ERRORS = Counter(
+    "keysvc_backend_errors",
+    "Backend failures, by backend and operation (list, sign, rotate).",
+    ["backend", "operation"],
+)
+RING_KEYS = Gauge(
+    "keysvc_ring_keys",
+    "Keys in the ring by lifecycle state.",
+    ["state"],
+    multiprocess_mode="max",
+)
+REQUESTS_REJECTED = Counter(
+    "keysvc_requests_rejected",
+    "Requests answered with an error, by error code.",
+    ["code"],
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for /metrics and its content type."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

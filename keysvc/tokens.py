@@ -1,0 +1,172 @@
+"""Minting tokens: otfd's run claims, the service-owned claims, and the compact JWS.
+
+The hot path is deliberately plain (a dict, json.dumps, base64): it runs once per token, and the
+protected header of each key is precomputed by the ring.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from keysvc import jose
+from keysvc.backends.base import BackendUnavailable
+from keysvc.config import TokensConfig
+from keysvc.keyring import KeyRing, RingKey
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+RESERVED_CLAIMS = frozenset({"iss", "iat", "nbf", "exp", "jti"})
+"""Claims the service owns on /v1/sign: a request that sets one is refused."""
+
+
+class RequestError(ValueError):
+    """A request the service refuses (400), with a snake_case code for the error body."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _name(value: str, what: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{what} must be letters, digits, '.', '_' or '-' (a ':' would forge another sub)"
+        )
+    return value
+
+
+class RunContext(BaseModel):
+    """The run a token is for: what `POST /v1/tokens` takes and `sub` is made of."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    organization: str = Field(min_length=1, max_length=255)
+    workspace: str = Field(min_length=1, max_length=255)
+    workspace_id: str = Field(min_length=1, max_length=255)
+    run_id: str = Field(min_length=1, max_length=255)
+    run_phase: Literal["plan", "apply"]
+    audience: str = Field(min_length=1, max_length=1024)
+    ttl_seconds: StrictInt | None = None
+
+    @field_validator("organization", "workspace", "workspace_id", "run_id")
+    @classmethod
+    def _safe_name(cls, value: str, info: Any) -> str:
+        return _name(value, info.field_name)
+
+    @field_validator("audience")
+    @classmethod
+    def _audience(cls, value: str) -> str:
+        if not value.strip() or any(ord(c) < 0x20 for c in value):
+            raise ValueError("audience must be non-empty printable text")
+        return value
+
+
+class SignRequest(BaseModel):
+    """What `POST /v1/sign` takes: free-form claims under the service's own time claims."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    claims: dict[str, Any]
+    ttl_seconds: StrictInt | None = None
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    kid: str
+    alg: str
+    expires_at: int
+    jti: str
+    claims: dict[str, Any]
+    backend: str
+
+    def reply(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "kid": self.kid,
+            "alg": self.alg,
+            "expires_at": datetime.fromtimestamp(self.expires_at, UTC).isoformat().replace(
+                "+00:00", "Z"
+            ),
+        }
+
+
+class TokenIssuer:
+    """Builds claims and signs them with the ring's current signer."""
+
+    def __init__(self, ring: KeyRing, issuer: str, config: TokensConfig) -> None:
+        self.ring = ring
+        self.issuer = issuer
+        self.config = config
+        self._default_ttl = int(config.default_ttl.total_seconds())
+        self._max_ttl = int(config.max_ttl.total_seconds())
+
+    def ttl(self, requested: int | None) -> int:
+        if requested is None:
+            return self._default_ttl
+        if requested < 1:
+            raise RequestError("invalid_ttl", "ttl_seconds must be a positive number of seconds")
+        if requested > self._max_ttl:
+            raise RequestError(
+                "ttl_too_long", f"ttl_seconds {requested} exceeds max_ttl ({self._max_ttl}s)"
+            )
+        return requested
+
+    def run_claims(self, run: RunContext) -> dict[str, Any]:
+        """otfd's claims for a run (all custom claims are strings, `aud` a string)."""
+        return {
+            "sub": self.config.subject_format.format(
+                organization=run.organization,
+                workspace=run.workspace,
+                workspace_id=run.workspace_id,
+                run_id=run.run_id,
+                run_phase=run.run_phase,
+            ),
+            "aud": run.audience,
+            "terraform_organization_name": run.organization,
+            "terraform_workspace_name": run.workspace,
+            "terraform_workspace_id": run.workspace_id,
+            "terraform_full_workspace": f"organization:{run.organization}:workspace:{run.workspace}",
+            "terraform_run_id": run.run_id,
+            "terraform_run_phase": run.run_phase,
+        }
+
+    def signer(self) -> RingKey:
+        key = self.ring.view().signer
+        if key is None:
+            raise BackendUnavailable("no signing key is available yet", retry_after=5)
+        return key
+
+    async def issue_for_run(self, run: RunContext) -> IssuedToken:
+        return await self.issue(self.run_claims(run), self.ttl(run.ttl_seconds))
+
+    async def issue_claims(self, request: SignRequest) -> IssuedToken:
+        reserved = sorted(RESERVED_CLAIMS & request.claims.keys())
+        if reserved:
+            raise RequestError(
+                "reserved_claim", f"claim {reserved[0]!r} is set by the service and cannot be given"
+            )
+        return await self.issue(dict(request.claims), self.ttl(request.ttl_seconds))
+
+    async def issue(self, claims: dict[str, Any], ttl: int) -> IssuedToken:
+        key = self.signer()
+        now = int(time.time())
+        jti = str(uuid.uuid4())
+        payload = {"iss": self.issuer, **claims, "iat": now, "nbf": now, "exp": now + ttl, "jti": jti}
+        message = jose.signing_input(key.header_b64, payload)
+        signature = await self.ring.sign(key, message)
+        return IssuedToken(
+            token=jose.compact(message, signature),
+            kid=key.kid,
+            alg=key.alg.value,
+            expires_at=now + ttl,
+            jti=jti,
+            claims=payload,
+            backend=key.backend_name,
+        )

@@ -1,0 +1,116 @@
+"""Run the real keysvc service (config → Service → aiohttp app) on a free loopback port.
+
+Backend test suites use this so every backend passes the same token and rotation checks
+through the real HTTP API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from keysvc.app import create_app
+from keysvc.config import ALL_SCOPES, Config, merge, parse_config
+from keysvc.keyring import KeyRing
+from keysvc.server import ssl_context
+from keysvc.service import Service
+
+RUN = {
+    "organization": "acme",
+    "workspace": "networking",
+    "workspace_id": "ws-8pNkEB3sF5Q9",
+    "run_id": "run-Yb2n8qzM4jCP",
+    "run_phase": "plan",
+    "audience": "aws.workload.identity",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningService:
+    url: str
+    client_token: str
+    service: Service
+    config: Config
+    session: aiohttp.ClientSession = field(repr=False)
+
+    @property
+    def ring(self) -> KeyRing:
+        return self.service.ring
+
+    def auth(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.client_token if token is None else token}"}
+
+    async def request(
+        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
+    ) -> tuple[int, Any, Any]:
+        """(status, headers, parsed JSON body or raw text)."""
+        headers = {**self.auth(token), **kwargs.pop("headers", {})}
+        async with self.session.request(method, self.url + path, headers=headers, **kwargs) as r:
+            text = await r.text()
+            try:
+                body: Any = await r.json(content_type=None)
+            except ValueError:
+                body = text
+            return r.status, r.headers.copy(), body
+
+    async def issue(self, **overrides: Any) -> dict[str, Any]:
+        """POST /v1/tokens with a valid run (fields overridable); asserts 200."""
+        status, _, body = await self.request("POST", "/v1/tokens", json={**RUN, **overrides})
+        assert status == 200, body
+        return body
+
+    async def jwks(self) -> dict[str, Any]:
+        status, _, body = await self.request("GET", "/.well-known/jwks")
+        assert status == 200, body
+        return body
+
+    async def kids(self) -> list[str]:
+        return [k["kid"] for k in (await self.jwks())["keys"]]
+
+
+@contextlib.asynccontextmanager
+async def start_service(
+    config: dict[str, Any], *, refresh_loop: bool = True, client_ssl: Any = True
+) -> AsyncIterator[RunningService]:
+    """Start keysvc with `config` (issuer and port are filled in; a client `test` with every
+    scope is added) and stop it afterwards."""
+    port = free_port()
+    scheme = "https" if config.get("server", {}).get("tls_cert") else "http"
+    token = secrets.token_urlsafe(24)
+    client = {
+        "name": "test",
+        "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+        "scopes": list(ALL_SCOPES),
+    }
+    data = merge(
+        {"issuer": f"{scheme}://127.0.0.1:{port}", "server": {"host": "127.0.0.1", "port": port}},
+        config,
+    )
+    data["clients"] = [*config.get("clients", []), client]
+    parsed = parse_config(data)
+    service = Service(parsed)
+    await service.start(refresh_loop=refresh_loop)
+    runner = web.AppRunner(create_app(service), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context(parsed))
+    await site.start()
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl)) as session:
+            yield RunningService(parsed.issuer, token, service, parsed, session)
+    finally:
+        await runner.cleanup()
+        await service.stop()

@@ -1,0 +1,268 @@
+"""The HTTP API through the real service, every token verified with PyJWT against the JWKS the
+service served."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import file_config, write_key
+from tests.service import RUN, start_service
+from tests.verification import verify_once
+
+TERRAFORM_CLAIMS = {
+    "terraform_organization_name": "acme",
+    "terraform_workspace_name": "networking",
+    "terraform_workspace_id": RUN["workspace_id"],
+    "terraform_full_workspace": "organization:acme:workspace:networking",
+    "terraform_run_id": RUN["run_id"],
+    "terraform_run_phase": "plan",
+}
+
+
+async def test_token_has_otfd_claims_and_verifies(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        reply = await svc.issue()
+        assert set(reply) == {"token", "kid", "alg", "expires_at"}
+        claims = await verify_once(svc.url, reply["token"], RUN["audience"])
+        assert claims["sub"] == "organization:acme:workspace:networking:run_phase:plan"
+        assert claims["aud"] == "aws.workload.identity"  # a string, not a list
+        assert claims["iss"] == svc.url
+        assert claims["exp"] - claims["iat"] == 3600 and claims["nbf"] == claims["iat"]
+        uuid.UUID(claims["jti"])
+        assert {k: claims[k] for k in TERRAFORM_CLAIMS} == TERRAFORM_CLAIMS
+        assert set(claims) == {"iss", "sub", "aud", "iat", "nbf", "exp", "jti", *TERRAFORM_CLAIMS}
+        import jwt
+
+        assert jwt.get_unverified_header(reply["token"]) == {
+            "alg": "ES256", "kid": reply["kid"], "typ": "JWT"
+        }
+
+
+async def test_ps256_and_subject_format(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    write_key(directory, "rsa-2048")
+    config = {
+        **file_config(directory),
+        "tokens": {"algorithm": "PS256", "subject_format": "org:{organization}:ws:{workspace_id}"},
+    }
+    async with start_service(config) as svc:
+        reply = await svc.issue(run_phase="apply", ttl_seconds=120)
+        assert reply["alg"] == "PS256"
+        claims = await verify_once(svc.url, reply["token"], RUN["audience"])
+        assert claims["sub"] == f"org:acme:ws:{RUN['workspace_id']}"
+        assert claims["exp"] - claims["iat"] == 120
+
+
+async def test_sign_endpoint(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        status, _, body = await svc.request(
+            "POST", "/v1/sign", json={"claims": {"sub": "svc:x", "aud": "a", "k": [1]}}
+        )
+        assert status == 200, body
+        claims = await verify_once(svc.url, body["token"], "a")
+        assert claims["k"] == [1] and claims["iss"] == svc.url
+        for reserved in ("iss", "exp", "jti"):
+            status, _, body = await svc.request(
+                "POST", "/v1/sign", json={"claims": {"sub": "x", reserved: "evil"}}
+            )
+            assert status == 400 and body["error"]["code"] == "reserved_claim"
+
+
+async def test_discovery_and_jwks_caching(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        status, headers, discovery = await svc.request("GET", "/.well-known/openid-configuration")
+        assert status == 200
+        assert discovery["issuer"] == svc.url
+        assert discovery["jwks_uri"] == svc.url + "/.well-known/jwks"
+        assert discovery["id_token_signing_alg_values_supported"] == ["ES256"]
+        assert discovery["response_types_supported"] == ["id_token"]
+        assert discovery["subject_types_supported"] == ["public"]
+        assert discovery["scopes_supported"] == ["openid"]
+        assert "terraform_run_phase" in discovery["claims_supported"]
+        status, headers, jwks = await svc.request("GET", "/.well-known/jwks")
+        assert headers["Cache-Control"] == "public, max-age=900"
+        (key,) = jwks["keys"]
+        assert set(key) == {"kty", "kid", "use", "alg", "crv", "x", "y"}
+        status, again, body = await svc.request(
+            "GET", "/.well-known/jwks", headers={"If-None-Match": headers["ETag"]}
+        )
+        assert status == 304 and again["ETag"] == headers["ETag"] and not body
+        status, _, _ = await svc.request(
+            "GET", "/.well-known/jwks", headers={"If-None-Match": '"other"'}
+        )
+        assert status == 200
+
+
+async def test_auth(key_dir: Path, tmp_path: Path) -> None:
+    token_file = tmp_path / "reader-token"
+    token_file.write_text("reader-secret-token\n")
+    token_file.chmod(0o600)
+    config = {
+        **file_config(key_dir),
+        "clients": [
+            {"name": "reader", "token_file": str(token_file), "scopes": ["keys:read"]},
+            {
+                "name": "acme-only",
+                "token_sha256": hashlib.sha256(b"acme-token").hexdigest(),
+                "scopes": ["tokens:issue", "sign"],
+                "organizations": ["acme", "acme-*"],
+            },
+        ],
+    }
+    async with start_service(config) as svc:
+        for token in ("wrong", ""):
+            status, headers, body = await svc.request("POST", "/v1/tokens", token=token, json=RUN)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+            assert body["error"]["code"] == "unauthorized"
+        async with svc.session.post(svc.url + "/v1/tokens", json=RUN) as response:
+            assert response.status == 401
+        status, _, body = await svc.request("POST", "/v1/tokens", token="reader-secret-token", json=RUN)
+        assert status == 403 and body["error"]["code"] == "forbidden"
+        status, _, body = await svc.request("GET", "/v1/keys", token="reader-secret-token")
+        assert status == 200 and body["keys"][0]["state"] == "active"
+        for org, expected in (("acme", 200), ("acme-dev", 200), ("other", 403), ("acmex", 403)):
+            status, _, body = await svc.request(
+                "POST", "/v1/tokens", token="acme-token", json={**RUN, "organization": org}
+            )
+            assert status == expected, (org, body)
+        status, _, body = await svc.request("GET", "/v1/keys", token="acme-token")
+        assert status == 403
+        status, _, body = await svc.request(
+            "POST", "/v1/sign", token="acme-token", json={"claims": {"sub": "organization:other"}}
+        )
+        assert status == 403 and body["error"]["code"] == "organization_forbidden"
+
+
+BAD_RUNS = [
+    ({"workspace": "net:run_phase:apply"}, "invalid_request"),  # would forge another sub
+    ({"organization": "acme:workspace:x"}, "invalid_request"),
+    ({"organization": "a b"}, "invalid_request"),
+    ({"run_id": ""}, "invalid_request"),
+    ({"run_phase": "destroy"}, "invalid_request"),
+    ({"audience": ""}, "invalid_request"),
+    ({"audience": None}, "invalid_request"),
+    ({"ttl_seconds": 999999}, "ttl_too_long"),
+    ({"ttl_seconds": 0}, "invalid_ttl"),
+    ({"ttl_seconds": "60"}, "invalid_request"),
+    ({"iss": "https://evil"}, "invalid_request"),
+    ({"organization": ["acme"]}, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize(("change", "code"), BAD_RUNS)
+async def test_bad_runs_are_400(key_dir: Path, change: dict, code: str) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        status, headers, body = await svc.request("POST", "/v1/tokens", json={**RUN, **change})
+        assert status == 400, body
+        assert headers["Content-Type"].startswith("application/json")
+        assert body["error"]["code"] == code and body["error"]["message"]
+
+
+async def test_malformed_requests(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        missing = {k: v for k, v in RUN.items() if k != "workspace_id"}
+        cases = [
+            ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "malformed_json"),
+            ({"data": b"[1,2]", "headers": {"Content-Type": "application/json"}}, 400, "invalid_request"),
+            ({"json": missing}, 400, "invalid_request"),
+            ({"data": b"organization=acme", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415, "unsupported_media_type"),
+            ({"data": b"{" + b" " * (4 * 1024 * 1024) + b"}", "headers": {"Content-Type": "application/json"}}, 413, "body_too_large"),
+        ]
+        for kwargs, status_expected, code in cases:
+            status, _, body = await svc.request("POST", "/v1/tokens", **kwargs)
+            assert (status, body["error"]["code"]) == (status_expected, code), body
+        status, _, body = await svc.request("GET", "/v1/tokens")
+        assert status == 405 and body["error"]["code"] == "method_not_allowed"
+        status, _, body = await svc.request("GET", "/nope")
+        assert status == 404 and body["error"]["code"] == "not_found"
+
+
+async def test_body_limit_without_content_length(key_dir: Path) -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(100):
+            yield b" " * 4096
+
+    async with start_service(file_config(key_dir)) as svc:
+        status, _, body = await svc.request(
+            "POST", "/v1/tokens", data=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert status == 413 and body["error"]["code"] == "body_too_large"
+
+
+async def test_health_readiness_metrics(key_dir: Path, tmp_path: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        assert (await svc.request("GET", "/healthz"))[0] == 200
+        status, _, body = await svc.request("GET", "/readyz")
+        assert status == 200 and body["signing_kid"] == (await svc.kids())[0]
+        await svc.issue()
+        status, headers, text = await svc.request("GET", "/metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        assert 'keysvc_tokens_issued_total{backend="local",endpoint="tokens"' in text
+        assert "keysvc_sign_seconds_bucket" in text and 'keysvc_ring_keys{state="active"}' in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    async with start_service(file_config(empty)) as svc:
+        status, headers, body = await svc.request("GET", "/readyz")
+        assert status == 503 and body["error"]["code"] == "not_ready"
+        status, headers, body = await svc.request("POST", "/v1/tokens", json=RUN)
+        assert status == 503 and headers["Retry-After"] and body["error"]["code"] == "backend_unavailable"
+        assert (await svc.jwks()) == {"keys": []}
+
+
+async def test_no_secrets_in_replies_or_logs(key_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    key_text = next(key_dir.iterdir()).read_text()
+    secret_body = key_text.split("-----")[2].strip().splitlines()[1]
+    async with start_service(file_config(key_dir)) as svc:
+        replies = [json.dumps(await svc.issue())]
+        for method, path in (("GET", "/.well-known/jwks"), ("GET", "/v1/keys"), ("GET", "/metrics"),
+                             ("GET", "/.well-known/openid-configuration"), ("GET", "/readyz")):
+            replies.append(json.dumps((await svc.request(method, path))[2]))
+        replies.append(json.dumps((await svc.request("POST", "/v1/tokens", token="bad", json=RUN))[2]))
+        token = svc.client_token
+    audit = [r for r in caplog.records if r.name == "keysvc.audit"]
+    assert len(audit) == 1 and audit[0].__dict__["client"] == "test" and audit[0].__dict__["jti"]
+    everything = "\n".join(replies) + "\n".join(
+        json.dumps(r.__dict__, default=str) for r in caplog.records
+    )
+    assert secret_body not in everything and "PRIVATE KEY" not in everything
+    assert token not in everything and "bad" not in "".join(r.getMessage() for r in caplog.records)
+    assert '"d"' not in "".join(replies)
+
+
+async def test_backend_failure_is_503_and_jwks_survives(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    write_key(directory, "ec-p256")
+    async with start_service(file_config(directory), refresh_loop=False) as svc:
+        kids = await svc.kids()
+        await svc.issue()
+        # The key directory disappears (a bad mount): a refresh fails, the last good ring stays.
+        directory.rename(tmp_path / "gone")
+        errors = await svc.ring.refresh()
+        assert "local" in errors
+        assert await svc.kids() == kids
+        await svc.issue()
+
+
+async def test_unsupported_content_never_500(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        for data in (b"\xff\xfe", b"null", b'{"claims": 5}', b"1e999999"):
+            status, _, body = await svc.request(
+                "POST", "/v1/sign", data=data, headers={"Content-Type": "application/json"}
+            )
+            assert status == 400, (data, body)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                svc.url + "/v1/tokens", headers={**svc.auth(), "Content-Type": "application/json; charset=utf-8"},
+                data=json.dumps(RUN),
+            ) as response:
+                assert response.status == 200

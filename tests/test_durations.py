@@ -1,0 +1,28 @@
+from datetime import timedelta
+
+import pytest
+
+from keysvc.durations import format_duration, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800), ("1h30m", 5400),
+     ("1.5s", 1.5), (30, 30)],
+)
+def test_parse(text: str, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "5x", "m5", "-5s", "5s ", " 5 s", "1h-", True])
+def test_refuse(text: object) -> None:
+    if text == "5s ":  # surrounding space is tolerated; inner garbage is not
+        assert parse_duration(text) == timedelta(seconds=5)
+        return
+    with pytest.raises(ValueError):
+        parse_duration(text)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["500ms", "90s", "15m", "1h", "7d", "1500ms"])
+def test_format_roundtrip(text: str) -> None:
+    assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)

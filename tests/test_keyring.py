@@ -1,0 +1,90 @@
+"""The lifecycle rules as a pure function of key creation times, config and the clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from keysvc import jose, keygen
+from keysvc.backends.base import KeyVersion
+from keysvc.backends.file import FileBackend, FileSettings
+from keysvc.keyring import FAR_FUTURE, KeyRing, KeyState, Lifecycle, compute_view
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+LIFE = Lifecycle(
+    publish_lead=timedelta(hours=24), jwks_max_age=timedelta(minutes=15), max_ttl=timedelta(hours=2)
+)
+RETENTION = LIFE.retention
+
+
+@pytest.fixture(scope="module")
+def ring(tmp_path_factory: pytest.TempPathFactory) -> KeyRing:
+    backend = FileBackend("b", FileSettings(path=tmp_path_factory.mktemp("unused")))
+    return KeyRing([backend], LIFE)
+
+
+def keys_at(ring: KeyRing, *offsets: timedelta) -> list:
+    out = []
+    for offset in offsets:
+        key = keygen.generate("ec-p256")
+        version = KeyVersion(f"v{offset}", T0 + offset, key.public_key())
+        out.append(ring._ring_key(ring.backends[0], version))
+    return out
+
+
+def states(view) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {s.key.version.version_id: s.state.value for s in view.keys}
+
+
+def test_empty_ring_has_no_signer() -> None:
+    view = compute_view([], LIFE, T0)
+    assert view.signer is None and view.keys == () and view.valid_until == FAR_FUTURE
+
+
+def test_first_start_oldest_signs_at_once(ring: KeyRing) -> None:
+    a, b = keys_at(ring, timedelta(0), timedelta(minutes=5))
+    view = compute_view([b, a], LIFE, T0 + timedelta(minutes=10))
+    assert view.signer is a
+    assert states(view) == {a.version.version_id: "active", b.version.version_id: "pending"}
+    # The second key still waits its full publish lead, then takes over.
+    assert view.valid_until == b.signs_from
+    later = compute_view([a, b], LIFE, b.signs_from)
+    assert later.signer is b
+    assert later.keys[0].state is KeyState.RETIRING
+    assert later.keys[0].published_until == b.signs_from + RETENTION
+
+
+def test_full_cycle(ring: KeyRing) -> None:
+    a, b, c = keys_at(ring, timedelta(0), timedelta(days=2), timedelta(days=4))
+    view = compute_view([a, b, c], LIFE, T0 + timedelta(days=4, hours=1))
+    # a stopped at b.signs_from (day 3) and is long gone; b is active until c's day 5
+    assert [s.key for s in view.keys] == [b, c]
+    assert view.signer is b and view.keys[1].state is KeyState.PENDING
+    view = compute_view([a, b, c], LIFE, c.signs_from + RETENTION - timedelta(seconds=1))
+    assert states(view)[b.version.version_id] == "retiring"
+    view = compute_view([a, b, c], LIFE, c.signs_from + RETENTION)
+    assert [s.key for s in view.keys] == [c]
+
+
+def test_newest_eligible_signs_even_if_several_are_past_lead(ring: KeyRing) -> None:
+    a, b = keys_at(ring, timedelta(0), timedelta(hours=1))
+    view = compute_view([a, b], LIFE, T0 + timedelta(hours=26))
+    assert view.signer is b
+    # a stopped signing when b became eligible, an hour after a did
+    assert view.keys[0].published_until == b.signs_from + RETENTION
+
+
+def test_same_answer_regardless_of_input_order(ring: KeyRing) -> None:
+    keys = keys_at(ring, timedelta(0), timedelta(0), timedelta(hours=30))
+    now = T0 + timedelta(hours=60)
+    views = [compute_view(order, LIFE, now) for order in (keys, keys[::-1], keys[1:] + keys[:1])]
+    assert len({(v.signer.kid, tuple(s.key.kid for s in v.keys)) for v in views}) == 1
+
+
+def test_valid_until_is_next_change(ring: KeyRing) -> None:
+    a, b = keys_at(ring, timedelta(0), timedelta(days=2))
+    now = T0 + timedelta(days=3, minutes=1)  # b active since day 3, a retiring
+    view = compute_view([a, b], LIFE, now)
+    assert view.valid_until == b.signs_from + RETENTION
