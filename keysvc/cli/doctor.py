@@ -15,31 +15,19 @@ import click
 
 from keysvc import http_fetch, run_identity
 from keysvc.cli.common import CLIError, echo_json, json_option
+from keysvc.cli.params import DURATION
 from keysvc.clouds import ALL_CLOUDS, DEFAULT_AUDIENCE, Cloud
 from keysvc.doctor import aws_trust, azure_trust, gcp_trust
 from keysvc.doctor.findings import Finding, Status, fail, ok, skip
 from keysvc.doctor.issuer_checks import IssuerCheckOptions, check_issuer
 from keysvc.doctor.service_keys import ServiceKeys, fetch_service_keys
 from keysvc.doctor.verdict import TrustInputError, Verdict
-from keysvc.durations import parse_duration
 from keysvc.errors import ConfigError
 from keysvc.issuer_url import InvalidIssuer, IssuerURL
 from keysvc.secrets import read_secret_file
 
 GCP_PLACEHOLDER_AUDIENCE = "//iam.googleapis.com/projects/0/locations/global/workloadIdentityPools/-/providers/-"
 _MARK = {Status.OK: "ok", Status.WARN: "warn", Status.FAIL: "FAIL", Status.SKIP: "skip"}
-
-
-class DurationParam(click.ParamType):
-    name = "duration"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 def _read(path: Path, what: str) -> str:
@@ -140,8 +128,8 @@ def _render(issuer: IssuerURL, clouds: tuple[Cloud, ...], findings: list[Finding
     type=click.Choice([c.value for c in ALL_CLOUDS]),
     help="Judge for these clouds only (repeatable; default: all).",
 )
-@click.option("--publish-lead", type=DurationParam(), help="keysvc's rotation.publish_lead.")
-@click.option("--max-ttl", type=DurationParam(), help="keysvc's tokens.max_ttl.")
+@click.option("--publish-lead", type=DURATION, help="keysvc's rotation.publish_lead.")
+@click.option("--max-ttl", type=DURATION, help="keysvc's tokens.max_ttl.")
 @click.option(
     "--client-token-file",
     type=click.Path(path_type=Path, dir_okay=False),
