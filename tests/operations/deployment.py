@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from keysvc import jose
+from keysvc.backends.file import created_at_from_name, load_private_key
 from tests.conftest import write_key
 from tests.service import free_port
 
-FAST = {"publish_lead": "4s", "jwks_max_age": "1s", "refresh_interval": "250ms"}
+FAST = {"publish_lead": "6s", "jwks_max_age": "1s", "refresh_interval": "250ms"}
+FAST_LEAD = 6.0
 FAST_TTL = {"default_ttl": "1s", "max_ttl": "1s"}
 TOKEN = "operations-test-token"
 
@@ -30,6 +33,13 @@ class Deployment:
     issuer: str
     keys: Path
     config: Path
+
+    def rotate(self) -> tuple[str, float]:
+        """Add a key version as `keys rotate` does (in-process, so slow process start-up on a
+        loaded machine cannot eat into the publish lead); returns (kid, created_at)."""
+        path = write_key(self.keys, "ec-p256")
+        key = load_private_key(path, path.read_bytes())
+        return jose.thumbprint(key.public_key()), created_at_from_name(path.name).timestamp()
 
     @classmethod
     def create(

@@ -9,7 +9,6 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from keysvc.cli import cli
 from tests.cli import KEYSVC, assert_one_line_error, run, serving
 from tests.service import free_port
 
-from .deployment import TOKEN, Deployment, get
+from .deployment import FAST_LEAD, Deployment, get
 
 PATHS = (".well-known/jwks", ".well-known/openid-configuration")
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -109,8 +108,8 @@ def test_unwritable_directory_is_a_one_line_error(tmp_path: Path) -> None:
 def test_watch_refuses_an_interval_that_breaks_the_publish_lead(tmp_path: Path) -> None:
     deployment = Deployment.create(tmp_path)
     error = refused("--config", str(deployment.config), "--to", str(tmp_path / "w"),
-                    "--watch", "--interval", "3s")
-    assert "--interval 3s" in error and "publish_lead 4s" in error
+                    "--watch", "--interval", "5s")
+    assert "--interval 5s" in error and "publish_lead 6s" in error
 
 
 # --- S3 ---------------------------------------------------------------------------------------
@@ -165,7 +164,7 @@ def read_kids(path: Path) -> list[str]:
 
 
 def test_watch_publishes_new_keys_before_they_sign_and_drops_retired_ones(tmp_path: Path) -> None:
-    deployment = Deployment.create(tmp_path)  # publish lead 4s, max-age 1s, max_ttl 1s
+    deployment = Deployment.create(tmp_path)  # publish lead 6s, max-age 1s, max_ttl 1s
     out = tmp_path / "www"
     process = subprocess.Popen(
         [*KEYSVC, "publish", "--config", str(deployment.config), "--to", str(out), "--watch", "--json"],
@@ -174,10 +173,8 @@ def test_watch_publishes_new_keys_before_they_sign_and_drops_retired_ones(tmp_pa
     try:
         first = json.loads(process.stdout.readline())  # type: ignore[union-attr]
         (old_kid,) = [k["kid"] for k in first["keys"]]
-        rotated = run("keys", "rotate", "--config", str(deployment.config), "--json")
-        assert rotated.returncode == 0, rotated.stderr
-        new = json.loads(rotated.stdout)
-        signs_from = datetime.fromisoformat(new["signs_from"]).timestamp()
+        new_kid, created = deployment.rotate()
+        signs_from = created + FAST_LEAD
         retired_at = signs_from + 2  # max_ttl 1s + jwks_max_age 1s after the old key stops
         seen: list[tuple[float, list[str]]] = []
         while time.time() < retired_at + 1.5:
@@ -187,9 +184,9 @@ def test_watch_publishes_new_keys_before_they_sign_and_drops_retired_ones(tmp_pa
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
     assert process.returncode == 0, stderr
-    first_seen = min(t for t, kids in seen if new["kid"] in kids)
+    first_seen = min(t for t, kids in seen if new_kid in kids)
     assert first_seen + 1 <= signs_from, "a verifier caching 1s must see the key before it signs"
     assert all(old_kid in kids for t, kids in seen if t < retired_at)
     last_old = max(t for t, kids in seen if old_kid in kids)
     assert retired_at <= last_old + 0.1 and last_old < retired_at + 0.5
-    assert seen[-1][1] == [new["kid"]]
+    assert seen[-1][1] == [new_kid]
