@@ -11,9 +11,10 @@ import asyncio
 import json
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -89,7 +90,7 @@ async def fetch(
         raise FetchError(f"{url}: TLS handshake failed ({exc})") from None
     except aiohttp.ClientConnectorError as exc:
         raise FetchError(f"{url}: cannot connect ({exc.os_error.strerror or exc})") from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise FetchError(f"{url}: no answer within {client.timeout.total:g} s") from None
     except aiohttp.ClientError as exc:
         raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None

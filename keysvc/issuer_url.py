@@ -29,7 +29,9 @@ class IssuerURL:
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise InvalidIssuer(f"issuer {value!r} must be an absolute https:// URL")
         if require_https and parts.scheme != "https":
-            raise InvalidIssuer(f"issuer {value!r} must use https: the clouds fetch keys over https")
+            raise InvalidIssuer(
+                f"issuer {value!r} must use https: the clouds fetch keys over https"
+            )
         if parts.query or parts.fragment or "@" in parts.netloc:
             raise InvalidIssuer(f"issuer {value!r} must not have a query, fragment or user info")
         if value.endswith("/"):

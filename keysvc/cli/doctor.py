@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -26,7 +25,9 @@ from keysvc.errors import ConfigError
 from keysvc.issuer_url import InvalidIssuer, IssuerURL
 from keysvc.secrets import read_secret_file
 
-GCP_PLACEHOLDER_AUDIENCE = "//iam.googleapis.com/projects/0/locations/global/workloadIdentityPools/-/providers/-"
+GCP_PLACEHOLDER_AUDIENCE = (
+    "//iam.googleapis.com/projects/0/locations/global/workloadIdentityPools/-/providers/-"
+)
 _MARK = {Status.OK: "ok", Status.WARN: "warn", Status.FAIL: "FAIL", Status.SKIP: "skip"}
 
 
@@ -41,11 +42,20 @@ def _trust_finding(cloud: Cloud, verdict: Verdict) -> Finding:
     details = tuple(verdict.reasons[1:] + [f"note: {n}" for n in verdict.notes])
     check = f"trust.{cloud.value}"
     if verdict.accepted:
-        return ok(check, f"{cloud.title} would accept the token: {verdict.reasons[0]}", cloud, details=details)
-    return fail(check, f"{cloud.title} would refuse the token: {verdict.reasons[0]}", cloud, details=details)
+        return ok(
+            check,
+            f"{cloud.title} would accept the token: {verdict.reasons[0]}",
+            cloud,
+            details=details,
+        )
+    return fail(
+        check, f"{cloud.title} would refuse the token: {verdict.reasons[0]}", cloud, details=details
+    )
 
 
-def _run(issuer: IssuerURL, audience: str, org: str, ws: str, phase: str, ws_id: str, run_id: str) -> run_identity.RunIdentity:
+def _run(
+    issuer: IssuerURL, audience: str, org: str, ws: str, phase: str, ws_id: str, run_id: str
+) -> run_identity.RunIdentity:
     return run_identity.RunIdentity(issuer.url, audience, org, ws, phase, ws_id, run_id)
 
 
@@ -65,7 +75,9 @@ def _trust_findings(
             run = _run(issuer, audience or DEFAULT_AUDIENCE[Cloud.AWS], **run_fields)
             findings.append(_trust_finding(Cloud.AWS, aws_trust.evaluate(policy, run, issuer)))
         if azure_credential is not None:
-            credentials = azure_trust.load_credentials(_read(azure_credential, "--azure-credential"))
+            credentials = azure_trust.load_credentials(
+                _read(azure_credential, "--azure-credential")
+            )
             run = _run(issuer, audience or DEFAULT_AUDIENCE[Cloud.AZURE], **run_fields)
             findings.append(_trust_finding(Cloud.AZURE, azure_trust.evaluate(credentials, run)))
         if gcp_condition is not None:
@@ -152,7 +164,9 @@ def _render(issuer: IssuerURL, clouds: tuple[Cloud, ...], findings: list[Finding
     type=click.Path(path_type=Path, dir_okay=False),
     help="Federated identity credential(s) JSON to evaluate for the run.",
 )
-@click.option("--gcp-condition", metavar="CEL", help="Workload identity provider attribute condition.")
+@click.option(
+    "--gcp-condition", metavar="CEL", help="Workload identity provider attribute condition."
+)
 @click.option("--organization", help="Run to evaluate the trust for: organization.")
 @click.option("--workspace", help="Run to evaluate the trust for: workspace.")
 @click.option("--phase", type=click.Choice(run_identity.PHASES), help="Run phase.")
@@ -192,7 +206,15 @@ def doctor(
     trust_given = any(x is not None for x in (aws_trust_policy, azure_credential, gcp_condition))
     run_fields: dict[str, str] = {}
     if trust_given:
-        missing = [n for n, v in (("--organization", organization), ("--workspace", workspace), ("--phase", phase)) if not v]
+        missing = [
+            n
+            for n, v in (
+                ("--organization", organization),
+                ("--workspace", workspace),
+                ("--phase", phase),
+            )
+            if not v
+        ]
         if missing:
             raise CLIError(f"evaluating a trust configuration needs {', '.join(missing)}")
         try:
@@ -212,7 +234,9 @@ def doctor(
     client_token = None
     if client_token_file is not None:
         try:
-            client_token = read_secret_file(client_token_file, what="client token file").decode().strip()
+            client_token = (
+                read_secret_file(client_token_file, what="client token file").decode().strip()
+            )
         except ConfigError as exc:
             raise CLIError(str(exc)) from None
 
@@ -227,9 +251,12 @@ def doctor(
             private_ca=ca_file is not None,
         )
         try:
-            findings = asyncio.run(
-                _issuer_findings(issuer_url, options, ca_file, timeout, api_url, client_token)
-            ) + findings
+            findings = (
+                asyncio.run(
+                    _issuer_findings(issuer_url, options, ca_file, timeout, api_url, client_token)
+                )
+                + findings
+            )
         except http_fetch.FetchError as exc:  # only a bad --ca-file gets here
             raise CLIError(str(exc)) from None
     findings = [f for f in findings if not f.clouds or set(f.clouds) & set(selected)]

@@ -1,4 +1,4 @@
-"""`keysvc publish --to DIR|s3://BUCKET[/PREFIX] [--watch]`: static copies of the public documents."""
+"""`keysvc publish --to DIR|s3://BUCKET[/PREFIX] [--watch]`: static copies of the documents."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import click
 
 from keysvc import logs
 from keysvc.cli.common import CLIError, config_option, echo_json, json_option
-from keysvc.cli.params import DURATION
 from keysvc.cli.loading import load, otfd_options
+from keysvc.cli.params import DURATION
 from keysvc.durations import format_duration
 from keysvc.publish.publisher import Publication, Publisher
 from keysvc.publish.targets import PublishError, parse_target
@@ -37,7 +37,9 @@ from keysvc.service import local_ring
     type=DURATION,
     help="How often --watch re-reads the backends (default: rotation.refresh_interval).",
 )
-@click.option("--s3-endpoint-url", envvar="AWS_ENDPOINT_URL_S3", help="S3 endpoint (S3-compatible stores).")
+@click.option(
+    "--s3-endpoint-url", envvar="AWS_ENDPOINT_URL_S3", help="S3 endpoint (S3-compatible stores)."
+)
 @click.option("--s3-region", help="S3 region (default: the AWS configuration's).")
 @json_option
 def publish(
@@ -57,7 +59,10 @@ def publish(
     it, a full publish lead before it may sign; a retired key drops out when the service drops it.
     """
     config, _ = load(
-        config_path, issuer=issuer, private_key_path=private_key_path, public_key_path=public_key_path
+        config_path,
+        issuer=issuer,
+        private_key_path=private_key_path,
+        public_key_path=public_key_path,
     )
     rotation = config.rotation
     every = interval or rotation.refresh_interval

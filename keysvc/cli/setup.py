@@ -7,10 +7,12 @@ not carry; these commands write the trust for OTF's own subject
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -25,6 +27,31 @@ from keysvc.run_identity import PHASES
 
 
 def _request_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the options every cloud shares and hand the command one validated `request`."""
+
+    @functools.wraps(command)
+    def wrapper(
+        issuer: str,
+        organization: str,
+        workspaces: tuple[str, ...],
+        phase: str | None,
+        audience: str | None,
+        name: str,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            request = SetupRequest(
+                issuer=IssuerURL.parse(issuer),
+                organization=organization,
+                workspaces=workspaces,
+                phase=phase,
+                audience=audience,
+                name=name,
+            )
+        except (InvalidIssuer, SetupError) as exc:
+            raise CLIError(str(exc)) from None
+        return command(request=request, **kwargs)
+
     options = [
         click.option("--issuer", required=True, help="keysvc's issuer URL (https, as in tokens)."),
         click.option("--organization", required=True, help="OTF organization whose runs to trust."),
@@ -50,29 +77,8 @@ def _request_options(command: Callable[..., Any]) -> Callable[..., Any]:
         json_option,
     ]
     for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def _request(
-    issuer: str,
-    organization: str,
-    workspaces: tuple[str, ...],
-    phase: str | None,
-    audience: str | None,
-    name: str,
-) -> SetupRequest:
-    try:
-        return SetupRequest(
-            issuer=IssuerURL.parse(issuer),
-            organization=organization,
-            workspaces=workspaces,
-            phase=phase,
-            audience=audience,
-            name=name,
-        )
-    except (InvalidIssuer, SetupError) as exc:
-        raise CLIError(str(exc)) from None
+        wrapper = option(wrapper)
+    return wrapper
 
 
 def _emit(build: Callable[[], SetupResult], as_json: bool) -> None:
@@ -103,18 +109,9 @@ def setup() -> None:
     help="Refer to the account's existing OIDC provider for the issuer instead of creating one.",
 )
 def aws(
-    issuer: str,
-    organization: str,
-    workspaces: tuple[str, ...],
-    phase: str | None,
-    audience: str | None,
-    name: str,
-    as_json: bool,
-    role_name: str | None,
-    existing_provider: bool,
+    request: SetupRequest, as_json: bool, role_name: str | None, existing_provider: bool
 ) -> None:
     """IAM OIDC provider and a role whose trust policy admits the runs."""
-    request = _request(issuer, organization, workspaces, phase, audience, name)
     _emit(
         lambda: aws_setup.generate(
             request, role_name=role_name, existing_provider=existing_provider
@@ -145,9 +142,7 @@ def _read_jwks(source: str, ca_file: Path | None) -> Any:
 @setup.command("gcp")
 @_request_options
 @click.option("--pool-id", default="keysvc", show_default=True, help="Workload identity pool id.")
-@click.option(
-    "--provider-id", default="keysvc-oidc", show_default=True, help="Pool provider id."
-)
+@click.option("--provider-id", default="keysvc-oidc", show_default=True, help="Pool provider id.")
 @click.option(
     "--service-account-id",
     default="otf-terraform-runs",
@@ -168,12 +163,7 @@ def _read_jwks(source: str, ca_file: Path | None) -> Any:
     help="CA bundle to trust when fetching --jwks from a URL.",
 )
 def gcp(
-    issuer: str,
-    organization: str,
-    workspaces: tuple[str, ...],
-    phase: str | None,
-    audience: str | None,
-    name: str,
+    request: SetupRequest,
     as_json: bool,
     pool_id: str,
     provider_id: str,
@@ -183,7 +173,6 @@ def gcp(
     ca_file: Path | None,
 ) -> None:
     """Workload identity pool, OIDC provider and service-account binding."""
-    request = _request(issuer, organization, workspaces, phase, audience, name)
     jwks = _read_jwks(jwks_source, ca_file) if jwks_source else None
     _emit(
         lambda: gcp_setup.generate(
@@ -201,16 +190,6 @@ def gcp(
 @setup.command("azure")
 @_request_options
 @click.option("--display-name", help="Entra application name (default: otf-<organization>).")
-def azure(
-    issuer: str,
-    organization: str,
-    workspaces: tuple[str, ...],
-    phase: str | None,
-    audience: str | None,
-    name: str,
-    as_json: bool,
-    display_name: str | None,
-) -> None:
+def azure(request: SetupRequest, as_json: bool, display_name: str | None) -> None:
     """Entra application, service principal and one federated credential per workspace phase."""
-    request = _request(issuer, organization, workspaces, phase, audience, name)
     _emit(lambda: azure_setup.generate(request, display_name=display_name), as_json)

@@ -16,6 +16,7 @@ from keysvc.cloudsetup.request import (
     SetupResult,
     header,
     required_providers,
+    variables_output,
 )
 from keysvc.cloudsetup.terraform import Block, Document, Ref
 
@@ -115,14 +116,13 @@ def generate(
         .attr("description", f"Terraform runs of {request.scope_description()}")
         .attr("assume_role_policy", Ref(f"data.aws_iam_policy_document.{name}_trust.json"))
     )
-    variables = "TFC_AWS_PROVIDER_AUTH = true\nTFC_AWS_RUN_ROLE_ARN  = <this output>"
-    if request.audience:
-        variables += f"\nTFC_AWS_WORKLOAD_IDENTITY_AUDIENCE = {audience}"
     doc.add(
-        Block(
-            "output",
-            ("role_arn",),
-            comment="Set in the OTF workspace (or a variable set):\n" + variables,
-        ).attr("value", Ref(f"aws_iam_role.{name}.arn"))
+        variables_output(
+            request,
+            "AWS",
+            "role_arn",
+            Ref(f"aws_iam_role.{name}.arn"),
+            {"TFC_AWS_RUN_ROLE_ARN": "<this output>"},
+        )
     )
     return SetupResult(doc)

@@ -22,6 +22,7 @@ from keysvc.cloudsetup.request import (
     SetupResult,
     header,
     required_providers,
+    variables_output,
 )
 from keysvc.cloudsetup.terraform import Block, Document, Ref, Template
 
@@ -56,7 +57,9 @@ def federated_subjects(request: SetupRequest) -> dict[str, str]:
         for phase in request.phases:
             sub = run_identity.subject(request.organization, workspace, phase)
             if len(sub) > AZURE_MAX_SUBJECT_CHARS:
-                raise SetupError(f"subject {sub!r} is over Azure's {AZURE_MAX_SUBJECT_CHARS} characters")
+                raise SetupError(
+                    f"subject {sub!r} is over Azure's {AZURE_MAX_SUBJECT_CHARS} characters"
+                )
             subjects[credential_name(request.organization, workspace, phase)] = sub
     return subjects
 
@@ -110,17 +113,14 @@ def generate(request: SetupRequest, *, display_name: str | None = None) -> Setup
         .attr("issuer", request.issuer.url)
         .attr("subject", Ref("each.value"))
     )
-    variables = "TFC_AZURE_PROVIDER_AUTH = true\nTFC_AZURE_RUN_CLIENT_ID = <this output>"
-    if request.audience:
-        variables += f"\nTFC_AZURE_WORKLOAD_IDENTITY_AUDIENCE = {audience}"
     doc.add(
-        Block(
-            "output",
-            ("client_id",),
-            comment=(
-                "Set in the OTF workspace (or a variable set), with ARM_TENANT_ID and"
-                " ARM_SUBSCRIPTION_ID:\n" + variables
-            ),
-        ).attr("value", Ref(f"azuread_application.{name}.client_id"))
+        variables_output(
+            request,
+            "AZURE",
+            "client_id",
+            Ref(f"azuread_application.{name}.client_id"),
+            {"TFC_AZURE_RUN_CLIENT_ID": "<this output>"},
+            also=", with ARM_TENANT_ID and ARM_SUBSCRIPTION_ID",
+        )
     )
     return SetupResult(doc, warnings)

@@ -29,6 +29,7 @@ from keysvc.cloudsetup.request import (
     SetupResult,
     header,
     required_providers,
+    variables_output,
 )
 from keysvc.cloudsetup.terraform import Block, Document, Ref, Template
 
@@ -95,7 +96,9 @@ def _principal(request: SetupRequest, pool: Ref) -> Template:
             return Template.of(*base, f"/subject/{sub}")
         full = run_identity.full_workspace(request.organization, workspace)
         return Template.of(
-            "principalSet://iam.googleapis.com/", pool, f"/attribute.terraform_full_workspace/{full}"
+            "principalSet://iam.googleapis.com/",
+            pool,
+            f"/attribute.terraform_full_workspace/{full}",
         )
     return Template.of(
         "principalSet://iam.googleapis.com/",
@@ -126,7 +129,9 @@ def uploadable_jwks(document: Any) -> tuple[str, list[str]]:
             raise SetupError(f"JWKS key {index} has no kid: GCP needs one in every key")
         dropped = sorted(set(jwk) - set(GCP_UPLOADED_JWK_FIELDS))
         if dropped:
-            warnings.append(f"JWKS key {jwk['kid']}: left out {', '.join(dropped)} (GCP refuses them)")
+            warnings.append(
+                f"JWKS key {jwk['kid']}: left out {', '.join(dropped)} (GCP refuses them)"
+            )
         alg = jwk.get("alg")
         if alg is not None and alg not in ACCEPTED_ALGORITHMS[Cloud.GCP]:
             warnings.append(
@@ -169,7 +174,10 @@ def generate(
     for workspace in request.workspaces:
         for phase in request.phases:
             sub = run_identity.subject(request.organization, workspace, phase)
-            if not run_identity.is_wildcard(workspace) and len(sub.encode()) > GCP_MAX_SUBJECT_BYTES:
+            if (
+                not run_identity.is_wildcard(workspace)
+                and len(sub.encode()) > GCP_MAX_SUBJECT_BYTES
+            ):
                 warnings.append(
                     f"subject {sub!r} is over {GCP_MAX_SUBJECT_BYTES} bytes: GCP refuses a"
                     " google.subject that long"
@@ -239,19 +247,17 @@ def generate(
         .attr("role", "roles/iam.workloadIdentityUser")
         .attr("member", _principal(request, pool))
     )
-    variables = (
-        "TFC_GCP_PROVIDER_AUTH = true\n"
-        "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL = <output service_account_email>\n"
-        "TFC_GCP_WORKLOAD_PROVIDER_NAME = <output workload_provider_name>"
-    )
-    if request.audience:
-        variables += f"\nTFC_GCP_WORKLOAD_IDENTITY_AUDIENCE = {request.audience}"
     doc.add(
-        Block(
-            "output",
-            ("workload_provider_name",),
-            comment="Set in the OTF workspace (or a variable set):\n" + variables,
-        ).attr("value", Ref(f"google_iam_workload_identity_pool_provider.{name}.name"))
+        variables_output(
+            request,
+            "GCP",
+            "workload_provider_name",
+            Ref(f"google_iam_workload_identity_pool_provider.{name}.name"),
+            {
+                "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "<output service_account_email>",
+                "TFC_GCP_WORKLOAD_PROVIDER_NAME": "<this output>",
+            },
+        )
     )
     doc.add(
         Block("output", ("service_account_email",)).attr(

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from keysvc import run_identity
-from keysvc.cloudsetup.terraform import Block, Document
+from keysvc.cloudsetup.terraform import Block, Document, Ref
 from keysvc.issuer_url import IssuerURL
 
 _TERRAFORM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -93,3 +93,21 @@ def header(cloud: str, request: SetupRequest) -> str:
         "Subjects have OTF's form organization:<org>:workspace:<ws>:run_phase:<phase>\n"
         "(HCP Terraform's examples add a project segment that OTF tokens do not carry)."
     )
+
+
+def variables_output(
+    request: SetupRequest,
+    cloud: str,
+    label: str,
+    value: Ref,
+    variables: dict[str, str],
+    also: str = "",
+) -> Block:
+    """The output the runs need, with the workspace variables to set in its comment
+    (`TFC_<CLOUD>_PROVIDER_AUTH`, the given ones, and the audience when it is not the default)."""
+    lines = {f"TFC_{cloud}_PROVIDER_AUTH": "true", **variables}
+    if request.audience:
+        lines[f"TFC_{cloud}_WORKLOAD_IDENTITY_AUDIENCE"] = request.audience
+    text = "\n".join(f"{k} = {v}" for k, v in lines.items())
+    intro = f"Set in the OTF workspace (or a variable set){also}:\n"
+    return Block("output", (label,), comment=intro + text).attr("value", value)

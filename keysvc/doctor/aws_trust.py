@@ -74,7 +74,10 @@ def _name(index: int, statement: dict[str, Any]) -> str:
 class _Evaluator:
     def __init__(self, run: RunIdentity, issuer: IssuerURL) -> None:
         self.host = issuer.host_and_path
-        self.context = {f"{self.host}:aud".lower(): run.audience, f"{self.host}:sub".lower(): run.subject}
+        self.context = {
+            f"{self.host}:aud".lower(): run.audience,
+            f"{self.host}:sub".lower(): run.subject,
+        }
         self.notes: list[str] = []
 
     def principal(self, statement: dict[str, Any]) -> str | None:
@@ -90,9 +93,7 @@ class _Evaluator:
         arns = [str(a) for a in _as_list(principal["Federated"])]
         if any(a == "*" or a.endswith(f":oidc-provider/{self.host}") for a in arns):
             return None
-        return (
-            f"its Federated principal {', '.join(arns)} is not the OIDC provider for {self.host}"
-        )
+        return f"its Federated principal {', '.join(arns)} is not the OIDC provider for {self.host}"
 
     def action(self, statement: dict[str, Any]) -> str | None:
         if "NotAction" in statement:
@@ -113,7 +114,9 @@ class _Evaluator:
             if not isinstance(entries, dict):
                 raise TrustInputError(f"condition {operator} must map keys to values")
             for key, values in entries.items():
-                failure = self.condition(str(operator), str(key), [str(v) for v in _as_list(values)])
+                failure = self.condition(
+                    str(operator), str(key), [str(v) for v in _as_list(values)]
+                )
                 if failure:
                     return failure
         return None

@@ -68,8 +68,10 @@ def evaluate(expression: str, run: RunIdentity) -> Verdict:
     except Exception as exc:  # noqa: BLE001 - cel-python raises assorted types for eval errors
         result = exc
     if isinstance(result, Exception):
-        reasons.append(f"the condition fails to evaluate ({type(result).__name__}: {result});"
-                       " GCP refuses the token")
+        reasons.append(
+            f"the condition fails to evaluate ({type(result).__name__}: {result});"
+            " GCP refuses the token"
+        )
     elif not isinstance(result, celpy.celtypes.BoolType):
         reasons.append(f"the condition yields {type(result).__name__}, not a bool")
     elif not bool(result):

@@ -7,9 +7,10 @@ Each check is a function from what was fetched to findings, so the network part
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -162,25 +163,35 @@ def check_jwks_document(
         )
     elif any({"x5c", "x5t", "x5t#S256"} & k.keys() for k in keys):
         findings.append(
-            warn("public_only", "keys carry x5c/x5t, which GCP refuses in an uploaded JWKS", Cloud.GCP)
+            warn(
+                "public_only",
+                "keys carry x5c/x5t, which GCP refuses in an uploaded JWKS",
+                Cloud.GCP,
+            )
         )
     else:
         findings.append(ok("public_only", "only public key members are published"))
 
     if len(keys) >= AWS_MAX_JWKS_KEYS:
         findings.append(
-            fail("jwks_size", f"{len(keys)} keys: AWS stops at about {AWS_MAX_JWKS_KEYS}", Cloud.AWS)
+            fail(
+                "jwks_size", f"{len(keys)} keys: AWS stops at about {AWS_MAX_JWKS_KEYS}", Cloud.AWS
+            )
         )
     elif len(keys) >= JWKS_KEYS_WARNING:
         findings.append(
             warn("jwks_size", f"{len(keys)} keys: AWS is observed to fail near {AWS_MAX_JWKS_KEYS}")
         )
     else:
-        findings.append(ok("jwks_size", f"{len(keys)} key(s), well under AWS's ~{AWS_MAX_JWKS_KEYS}"))
+        findings.append(
+            ok("jwks_size", f"{len(keys)} key(s), well under AWS's ~{AWS_MAX_JWKS_KEYS}")
+        )
 
     algs = {str(k.get("kid")): key_algorithm(k) for k in keys}
     for cloud in options.clouds:
-        refused = sorted(f"{kid} ({alg})" for kid, alg in algs.items() if alg not in ACCEPTED_ALGORITHMS[cloud])
+        refused = sorted(
+            f"{kid} ({alg})" for kid, alg in algs.items() if alg not in ACCEPTED_ALGORITHMS[cloud]
+        )
         accepted = sorted(ACCEPTED_ALGORITHMS[cloud])
         if refused:
             findings.append(
@@ -193,7 +204,11 @@ def check_jwks_document(
             )
         else:
             findings.append(
-                ok(f"algorithms.{cloud.value}", f"every key's algorithm is accepted by {cloud.title}", cloud)
+                ok(
+                    f"algorithms.{cloud.value}",
+                    f"every key's algorithm is accepted by {cloud.title}",
+                    cloud,
+                )
             )
     if isinstance(advertised_algs, list):
         unlisted = sorted({a for a in algs.values() if a and a not in advertised_algs})
@@ -230,7 +245,8 @@ def check_caching(headers: Mapping[str, str], options: IssuerCheckOptions) -> li
     age = timedelta(seconds=seconds)
     findings = [
         (warn if age < SHORT_MAX_AGE else ok)(
-            "cache_control", f"JWKS Cache-Control {cache_control!r} (max-age {format_duration(age)})"
+            "cache_control",
+            f"JWKS Cache-Control {cache_control!r} (max-age {format_duration(age)})",
         )
     ]
     lead = options.publish_lead
@@ -264,9 +280,13 @@ def check_caching(headers: Mapping[str, str], options: IssuerCheckOptions) -> li
 def check_response_time(fetched: Fetched) -> Finding:
     took = _ms(fetched.elapsed)
     if fetched.elapsed >= AWS_JWKS_TIMEOUT_SECONDS:
-        return fail("jwks_response_time", f"the JWKS took {took}: AWS gives up after about 5 s", Cloud.AWS)
+        return fail(
+            "jwks_response_time", f"the JWKS took {took}: AWS gives up after about 5 s", Cloud.AWS
+        )
     if fetched.elapsed >= SLOW_RESPONSE_SECONDS:
-        return warn("jwks_response_time", f"the JWKS took {took}: verifiers time out (AWS after ~5 s)")
+        return warn(
+            "jwks_response_time", f"the JWKS took {took}: verifiers time out (AWS after ~5 s)"
+        )
     return ok("jwks_response_time", f"the JWKS answered in {took}")
 
 
@@ -290,11 +310,19 @@ def check_token_lifetime(options: IssuerCheckOptions) -> list[Finding]:
             )
         elif cloud is Cloud.GCP and ttl > GCP_RECOMMENDED_TOKEN_LIFETIME:
             findings.append(
-                warn(check, f"tokens may live {format_duration(ttl)}; Google recommends under 6h", cloud)
+                warn(
+                    check,
+                    f"tokens may live {format_duration(ttl)}; Google recommends under 6h",
+                    cloud,
+                )
             )
         else:
             findings.append(
-                ok(check, f"tokens live at most {format_duration(ttl)} (limit {format_duration(limit)})", cloud)
+                ok(
+                    check,
+                    f"tokens live at most {format_duration(ttl)} (limit {format_duration(limit)})",
+                    cloud,
+                )
             )
     return findings
 

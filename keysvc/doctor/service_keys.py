@@ -58,10 +58,14 @@ async def fetch_service_keys(
     client: aiohttp.ClientSession, api_url: str, client_token: str
 ) -> ServiceKeys:
     fetched = await fetch(
-        client, api_url.rstrip("/") + "/v1/keys", headers={"Authorization": f"Bearer {client_token}"}
+        client,
+        api_url.rstrip("/") + "/v1/keys",
+        headers={"Authorization": f"Bearer {client_token}"},
     )
     if fetched.status in (401, 403):
-        raise FetchError(f"{fetched.url} refused the client token (HTTP {fetched.status}; needs keys:read)")
+        raise FetchError(
+            f"{fetched.url} refused the client token (HTTP {fetched.status}; needs keys:read)"
+        )
     if fetched.status != 200:
         raise FetchError(f"{fetched.url} answered HTTP {fetched.status}")
     return parse_service_keys(fetched.json())

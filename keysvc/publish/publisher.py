@@ -79,9 +79,7 @@ class Publisher:
             return 0.0
         return min(interval, (until - now).total_seconds() + 0.01)
 
-    async def watch(
-        self, interval: float, stop: asyncio.Event, report: Any = None
-    ) -> None:
+    async def watch(self, interval: float, stop: asyncio.Event, report: Any = None) -> None:
         """Refresh and republish until `stop` is set. A failed refresh keeps the last known keys
         (the ring does); a failed write is retried at the next round."""
         while not stop.is_set():

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from keysvc.atomic_write import write_atomically
 from keysvc.documents import Document
 
 MANIFEST = ".keysvc-publish.json"
@@ -45,27 +45,6 @@ def manifest(documents: dict[str, Document]) -> bytes:
         for path, doc in documents.items()
     }
     return json.dumps(data, indent=2).encode() + b"\n"
-
-
-def write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Temp file in the same directory, fsync, rename over `path`, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # the umask must not narrow what the web server may read
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass
@@ -123,7 +102,9 @@ class S3Target:
             code = exc.response.get("Error", {}).get("Code", "error")
             raise PublishError(f"cannot write s3://{self.bucket}/{key}: {code}") from None
         except BotoCoreError as exc:
-            raise PublishError(f"cannot write s3://{self.bucket}/{key}: {type(exc).__name__}") from None
+            raise PublishError(
+                f"cannot write s3://{self.bucket}/{key}: {type(exc).__name__}"
+            ) from None
 
     async def write(self, path: str, document: Document) -> None:
         await asyncio.to_thread(self._put, path, document)
@@ -132,7 +113,9 @@ class S3Target:
         """Nothing to do: the metadata is on the objects themselves."""
 
 
-def parse_target(spec: str, *, endpoint_url: str | None = None, region: str | None = None) -> Target:
+def parse_target(
+    spec: str, *, endpoint_url: str | None = None, region: str | None = None
+) -> Target:
     """`s3://bucket[/prefix]` or a directory path."""
     if spec.startswith("s3://"):
         parts = urlsplit(spec)

@@ -12,6 +12,7 @@ from typing import Any
 
 from keysvc import jose
 from keysvc.backends.file import created_at_from_name, load_private_key
+from tests.cli import serving
 from tests.conftest import write_key
 from tests.service import free_port
 
@@ -40,6 +41,14 @@ class Deployment:
         path = write_key(self.keys, "ec-p256")
         key = load_private_key(path, path.read_bytes())
         return jose.thumbprint(key.public_key()), created_at_from_name(path.name).timestamp()
+
+    def serve(self, url: str | None = None) -> Any:
+        """`keysvc serve` on this deployment's config, listening at `url` (default: the issuer's
+        address), until the context exits."""
+        url = url or self.issuer
+        return serving(
+            "--config", str(self.config), "--listen", url.removeprefix("http://"), url=url
+        )
 
     @classmethod
     def create(

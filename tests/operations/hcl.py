@@ -7,7 +7,9 @@ from typing import Any
 import hcl2
 from hcl2.utils import SerializationOptions
 
-_OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
+_OPTIONS = SerializationOptions(
+    strip_string_quotes=True, explicit_blocks=False, with_comments=False
+)
 
 
 def _unescape(value: str) -> str:
@@ -39,4 +41,6 @@ def blocks(document: dict[str, Any], kind: str, type_: str) -> dict[str, dict[st
 
 
 def outputs(document: dict[str, Any]) -> dict[str, Any]:
-    return {name: body["value"] for entry in document.get("output", []) for name, body in entry.items()}
+    return {
+        name: body["value"] for entry in document.get("output", []) for name, body in entry.items()
+    }

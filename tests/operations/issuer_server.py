@@ -11,9 +11,10 @@ import asyncio
 import json
 import ssl
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import trustme
 from aiohttp import web
@@ -54,7 +55,11 @@ class IssuerServer:
             "issuer": self.url,
             "jwks_uri": self.url + "/.well-known/jwks",
             "id_token_signing_alg_values_supported": sorted(
-                {k.get("alg", "RS256") for k in self.state.jwks.get("keys", []) if isinstance(k, dict)}
+                {
+                    k.get("alg", "RS256")
+                    for k in self.state.jwks.get("keys", [])
+                    if isinstance(k, dict)
+                }
             )
             or ["RS256"],
             "response_types_supported": ["id_token"],

@@ -97,7 +97,10 @@ def test_secrets_mounted_0400_and_installed_for_the_keysvc_user_only() -> None:
     script = INSTALL["command"][-1]
     assert f"-o {uid} -g {uid} -m 0400 /secrets/keys/*.pem /run/keysvc/keys/" in script
     assert f"-o {uid} -g {uid} -m 0400 /secrets/tokens/* /run/keysvc/tokens/" in script
-    assert INSTALL["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]}
+    assert INSTALL["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["CHOWN", "FOWNER"],
+    }
     assert INSTALL["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["name"]: m for m in KEYSVC["volumeMounts"]}
     assert "keys-secret" not in mounts and "tokens-secret" not in mounts
@@ -107,7 +110,10 @@ def test_secrets_mounted_0400_and_installed_for_the_keysvc_user_only() -> None:
 def test_selectors_agree() -> None:
     labels = DEPLOYMENT["spec"]["template"]["metadata"]["labels"]
     assert DEPLOYMENT["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert MANIFESTS["PodDisruptionBudget/keysvc"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert (
+        MANIFESTS["PodDisruptionBudget/keysvc"]["spec"]["selector"]["matchLabels"].items()
+        <= labels.items()
+    )
     assert MANIFESTS["PodDisruptionBudget/keysvc"]["spec"]["maxUnavailable"] == 1
     service = MANIFESTS["Service/keysvc"]["spec"]
     assert service["selector"].items() <= labels.items()
@@ -171,8 +177,11 @@ def test_dockerfile_runs_keysvc_serve_as_the_deployments_user() -> None:
 
 
 def test_dockerignore_keeps_keys_and_tokens_out_of_the_image() -> None:
-    rules = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
-             if line and not line.startswith("#")]
+    rules = [
+        line
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert rules[0] == "**"  # everything is excluded unless listed
     allowed = {r[1:] for r in rules if r.startswith("!")}
     assert allowed == {"pyproject.toml", "README.md", "keysvc/"}

@@ -28,7 +28,9 @@ def rsa_jwk() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ec_jwk() -> dict[str, str]:
-    return jose.public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key(), jose.Algorithm.ES256)
+    return jose.public_jwk(
+        ec.generate_private_key(ec.SECP256R1()).public_key(), jose.Algorithm.ES256
+    )
 
 
 def doctor(server: IssuerServer, *args: str, ca: bool = True) -> tuple[int, dict[str, Any], str]:
@@ -56,29 +58,55 @@ def message(report: dict[str, Any], check: str) -> str:
 GOOD = ("--cloud", "gcp", "--cloud", "azure", "--publish-lead", "24h", "--max-ttl", "1h")
 
 
-def test_a_good_issuer_passes_every_check(issuer_server: IssuerServer, rsa_jwk: dict[str, str]) -> None:
+def test_a_good_issuer_passes_every_check(
+    issuer_server: IssuerServer, rsa_jwk: dict[str, str]
+) -> None:
     issuer_server.state.jwks = {"keys": [rsa_jwk]}
     code, report, _ = doctor(issuer_server, *GOOD)
     assert code == 0, report
     assert report["ok"] is True
     found = statuses(report)
     for check in (
-        "issuer_url", "discovery", "discovery_issuer", "jwks", "jwks_response_time", "kids",
-        "public_only", "jwks_size", "algorithms.gcp", "algorithms.azure", "cache_control",
-        "publish_lead", "token_lifetime.gcp", "token_lifetime.azure",
+        "issuer_url",
+        "discovery",
+        "discovery_issuer",
+        "jwks",
+        "jwks_response_time",
+        "kids",
+        "public_only",
+        "jwks_size",
+        "algorithms.gcp",
+        "algorithms.azure",
+        "cache_control",
+        "publish_lead",
+        "token_lifetime.gcp",
+        "token_lifetime.azure",
     ):
         assert found.get(check) == ["ok"], (check, found)
     # the only warning: TLS was verified against the test CA, which the clouds do not trust
     assert found["tls"] == ["warn"]
     assert "algorithms.aws" not in found
-    assert issuer_server.state.requests == ["/.well-known/openid-configuration", "/.well-known/jwks"]
+    assert issuer_server.state.requests == [
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks",
+    ]
 
 
-def test_human_output_lists_checks_and_a_summary(issuer_server: IssuerServer, rsa_jwk: dict[str, str]) -> None:
+def test_human_output_lists_checks_and_a_summary(
+    issuer_server: IssuerServer, rsa_jwk: dict[str, str]
+) -> None:
     issuer_server.state.jwks = {"keys": [rsa_jwk]}
     result = CliRunner().invoke(
-        cli, ["doctor", "--issuer", issuer_server.url, "--ca-file", str(issuer_server.ca_file),
-              "--cloud", "aws"],
+        cli,
+        [
+            "doctor",
+            "--issuer",
+            issuer_server.url,
+            "--ca-file",
+            str(issuer_server.ca_file),
+            "--cloud",
+            "aws",
+        ],
     )
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
@@ -89,7 +117,9 @@ def test_human_output_lists_checks_and_a_summary(issuer_server: IssuerServer, rs
     assert lines[-1].startswith("1 failed, ")
 
 
-def test_aws_refuses_an_issuer_with_a_port(issuer_server: IssuerServer, rsa_jwk: dict[str, str]) -> None:
+def test_aws_refuses_an_issuer_with_a_port(
+    issuer_server: IssuerServer, rsa_jwk: dict[str, str]
+) -> None:
     issuer_server.state.jwks = {"keys": [rsa_jwk]}
     code, report, _ = doctor(issuer_server, "--publish-lead", "1d", "--max-ttl", "1h")
     assert code == 1 and report["ok"] is False
@@ -115,7 +145,9 @@ def test_es256_is_fine_for_gcp_and_aws_but_not_azure(
     found = statuses(report)
     assert found["algorithms.gcp"] == ["ok"] and found["algorithms.azure"] == ["fail"]
     assert "ES256" in message(report, "algorithms.azure")
-    code, report, _ = doctor(issuer_server, "--cloud", "gcp", "--publish-lead", "1d", "--max-ttl", "1h")
+    code, report, _ = doctor(
+        issuer_server, "--cloud", "gcp", "--publish-lead", "1d", "--max-ttl", "1h"
+    )
     assert code == 0, report
 
 
@@ -212,7 +244,15 @@ def test_token_lifetime_limits(
 ) -> None:
     issuer_server.state.jwks = {"keys": [rsa_jwk]}
     code, report, _ = doctor(
-        issuer_server, "--cloud", "gcp", "--cloud", "azure", "--publish-lead", "1d", "--max-ttl", ttl
+        issuer_server,
+        "--cloud",
+        "gcp",
+        "--cloud",
+        "azure",
+        "--publish-lead",
+        "1d",
+        "--max-ttl",
+        ttl,
     )
     found = statuses(report)
     assert (found["token_lifetime.gcp"], found["token_lifetime.azure"]) == ([gcp], [azure])
@@ -239,8 +279,11 @@ def test_slow_jwks_is_reported(
 
 @pytest.mark.parametrize(
     ("field", "status", "text"),
-    [("discovery_status", 404, "HTTP 404"), ("discovery_status", 302, "redirects"),
-     ("jwks_status", 500, "HTTP 500")],
+    [
+        ("discovery_status", 404, "HTTP 404"),
+        ("discovery_status", 302, "redirects"),
+        ("jwks_status", 500, "HTTP 500"),
+    ],
 )
 def test_http_errors_fail(
     issuer_server: IssuerServer, rsa_jwk: dict[str, str], field: str, status: int, text: str
@@ -258,7 +301,9 @@ def test_missing_jwks_uri_fails(issuer_server: IssuerServer) -> None:
     assert code == 1 and statuses(report)["jwks_uri"] == ["fail"]
 
 
-def test_an_untrusted_certificate_fails(issuer_server: IssuerServer, rsa_jwk: dict[str, str]) -> None:
+def test_an_untrusted_certificate_fails(
+    issuer_server: IssuerServer, rsa_jwk: dict[str, str]
+) -> None:
     issuer_server.state.jwks = {"keys": [rsa_jwk]}
     code, report, _ = doctor(issuer_server, *GOOD, ca=False)
     assert code == 1 and "not trusted" in message(report, "discovery")
@@ -312,8 +357,9 @@ def test_publish_lead_and_published_keys_come_from_v1_keys(
     token_file.chmod(0o600)
     issuer_server.state.jwks = {"keys": [rsa_jwk]}
     issuer_server.state.service_keys = service_keys((rsa_jwk["kid"], "active", timedelta(days=2)))
-    code, report, _ = doctor(issuer_server, "--cloud", "gcp", "--max-ttl", "1h",
-                             "--client-token-file", str(token_file))
+    code, report, _ = doctor(
+        issuer_server, "--cloud", "gcp", "--max-ttl", "1h", "--client-token-file", str(token_file)
+    )
     assert code == 0, report
     found = statuses(report)
     assert found["service_keys"] == ["ok"] and found["keys_published"] == ["ok"]
@@ -323,8 +369,9 @@ def test_publish_lead_and_published_keys_come_from_v1_keys(
     issuer_server.state.service_keys = service_keys(
         (rsa_jwk["kid"], "active", timedelta(days=2)), ("new-kid", "pending", timedelta(hours=1))
     )
-    code, report, _ = doctor(issuer_server, "--cloud", "gcp", "--max-ttl", "1h",
-                             "--client-token-file", str(token_file))
+    code, report, _ = doctor(
+        issuer_server, "--cloud", "gcp", "--max-ttl", "1h", "--client-token-file", str(token_file)
+    )
     assert code == 1 and "new-kid (pending)" in message(report, "keys_published")
 
 

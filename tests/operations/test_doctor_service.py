@@ -28,8 +28,14 @@ def tls_config(ca: trustme.CA, directory: Path) -> dict[str, str]:
 
 async def run_doctor(*args: str) -> tuple[int, dict[str, Any]]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "keysvc", "doctor", "--json", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "keysvc",
+        "doctor",
+        "--json",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
@@ -63,14 +69,26 @@ async def test_doctor_passes_a_real_keysvc_and_follows_a_rotation(
         token_file.write_text(svc.client_token)
         token_file.chmod(0o600)
         args = (
-            "--issuer", svc.url, "--ca-file", str(tmp_path / "ca.pem"), "--cloud", "gcp",
-            "--cloud", "azure", "--client-token-file", str(token_file), "--max-ttl", "2h",
+            "--issuer",
+            svc.url,
+            "--ca-file",
+            str(tmp_path / "ca.pem"),
+            "--cloud",
+            "gcp",
+            "--cloud",
+            "azure",
+            "--client-token-file",
+            str(token_file),
+            "--max-ttl",
+            "2h",
         )
         code, report = await run_doctor(*args)
         assert code == 0, report
         found = statuses(report)
         assert found["publish_lead"] == ["ok"]  # 5m max-age < 1h lead, read from /v1/keys
-        assert "1h" in next(f["message"] for f in report["findings"] if f["check"] == "publish_lead")
+        assert "1h" in next(
+            f["message"] for f in report["findings"] if f["check"] == "publish_lead"
+        )
         assert found["keys_published"] == ["ok"] and found["algorithms.azure"] == ["ok"]
         assert all(s in ("ok", "warn") for v in found.values() for s in v), found
 
@@ -105,7 +123,12 @@ async def check_claims(svc: RunningService) -> None:
     key = next(k for k in jwks.keys if k.key_id == header["kid"])
     claims = jwt.decode(issued["token"], key, algorithms=[header["alg"]], audience=RUN["audience"])
     expected = RunIdentity(
-        svc.url, RUN["audience"], RUN["organization"], RUN["workspace"], RUN["run_phase"],
-        RUN["workspace_id"], RUN["run_id"],
+        svc.url,
+        RUN["audience"],
+        RUN["organization"],
+        RUN["workspace"],
+        RUN["run_phase"],
+        RUN["workspace_id"],
+        RUN["run_id"],
     ).claims()
     assert {k: v for k, v in claims.items() if k not in ("iat", "nbf", "exp", "jti")} == expected

@@ -34,7 +34,9 @@ def statement(**conditions: dict[str, Any]) -> dict[str, Any]:
 
 
 def aws(*statements: dict[str, Any], run: RunIdentity = WEB_APPLY) -> Any:
-    policy = aws_trust.load_policy(json.dumps({"Version": "2012-10-17", "Statement": list(statements)}))
+    policy = aws_trust.load_policy(
+        json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+    )
     return aws_trust.evaluate(policy, run, IssuerURL(ISSUER))
 
 
@@ -47,7 +49,10 @@ def test_aws_string_like_accepts_and_explains_a_mismatch() -> None:
     plan = RunIdentity(ISSUER, "aws.workload.identity", "acme", "web", "plan")
     verdict = aws(allow, run=plan)
     assert not verdict.accepted
-    assert "StringLike" in verdict.reasons[0] and "organization:acme:workspace:web:run_phase:plan" in verdict.reasons[0]
+    assert (
+        "StringLike" in verdict.reasons[0]
+        and "organization:acme:workspace:web:run_phase:plan" in verdict.reasons[0]
+    )
 
 
 def test_aws_hcp_style_project_subject_is_refused() -> None:
@@ -68,13 +73,17 @@ def test_aws_condition_keys_for_another_issuer_are_explained() -> None:
 
 
 def test_aws_explicit_deny_wins() -> None:
-    deny = dict(statement(StringLike={f"{HOST}:sub": "*:workspace:web:*"}), Effect="Deny", Sid="NoWeb")
+    deny = dict(
+        statement(StringLike={f"{HOST}:sub": "*:workspace:web:*"}), Effect="Deny", Sid="NoWeb"
+    )
     verdict = aws(statement(), deny)
     assert not verdict.accepted and verdict.reasons == ["statement 1 (NoWeb) denies it explicitly"]
 
 
 def test_aws_principal_and_action_must_match() -> None:
-    wrong_provider = dict(statement(), Principal={"Federated": "arn:aws:iam::1:oidc-provider/other.example.com"})
+    wrong_provider = dict(
+        statement(), Principal={"Federated": "arn:aws:iam::1:oidc-provider/other.example.com"}
+    )
     wrong_action = dict(statement(), Action=["sts:AssumeRole"])
     verdict = aws(wrong_provider, wrong_action)
     assert not verdict.accepted
@@ -85,9 +94,13 @@ def test_aws_principal_and_action_must_match() -> None:
 
 def test_aws_operator_variants() -> None:
     sub = f"{HOST}:sub"
-    assert aws(statement(StringEqualsIgnoreCase={sub: "ORGANIZATION:ACME:WORKSPACE:WEB:RUN_PHASE:APPLY"})).accepted
+    assert aws(
+        statement(StringEqualsIgnoreCase={sub: "ORGANIZATION:ACME:WORKSPACE:WEB:RUN_PHASE:APPLY"})
+    ).accepted
     assert not aws(statement(StringNotLike={sub: "*:run_phase:apply"})).accepted
-    assert aws(statement(StringNotEquals={sub: "organization:acme:workspace:web:run_phase:plan"})).accepted
+    assert aws(
+        statement(StringNotEquals={sub: "organization:acme:workspace:web:run_phase:plan"})
+    ).accepted
     # a key the token does not carry: IfExists and ForAllValues hold, a plain test does not
     assert aws(statement(StringEqualsIfExists={f"{HOST}:amr": "x"})).accepted
     assert aws(statement(**{"ForAllValues:StringEquals": {f"{HOST}:amr": "x"}})).accepted
@@ -95,12 +108,20 @@ def test_aws_operator_variants() -> None:
     assert aws(statement(Null={f"{HOST}:amr": "true"})).accepted
     assert not aws(statement(Null={sub: "true"})).accepted
     # StringLike's ? is one character; brackets are literal, unlike shell globs
-    assert aws(statement(StringLike={sub: "organization:acme:workspace:we?:run_phase:apply"})).accepted
-    assert not aws(statement(StringLike={sub: "organization:acme:workspace:[w]eb:run_phase:apply"})).accepted
+    assert aws(
+        statement(StringLike={sub: "organization:acme:workspace:we?:run_phase:apply"})
+    ).accepted
+    assert not aws(
+        statement(StringLike={sub: "organization:acme:workspace:[w]eb:run_phase:apply"})
+    ).accepted
 
 
 def test_aws_request_keys_are_noted_not_guessed() -> None:
-    verdict = aws(statement(IpAddress={"aws:SourceIp": "10.0.0.0/8"}, StringEquals={"sts:RoleSessionName": "x"}))
+    verdict = aws(
+        statement(
+            IpAddress={"aws:SourceIp": "10.0.0.0/8"}, StringEquals={"sts:RoleSessionName": "x"}
+        )
+    )
     assert verdict.accepted
     assert any("IpAddress" in n for n in verdict.notes)
     assert any("sts:RoleSessionName" in n for n in verdict.notes)
@@ -149,9 +170,15 @@ def credential(**changes: Any) -> dict[str, Any]:
         ({"issuer": ISSUER.upper().replace("HTTPS", "https")}, "letter case"),
         ({"subject": "organization:acme:workspace:WEB:run_phase:apply"}, "letter case"),
         ({"subject": "organization:acme:workspace:*:run_phase:apply"}, "no wildcards"),
-        ({"subject": "organization:acme:project:p:workspace:web:run_phase:apply"}, "project segment"),
+        (
+            {"subject": "organization:acme:project:p:workspace:web:run_phase:apply"},
+            "project segment",
+        ),
         ({"audiences": ["api://other"]}, "do not include"),
-        ({"subject": None, "claimsMatchingExpression": {"value": "claims['sub'] matches 'x*'"}}, "expression"),
+        (
+            {"subject": None, "claimsMatchingExpression": {"value": "claims['sub'] matches 'x*'"}},
+            "expression",
+        ),
     ],
 )
 def test_azure_mismatches_are_explained(changes: dict[str, Any], hint: str) -> None:
@@ -219,12 +246,22 @@ RUN_ARGS = ("--organization", "acme", "--workspace", "web", "--phase", "apply")
 
 def test_cli_reports_each_cloud_verdict(tmp_path: Path) -> None:
     policy = tmp_path / "trust.json"
-    policy.write_text(json.dumps({"Statement": [statement(StringLike={f"{HOST}:sub": "*:workspace:web:*"})]}))
+    policy.write_text(
+        json.dumps({"Statement": [statement(StringLike={f"{HOST}:sub": "*:workspace:web:*"})]})
+    )
     creds = tmp_path / "fic.json"
-    creds.write_text(json.dumps([credential(subject="organization:acme:workspace:web:run_phase:plan")]))
+    creds.write_text(
+        json.dumps([credential(subject="organization:acme:workspace:web:run_phase:plan")])
+    )
     code, out, _ = doctor(
-        *RUN_ARGS, "--aws-trust-policy", str(policy), "--azure-credential", str(creds),
-        "--gcp-condition", 'assertion.terraform_organization_name == "acme"', "--json",
+        *RUN_ARGS,
+        "--aws-trust-policy",
+        str(policy),
+        "--azure-credential",
+        str(creds),
+        "--gcp-condition",
+        'assertion.terraform_organization_name == "acme"',
+        "--json",
     )
     assert code == 1
     findings = {f["check"]: f for f in json.loads(out)["findings"]}
@@ -244,16 +281,33 @@ def test_cli_human_output_gives_the_reasons(tmp_path: Path) -> None:
 
 def test_cli_audience_option_applies(tmp_path: Path) -> None:
     policy = tmp_path / "trust.json"
-    policy.write_text(json.dumps({"Statement": [statement(StringEquals={f"{HOST}:aud": "sts.amazonaws.com"})]}))
+    policy.write_text(
+        json.dumps({"Statement": [statement(StringEquals={f"{HOST}:aud": "sts.amazonaws.com"})]})
+    )
     assert doctor(*RUN_ARGS, "--aws-trust-policy", str(policy))[0] == 1
-    assert doctor(*RUN_ARGS, "--aws-trust-policy", str(policy), "--audience", "sts.amazonaws.com")[0] == 0
+    assert (
+        doctor(*RUN_ARGS, "--aws-trust-policy", str(policy), "--audience", "sts.amazonaws.com")[0]
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (("--gcp-condition", "true"), "--organization, --workspace, --phase"),
-        (("--organization", "acme", "--workspace", "web:x", "--phase", "plan", "--gcp-condition", "true"), "workspace"),
+        (
+            (
+                "--organization",
+                "acme",
+                "--workspace",
+                "web:x",
+                "--phase",
+                "plan",
+                "--gcp-condition",
+                "true",
+            ),
+            "workspace",
+        ),
         ((*RUN_ARGS, "--gcp-condition", "assertion.sub =="), "not valid CEL"),
         ((*RUN_ARGS, "--aws-trust-policy", "/nonexistent.json"), "No such file"),
         ((*RUN_ARGS, "--azure-credential", "/dev/null"), "not JSON"),

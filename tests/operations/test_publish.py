@@ -14,18 +14,21 @@ from typing import Any
 
 import boto3
 import pytest
+from click.testing import CliRunner
 from moto.server import ThreadedMotoServer
 
-from click.testing import CliRunner
-
 from keysvc.cli import cli
-from tests.cli import KEYSVC, assert_one_line_error, run, serving
+from tests.cli import KEYSVC, assert_one_line_error, run
 from tests.service import free_port
 
 from .deployment import FAST_LEAD, Deployment, get
 
 PATHS = (".well-known/jwks", ".well-known/openid-configuration")
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def refused(*args: str) -> str:
@@ -37,15 +40,10 @@ def refused(*args: str) -> str:
     return lines[0]
 
 
-def port_of(url: str) -> str:
-    return url.rsplit(":", 1)[1]
-
-
 def test_directory_copy_has_the_services_bytes_and_cache_metadata(tmp_path: Path) -> None:
     deployment = Deployment.create(tmp_path, rotation={"publish_lead": "1h", "jwks_max_age": "10m"})
     out = tmp_path / "www"
-    with serving("--config", str(deployment.config), "--listen", f"127.0.0.1:{port_of(deployment.issuer)}",
-                 url=deployment.issuer):
+    with deployment.serve():
         result = run("publish", "--config", str(deployment.config), "--to", str(out))
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith(f"published {out}: ") and "(active)" in result.stdout
@@ -53,11 +51,16 @@ def test_directory_copy_has_the_services_bytes_and_cache_metadata(tmp_path: Path
         for path in PATHS:
             body, headers = get(f"{deployment.issuer}/{path}")
             assert (out / path).read_bytes() == body
-            assert manifest[path]["cache_control"] == headers["Cache-Control"] == "public, max-age=600"
+            assert (
+                manifest[path]["cache_control"] == headers["Cache-Control"] == "public, max-age=600"
+            )
             assert manifest[path]["etag"] == headers["ETag"]
             assert manifest[path]["content_type"] == "application/json"
             assert stat.S_IMODE((out / path).stat().st_mode) == 0o644
-    assert sorted(p.name for p in (out / ".well-known").iterdir()) == ["jwks", "openid-configuration"]
+    assert sorted(p.name for p in (out / ".well-known").iterdir()) == [
+        "jwks",
+        "openid-configuration",
+    ]
 
 
 def test_json_output_and_replacing_an_existing_copy(tmp_path: Path) -> None:
@@ -78,8 +81,15 @@ def test_json_output_and_replacing_an_existing_copy(tmp_path: Path) -> None:
 def test_otfd_flags_work_without_a_config(tmp_path: Path) -> None:
     key = tmp_path / "key.pem"
     assert run("keys", "generate", "--type", "rsa-2048", "--out", str(key)).returncode == 0
-    result = run("publish", "--issuer", "https://otf.example.com", "--private-key-path", str(key),
-                 "--to", str(tmp_path / "www"))
+    result = run(
+        "publish",
+        "--issuer",
+        "https://otf.example.com",
+        "--private-key-path",
+        str(key),
+        "--to",
+        str(tmp_path / "www"),
+    )
     assert result.returncode == 0, result.stderr
     discovery = json.loads((tmp_path / "www" / PATHS[1]).read_text())
     assert discovery["jwks_uri"] == "https://otf.example.com/.well-known/jwks"
@@ -87,7 +97,11 @@ def test_otfd_flags_work_without_a_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("to", "fragment"),
-    [("ftp://host/x", "give a directory or s3://"), ("s3://", "name the bucket"), ("FILE", "not a directory")],
+    [
+        ("ftp://host/x", "give a directory or s3://"),
+        ("s3://", "name the bucket"),
+        ("FILE", "not a directory"),
+    ],
 )
 def test_bad_targets(tmp_path: Path, to: str, fragment: str) -> None:
     deployment = Deployment.create(tmp_path)
@@ -107,8 +121,15 @@ def test_unwritable_directory_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_watch_refuses_an_interval_that_breaks_the_publish_lead(tmp_path: Path) -> None:
     deployment = Deployment.create(tmp_path)
-    error = refused("--config", str(deployment.config), "--to", str(tmp_path / "w"),
-                    "--watch", "--interval", "5s")
+    error = refused(
+        "--config",
+        str(deployment.config),
+        "--to",
+        str(tmp_path / "w"),
+        "--watch",
+        "--interval",
+        "5s",
+    )
     assert "--interval 5s" in error and "publish_lead 6s" in error
 
 
@@ -126,17 +147,31 @@ def s3_endpoint() -> Iterator[str]:
 
 
 def s3(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
-def test_s3_objects_carry_the_services_bytes_and_cache_control(tmp_path: Path, s3_endpoint: str) -> None:
+def test_s3_objects_carry_the_services_bytes_and_cache_control(
+    tmp_path: Path, s3_endpoint: str
+) -> None:
     deployment = Deployment.create(tmp_path, rotation={"publish_lead": "1h", "jwks_max_age": "10m"})
     s3(s3_endpoint).create_bucket(Bucket="issuer")
-    with serving("--config", str(deployment.config), "--listen", f"127.0.0.1:{port_of(deployment.issuer)}",
-                 url=deployment.issuer):
-        result = run("publish", "--config", str(deployment.config), "--to", "s3://issuer/otf",
-                     "--s3-endpoint-url", s3_endpoint, env=S3_ENV)
+    with deployment.serve():
+        result = run(
+            "publish",
+            "--config",
+            str(deployment.config),
+            "--to",
+            "s3://issuer/otf",
+            "--s3-endpoint-url",
+            s3_endpoint,
+            env=S3_ENV,
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("published s3://issuer/otf/: ")
         for path in PATHS:
@@ -150,8 +185,16 @@ def test_s3_objects_carry_the_services_bytes_and_cache_control(tmp_path: Path, s
 
 def test_s3_errors_are_one_line(tmp_path: Path, s3_endpoint: str) -> None:
     deployment = Deployment.create(tmp_path)
-    result = run("publish", "--config", str(deployment.config), "--to", "s3://missing-bucket",
-                 "--s3-endpoint-url", s3_endpoint, env=S3_ENV)
+    result = run(
+        "publish",
+        "--config",
+        str(deployment.config),
+        "--to",
+        "s3://missing-bucket",
+        "--s3-endpoint-url",
+        s3_endpoint,
+        env=S3_ENV,
+    )
     assert_one_line_error(result, "s3://missing-bucket/.well-known/jwks", "NoSuchBucket")
     assert "testing" not in result.stderr
 
@@ -167,8 +210,19 @@ def test_watch_publishes_new_keys_before_they_sign_and_drops_retired_ones(tmp_pa
     deployment = Deployment.create(tmp_path)  # publish lead 6s, max-age 1s, max_ttl 1s
     out = tmp_path / "www"
     process = subprocess.Popen(
-        [*KEYSVC, "publish", "--config", str(deployment.config), "--to", str(out), "--watch", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            *KEYSVC,
+            "publish",
+            "--config",
+            str(deployment.config),
+            "--to",
+            str(out),
+            "--watch",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = json.loads(process.stdout.readline())  # type: ignore[union-attr]

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cli import run, serving
+from tests.cli import run
 from tests.service import free_port
 
 from .deployment import FAST_LEAD, Deployment, get
@@ -53,9 +53,7 @@ def test_three_replicas_agree_at_every_moment_across_a_rotation(tmp_path: Path) 
     samples: list[Sample] = []
     with ExitStack() as stack, ThreadPoolExecutor(3) as pool:
         for url in urls:
-            stack.enter_context(
-                serving("--config", str(deployment.config), "--listen", url.removeprefix("http://"), url=url)
-            )
+            stack.enter_context(deployment.serve(url))
         before = list(pool.map(observe, urls))
         assert len({jwks for jwks, _ in before}) == 1 and len({s for _, s in before}) == 1
         (old_kid,) = kids(before[0][0])
@@ -66,7 +64,9 @@ def test_three_replicas_agree_at_every_moment_across_a_rotation(tmp_path: Path) 
         while time.time() < retired + 1:
             start = time.time()
             observed = list(pool.map(observe, urls))
-            samples.append(Sample(start, time.time(), [j for j, _ in observed], [s for _, s in observed]))
+            samples.append(
+                Sample(start, time.time(), [j for j, _ in observed], [s for _, s in observed])
+            )
             time.sleep(0.1)
 
     assert samples[0].start < signs_from - 4, "sampling must begin well before the switch"
@@ -94,7 +94,9 @@ def test_three_replicas_agree_at_every_moment_across_a_rotation(tmp_path: Path) 
     # one byte-identical document per phase, shared by all replicas
     assert len(both_jwks) == 1 and len(new_jwks) == 1
     first_with_new = min(s.end for s in samples if all(new_kid in kids(j) for j in s.jwks))
-    assert first_with_new + 1 <= signs_from, "every replica publishes the key a max-age before it signs"
+    assert first_with_new + 1 <= signs_from, (
+        "every replica publishes the key a max-age before it signs"
+    )
     assert {s.signers[0] for s in samples} == {old_kid, new_kid}
 
     # and `keysvc publish` writes the very bytes the replicas serve

@@ -16,6 +16,7 @@ from keysvc.cli import cli
 from keysvc.doctor import aws_trust, azure_trust, gcp_trust
 from keysvc.issuer_url import IssuerURL
 from keysvc.run_identity import RunIdentity
+
 from . import hcl
 
 ISSUER = "https://keys.example.com"
@@ -33,7 +34,9 @@ def setup_hcl(cloud: str, *args: str) -> dict[str, Any]:
     return hcl.parse(out)
 
 
-def run(workspace: str, phase: str, org: str = "acme", audience: str = "aws.workload.identity") -> RunIdentity:
+def run(
+    workspace: str, phase: str, org: str = "acme", audience: str = "aws.workload.identity"
+) -> RunIdentity:
     return RunIdentity(ISSUER, audience, org, workspace, phase)
 
 
@@ -50,7 +53,9 @@ def aws_policy_json(document: dict[str, Any], account: str = "123456789012") -> 
         assert principals["identifiers"] == ["${aws_iam_openid_connect_provider.keysvc.arn}"]
         conditions: dict[str, dict[str, list[str]]] = {}
         for condition in statement["condition"]:
-            conditions.setdefault(condition["test"], {})[condition["variable"]] = condition["values"]
+            conditions.setdefault(condition["test"], {})[condition["variable"]] = condition[
+                "values"
+            ]
         statements.append(
             {
                 "Sid": statement["sid"],
@@ -204,8 +209,15 @@ def test_gcp_maps_subject_and_terraform_claims_and_conditions_on_the_organizatio
 
 def test_gcp_exact_run_binds_the_subject_principal_and_sets_audience() -> None:
     doc = setup_hcl(
-        "gcp", "--workspace", "web", "--phase", "apply", "--audience", "gcp.workload.identity",
-        "--project", "my-project",
+        "gcp",
+        "--workspace",
+        "web",
+        "--phase",
+        "apply",
+        "--audience",
+        "gcp.workload.identity",
+        "--project",
+        "my-project",
     )
     provider = gcp_provider(doc)
     assert provider["oidc"][0]["allowed_audiences"] == ["gcp.workload.identity"]
@@ -229,7 +241,10 @@ def test_gcp_exact_run_binds_the_subject_principal_and_sets_audience() -> None:
             [run("net-a", "apply"), run("netx", "plan"), run("webs", "plan")],
         ),
         (
-            ("--workspace", "a?.*",),
+            (
+                "--workspace",
+                "a?.*",
+            ),
             [run("ab.c", "apply"), run("ax.", "plan")],
             [run("abc", "apply"), run("a.c", "plan"), run("xab.c", "plan")],
         ),
@@ -248,8 +263,16 @@ def test_gcp_attribute_condition_admits_exactly_the_requested_runs(
 def test_gcp_inline_jwks_keeps_only_the_fields_gcp_accepts(tmp_path: Any) -> None:
     jwks = {
         "keys": [
-            {"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256", "n": "abc", "e": "AQAB",
-             "x5c": ["MIIB"], "x5t": "zz"},
+            {
+                "kty": "RSA",
+                "kid": "k1",
+                "use": "sig",
+                "alg": "RS256",
+                "n": "abc",
+                "e": "AQAB",
+                "x5c": ["MIIB"],
+                "x5t": "zz",
+            },
             {"kty": "EC", "kid": "k2", "crv": "P-256", "x": "xx", "y": "yy", "alg": "ES256"},
         ]
     }
@@ -268,8 +291,22 @@ def test_gcp_inline_jwks_keeps_only_the_fields_gcp_accepts(tmp_path: Any) -> Non
 
 def test_gcp_refuses_a_jwks_with_private_key_material_without_echoing_it(tmp_path: Any) -> None:
     path = tmp_path / "jwks.json"
-    path.write_text(json.dumps({"keys": [{"kty": "EC", "kid": "k", "crv": "P-256", "x": "a",
-                                          "y": "b", "d": "SECRET-SCALAR"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "keys": [
+                    {
+                        "kty": "EC",
+                        "kid": "k",
+                        "crv": "P-256",
+                        "x": "a",
+                        "y": "b",
+                        "d": "SECRET-SCALAR",
+                    }
+                ]
+            }
+        )
+    )
     out, err = run_setup(
         "gcp", "--issuer", ISSUER, "--organization", "acme", "--jwks", str(path), expect=2
     )
@@ -324,7 +361,12 @@ def test_azure_one_credential_per_workspace_and_phase_with_exact_subjects() -> N
 def test_azure_credentials_accept_exactly_their_runs() -> None:
     doc = setup_hcl("azure", "--workspace", "web", "--phase", "apply")
     credentials = [
-        {"name": name, "issuer": ISSUER, "subject": sub, "audiences": ["api://AzureADTokenExchange"]}
+        {
+            "name": name,
+            "issuer": ISSUER,
+            "subject": sub,
+            "audiences": ["api://AzureADTokenExchange"],
+        }
         for name, sub in azure_subjects(doc).items()
     ]
     azure = "api://AzureADTokenExchange"
