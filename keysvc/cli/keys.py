@@ -33,14 +33,11 @@ def _config(config_path: Path | None, **flags: Any):  # type: ignore[no-untyped-
 @json_option
 def list_keys(
     config_path: Path | None,
-    issuer: str | None,
-    private_key_path: Path | None,
-    public_key_path: Path | None,
+    otfd_flags: dict[str, Any],
     as_json: bool,
 ) -> None:
     """Every key in the ring with its state, as each replica computes it now."""
-    config = _config(config_path, issuer=issuer, private_key_path=private_key_path,
-                     public_key_path=public_key_path)
+    config = _config(config_path, **otfd_flags)
 
     async def run() -> list[dict[str, Any]]:
         async with local_ring(config) as ring:
