@@ -8,6 +8,7 @@ import json
 import signal
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -44,9 +45,7 @@ from keysvc.service import local_ring
 @json_option
 def publish(
     config_path: Path | None,
-    issuer: str | None,
-    private_key_path: Path | None,
-    public_key_path: Path | None,
+    otfd_flags: dict[str, Any],
     to: str,
     watch: bool,
     interval: timedelta | None,
@@ -58,12 +57,7 @@ def publish(
     Cache-Control), atomically. With --watch, a new key is published as soon as a backend has
     it, a full publish lead before it may sign; a retired key drops out when the service drops it.
     """
-    config, _ = load(
-        config_path,
-        issuer=issuer,
-        private_key_path=private_key_path,
-        public_key_path=public_key_path,
-    )
+    config, _ = load(config_path, **otfd_flags)
     rotation = config.rotation
     every = interval or rotation.refresh_interval
     if every <= timedelta(0):
