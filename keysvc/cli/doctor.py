@@ -7,6 +7,7 @@ Exit status: 0 when every check passes (warnings allowed), 1 when a check fails,
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from keysvc.doctor.service_keys import ServiceKeys, fetch_service_keys
 from keysvc.doctor.verdict import TrustInputError, Verdict
 from keysvc.errors import ConfigError
 from keysvc.issuer_url import InvalidIssuer, IssuerURL
+from keysvc.run_identity import RunIdentity
 from keysvc.secrets import read_secret_file
 
 GCP_PLACEHOLDER_AUDIENCE = (
@@ -53,15 +55,31 @@ def _trust_finding(cloud: Cloud, verdict: Verdict) -> Finding:
     )
 
 
-def _run(
-    issuer: IssuerURL, audience: str, org: str, ws: str, phase: str, ws_id: str, run_id: str
-) -> run_identity.RunIdentity:
-    return run_identity.RunIdentity(issuer.url, audience, org, ws, phase, ws_id, run_id)
+def _run_to_evaluate(
+    issuer: IssuerURL,
+    organization: str | None,
+    workspace: str | None,
+    phase: str | None,
+    workspace_id: str,
+    run_id: str,
+) -> RunIdentity:
+    """The run whose token the trust checks evaluate (its audience is set per cloud)."""
+    given = (("--organization", organization), ("--workspace", workspace), ("--phase", phase))
+    missing = [name for name, value in given if not value]
+    if missing:
+        raise CLIError(f"evaluating a trust configuration needs {', '.join(missing)}")
+    assert organization and workspace and phase
+    try:
+        run_identity.check_name("organization", organization)
+        run_identity.check_name("workspace", workspace)
+    except run_identity.InvalidRunName as exc:
+        raise CLIError(str(exc)) from None
+    return RunIdentity(issuer.url, "", organization, workspace, phase, workspace_id, run_id)
 
 
 def _trust_findings(
     issuer: IssuerURL,
-    run_fields: dict[str, str],
+    run: RunIdentity,
     audience: str | None,
     aws_policy: Path | None,
     azure_credential: Path | None,
@@ -72,17 +90,19 @@ def _trust_findings(
     try:
         if aws_policy is not None:
             policy = aws_trust.load_policy(_read(aws_policy, "--aws-trust-policy"))
-            run = _run(issuer, audience or DEFAULT_AUDIENCE[Cloud.AWS], **run_fields)
-            findings.append(_trust_finding(Cloud.AWS, aws_trust.evaluate(policy, run, issuer)))
+            aws_run = replace(run, audience=audience or DEFAULT_AUDIENCE[Cloud.AWS])
+            findings.append(_trust_finding(Cloud.AWS, aws_trust.evaluate(policy, aws_run, issuer)))
         if azure_credential is not None:
             credentials = azure_trust.load_credentials(
                 _read(azure_credential, "--azure-credential")
             )
-            run = _run(issuer, audience or DEFAULT_AUDIENCE[Cloud.AZURE], **run_fields)
-            findings.append(_trust_finding(Cloud.AZURE, azure_trust.evaluate(credentials, run)))
+            azure_run = replace(run, audience=audience or DEFAULT_AUDIENCE[Cloud.AZURE])
+            findings.append(
+                _trust_finding(Cloud.AZURE, azure_trust.evaluate(credentials, azure_run))
+            )
         if gcp_condition is not None:
-            run = _run(issuer, audience or GCP_PLACEHOLDER_AUDIENCE, **run_fields)
-            findings.append(_trust_finding(Cloud.GCP, gcp_trust.evaluate(gcp_condition, run)))
+            gcp_run = replace(run, audience=audience or GCP_PLACEHOLDER_AUDIENCE)
+            findings.append(_trust_finding(Cloud.GCP, gcp_trust.evaluate(gcp_condition, gcp_run)))
     except TrustInputError as exc:
         raise CLIError(str(exc)) from None
     return findings
@@ -204,31 +224,12 @@ def doctor(
         raise CLIError(str(exc)) from None
     selected = tuple(Cloud(c) for c in clouds) or ALL_CLOUDS
     trust_given = any(x is not None for x in (aws_trust_policy, azure_credential, gcp_condition))
-    run_fields: dict[str, str] = {}
+    findings: list[Finding] = []
     if trust_given:
-        missing = [
-            n
-            for n, v in (
-                ("--organization", organization),
-                ("--workspace", workspace),
-                ("--phase", phase),
-            )
-            if not v
-        ]
-        if missing:
-            raise CLIError(f"evaluating a trust configuration needs {', '.join(missing)}")
-        try:
-            for kind, value in (("organization", organization), ("workspace", workspace)):
-                run_identity.check_name(kind, value or "")
-        except run_identity.InvalidRunName as exc:
-            raise CLIError(str(exc)) from None
-        run_fields = {
-            "org": organization or "",
-            "ws": workspace or "",
-            "phase": phase or "",
-            "ws_id": workspace_id,
-            "run_id": run_id,
-        }
+        run = _run_to_evaluate(issuer_url, organization, workspace, phase, workspace_id, run_id)
+        findings = _trust_findings(
+            issuer_url, run, audience, aws_trust_policy, azure_credential, gcp_condition
+        )
     elif no_fetch:
         raise CLIError("--no-fetch leaves nothing to check without a trust configuration")
     client_token = None
@@ -240,9 +241,6 @@ def doctor(
         except ConfigError as exc:
             raise CLIError(str(exc)) from None
 
-    findings = _trust_findings(
-        issuer_url, run_fields, audience, aws_trust_policy, azure_credential, gcp_condition
-    )
     if not no_fetch:
         options = IssuerCheckOptions(
             clouds=selected,

@@ -419,3 +419,33 @@ def test_json_output_aws_references_are_interpolations() -> None:
     assert role["assume_role_policy"] == "${data.aws_iam_policy_document.keysvc_trust.json}"
     statement = doc["data"]["aws_iam_policy_document"]["keysvc_trust"]["statement"]
     assert [c["test"] for c in statement["condition"]] == ["StringEquals", "StringLike"]
+
+
+def test_gcp_inline_jwks_fetched_over_https(issuer_server: Any) -> None:
+    key = {"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256", "n": "abc", "e": "AQAB"}
+    issuer_server.state.jwks = {"keys": [key]}
+    out, _ = run_setup(
+        "gcp",
+        "--issuer",
+        ISSUER,
+        "--organization",
+        "acme",
+        "--jwks",
+        issuer_server.url + "/.well-known/jwks",
+        "--ca-file",
+        str(issuer_server.ca_file),
+    )
+    uploaded = json.loads(gcp_provider(hcl.parse(out))["oidc"][0]["jwks_json"])
+    assert uploaded == {"keys": [key]}
+    # without the CA the certificate is not trusted: a one-line error, nothing printed
+    out, err = run_setup(
+        "gcp",
+        "--issuer",
+        ISSUER,
+        "--organization",
+        "acme",
+        "--jwks",
+        issuer_server.url + "/.well-known/jwks",
+        expect=2,
+    )
+    assert out == "" and "not trusted" in err
