@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import celpy
-
 from keysvc.clouds import GCP_MAX_CONDITION_CHARS, GCP_MAX_SUBJECT_BYTES
 from keysvc.cloudsetup.gcp import ATTRIBUTE_MAPPING
 from keysvc.doctor.verdict import TrustInputError, Verdict
@@ -28,10 +26,21 @@ def mapped_attributes(claims: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     return google, attribute
 
 
+def _celpy() -> Any:
+    try:
+        import celpy
+    except ImportError:
+        raise TrustInputError(
+            "evaluating a GCP condition needs cel-python: pip install 'keysvc[doctor]'"
+        ) from None
+    return celpy
+
+
 def compile_condition(expression: str) -> Any:
     """Parse the CEL once; a syntax error is bad input (GCP would refuse to save it)."""
     if not expression.strip():
         raise TrustInputError("the GCP attribute condition is empty")
+    celpy = _celpy()
     environment = celpy.Environment()
     try:
         return environment.program(environment.compile(expression))
@@ -43,6 +52,7 @@ def compile_condition(expression: str) -> Any:
 def evaluate(expression: str, run: RunIdentity) -> Verdict:
     """Would GCP's token exchange accept this run's token under the condition?"""
     program = compile_condition(expression)
+    celpy = _celpy()
     claims = run.claims()
     google, attribute = mapped_attributes(claims)
     reasons: list[str] = []

@@ -76,7 +76,10 @@ class S3Target:
     def __init__(
         self, bucket: str, prefix: str, endpoint_url: str | None = None, region: str | None = None
     ) -> None:
-        import boto3  # only publishing to S3 needs the AWS SDK
+        try:
+            import boto3  # only publishing to S3 needs the AWS SDK
+        except ImportError:
+            raise PublishError("publishing to S3 needs boto3: pip install 'keysvc[aws]'") from None
 
         self.bucket = bucket
         self.prefix = prefix
