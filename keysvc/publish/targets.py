@@ -12,7 +12,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from keysvc.atomic_write import write_atomically
@@ -70,47 +70,47 @@ class DirectoryTarget:
 
 
 class S3Target:
-    """A bucket (and key prefix). Credentials come from the usual AWS chain (environment,
-    profile, instance role); PutObject replaces an object atomically."""
+    """A bucket (and key prefix), written with aiobotocore (the AWS backend's client library).
+    Credentials come from the usual AWS chain (environment, profile, instance or pod role);
+    PutObject replaces an object atomically."""
 
     def __init__(
         self, bucket: str, prefix: str, endpoint_url: str | None = None, region: str | None = None
     ) -> None:
         try:
-            import boto3  # only publishing to S3 needs the AWS SDK
+            from aiobotocore.session import get_session  # only publishing to S3 needs it
         except ImportError:
-            raise PublishError("publishing to S3 needs boto3: pip install 'keysvc[aws]'") from None
-
+            raise PublishError(
+                "publishing to S3 needs aiobotocore: pip install 'keysvc[aws]'"
+            ) from None
         self.bucket = bucket
         self.prefix = prefix
-        self._client: Any = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        self._session = get_session()
+        self._client_args = {"endpoint_url": endpoint_url, "region_name": region}
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def _put(self, path: str, document: Document) -> None:
+    async def write(self, path: str, document: Document) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         key = self.prefix + path
         try:
-            self._client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=document.body,
-                ContentType=document.content_type,
-                CacheControl=document.cache_control,
-                Metadata={"keysvc-etag": document.etag.strip('"')},
-            )
+            async with self._session.create_client("s3", **self._client_args) as client:
+                await client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=document.body,
+                    ContentType=document.content_type,
+                    CacheControl=document.cache_control,
+                    Metadata={"keysvc-etag": document.etag.strip('"')},
+                )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "error")
             raise PublishError(f"cannot write s3://{self.bucket}/{key}: {code}") from None
         except BotoCoreError as exc:
-            raise PublishError(
-                f"cannot write s3://{self.bucket}/{key}: {type(exc).__name__}"
-            ) from None
-
-    async def write(self, path: str, document: Document) -> None:
-        await asyncio.to_thread(self._put, path, document)
+            name = type(exc).__name__
+            raise PublishError(f"cannot write s3://{self.bucket}/{key}: {name}") from None
 
     async def write_manifest(self, documents: dict[str, Document]) -> None:
         """Nothing to do: the metadata is on the objects themselves."""

@@ -43,11 +43,11 @@ def test_doctor_without_cel_python() -> None:
     )
 
 
-def test_publish_to_s3_without_boto3(tmp_path: Path) -> None:
+def test_publish_to_s3_without_aiobotocore(tmp_path: Path) -> None:
     key = tmp_path / "key.pem"
     key.write_text("unused")
     result = keysvc_without(
-        ["boto3"],
+        ["aiobotocore", "aiobotocore.session"],
         "publish",
         "--issuer",
         "https://keys.example.com",
@@ -58,5 +58,5 @@ def test_publish_to_s3_without_boto3(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == (
-        "keysvc: error: publishing to S3 needs boto3: pip install 'keysvc[aws]'\n"
+        "keysvc: error: publishing to S3 needs aiobotocore: pip install 'keysvc[aws]'\n"
     )
