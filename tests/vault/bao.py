@@ -81,11 +81,23 @@ class BaoServer:
 
     def start(self, timeout: float = 30, unseal: bool = True) -> None:
         """Start (or restart, on the same port) and wait until Vault answers; a persistent
-        server is unsealed unless `unseal` is false."""
+        server is unsealed unless `unseal` is false. A first start on ports picked here retries
+        on new ports if another process took them in the meantime."""
+        if self.port:
+            self._start(timeout, unseal)
+            return
+        for attempt in range(3):
+            self.port = free_port_pair()
+            try:
+                self._start(timeout, unseal)
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+
+    def _start(self, timeout: float, unseal: bool) -> None:
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         (self.workdir / "tls").mkdir(exist_ok=True)
-        if not self.port:
-            self.port = free_port_pair()
         args = [bao_binary(), "server", f"-config={self._config()}", "-log-level=warn"]
         if self.dev:
             args += ["-dev", f"-dev-root-token-id={self.root_token}",
@@ -97,6 +109,13 @@ class BaoServer:
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         stdin=subprocess.DEVNULL)
         log.close()
+        try:
+            self._ready_after_start(timeout, unseal)
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
+
+    def _ready_after_start(self, timeout: float, unseal: bool) -> None:
         self._wait_listening(timeout)
         if self.dev:
             self._wait_ready(timeout)
