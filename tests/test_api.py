@@ -61,6 +61,15 @@ async def test_ps256_and_subject_format(tmp_path: Path) -> None:
         assert claims["exp"] - claims["iat"] == 120
 
 
+async def test_azure_audience_needs_rs256(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:  # an EC P-256 key: ES256
+        status, _, body = await svc.request(
+            "POST", "/v1/tokens", json={**RUN, "audience": "api://AzureADTokenExchange"}
+        )
+        assert status == 400 and body["error"]["code"] == "algorithm_not_accepted"
+        assert "RS256" in body["error"]["message"]
+
+
 async def test_sign_endpoint(key_dir: Path) -> None:
     async with start_service(file_config(key_dir)) as svc:
         status, _, body = await svc.request(
