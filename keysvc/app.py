@@ -238,6 +238,13 @@ class Endpoints:
 
     async def sign(self, request: web.Request) -> web.Response:
         client = self.client(request, "sign")
+        if not client.unrestricted:
+            raise APIError(
+                403,
+                "organization_forbidden",
+                f"client {client.name!r} is limited to some organizations and cannot sign "
+                "arbitrary claims (they could name any organization)",
+            )
         raw = await self.body(request)
         try:
             sign_request = SignRequest.model_validate_json(raw)
@@ -248,7 +255,7 @@ class Endpoints:
 
     async def keys(self, request: web.Request) -> web.Response:
         self.client(request, "keys:read")
-        return web.json_response({"keys": key_listing(self.service.ring.view())})
+        return web.json_response({"keys": self.service.ring.view().listing()})
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -272,26 +279,6 @@ class Endpoints:
 
 def _issued_counter(endpoint: str, kid: str, backend: str) -> Any:
     return metrics.TOKENS_ISSUED.labels(endpoint, kid, backend, "issued")
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def key_listing(view: RingView) -> list[dict[str, Any]]:
-    """What `GET /v1/keys` and `keysvc keys list` show for each key."""
-    return [
-        {
-            "kid": s.key.kid,
-            "alg": s.key.alg.value,
-            "backend": s.key.backend_name,
-            "created_at": _iso(s.key.created_at),
-            "state": s.state.value,
-            "signs_from": _iso(s.key.signs_from),
-            "published_until": _iso(s.published_until),
-        }
-        for s in view.keys
-    ]
 
 
 def create_app(service: Service) -> web.Application:

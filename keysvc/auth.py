@@ -25,6 +25,11 @@ class Client:
     def allows_organization(self, organization: str) -> bool:
         return self.config.allows_organization(organization)
 
+    @property
+    def unrestricted(self) -> bool:
+        """True when the client may act for every organization (patterns include "*")."""
+        return "*" in self.config.organizations
+
 
 class Authenticator:
     def __init__(self, clients: Sequence[ClientConfig]) -> None:

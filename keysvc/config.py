@@ -14,29 +14,24 @@ import string
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from keysvc.backends import BackendSettings, UnknownBackendType, load_backend_class
-from keysvc.durations import format_duration, parse_duration
+from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 from keysvc.jose import Algorithm
 from keysvc.secrets import read_secret_file
 
-Duration = Annotated[
-    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
-]
 Scope = Literal["tokens:issue", "sign", "keys:read", "keys:rotate"]
 ALL_SCOPES: tuple[str, ...] = ("tokens:issue", "sign", "keys:read", "keys:rotate")
 DEFAULT_SUBJECT_FORMAT = "organization:{organization}:workspace:{workspace}:run_phase:{run_phase}"

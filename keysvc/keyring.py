@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import UTC, datetime, timedelta
 
 from keysvc import jose, keygen, metrics
@@ -97,6 +98,25 @@ class RingView:
     @property
     def published(self) -> list[RingKey]:
         return [status.key for status in self.keys]
+
+    def listing(self) -> list[dict[str, Any]]:
+        """What `GET /v1/keys` and `keysvc keys list` show for each key."""
+        return [
+            {
+                "kid": s.key.kid,
+                "alg": s.key.alg.value,
+                "backend": s.key.backend_name,
+                "created_at": _iso(s.key.created_at),
+                "state": s.state.value,
+                "signs_from": _iso(s.key.signs_from),
+                "published_until": _iso(s.published_until),
+            }
+            for s in self.keys
+        ]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def compute_view(
@@ -182,7 +202,7 @@ class KeyRing:
         self._derived[cache_key] = key
         return key
 
-    async def _refresh_backend(self, backend: KeyBackend) -> None:
+    async def _refresh_backend(self, backend: KeyBackend, quiet: bool) -> None:
         try:
             versions = await asyncio.wait_for(backend.list_versions(), self.list_timeout)
             keys: list[RingKey] = []
@@ -201,7 +221,7 @@ class KeyRing:
                 message = f"timed out after {self.list_timeout:g}s"
             else:  # an unmapped library error: its text may carry request details
                 message = f"unexpected {type(exc).__name__}"
-            if self.last_errors.get(backend.name) != message:
+            if not quiet and self.last_errors.get(backend.name) != message:
                 log.warning("refresh of backend %s failed: %s", backend.name, message)
             self.last_errors[backend.name] = message
             raise
@@ -210,11 +230,13 @@ class KeyRing:
             self._generation += 1
         self._versions[backend.name] = keys
 
-    async def refresh(self, *, raise_errors: bool = False) -> dict[str, BaseException]:
+    async def refresh(
+        self, *, raise_errors: bool = False, quiet: bool = False
+    ) -> dict[str, BaseException]:
         """List every backend concurrently; return the failures by backend name (and raise
-        the first one when asked, as the CLI does)."""
+        the first one when asked, as the CLI does). `quiet` leaves the logging to the caller."""
         results = await asyncio.gather(
-            *(self._refresh_backend(b) for b in self.backends), return_exceptions=True
+            *(self._refresh_backend(b, quiet) for b in self.backends), return_exceptions=True
         )
         errors = {
             b.name: r for b, r in zip(self.backends, results, strict=True) if isinstance(r, BaseException)

@@ -10,6 +10,7 @@ import os
 import stat
 from pathlib import Path
 
+from keysvc.atomic_write import write_atomically
 from keysvc.errors import ConfigError
 
 
@@ -47,20 +48,4 @@ def read_secret_file(path: Path, what: str) -> bytes:
 def write_private_file(path: Path, data: bytes) -> None:
     """Write a secret atomically: temp file (0600) in the same directory, fsync, rename, fsync
     the directory. Nothing half-written is ever visible under `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, data, 0o600)

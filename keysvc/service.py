@@ -56,7 +56,7 @@ class Service:
         A ConfigError (a world-readable key, a mismatched pair, an unsupported key) stops the
         start; an unreachable backend does not: the service starts unready and keeps trying."""
         await open_backends(self.ring.backends)
-        errors = await self.ring.refresh()
+        errors = await self.ring.refresh(quiet=True)
         for name, exc in errors.items():
             if isinstance(exc, ConfigError):
                 raise exc
@@ -88,7 +88,7 @@ async def local_ring(config: Config) -> AsyncIterator[KeyRing]:
     try:
         for backend in ring.backends:
             await backend.open()
-        await ring.refresh(raise_errors=True)
+        await ring.refresh(raise_errors=True, quiet=True)
         yield ring
     finally:
         await ring.close()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from keysvc import jose
 from keysvc.backends.base import BackendUnavailable
+from keysvc.clouds import ACCEPTED_ALGORITHMS, DEFAULT_AUDIENCE, Cloud
 from keysvc.config import TokensConfig
 from keysvc.keyring import KeyRing, RingKey
 
@@ -25,6 +26,8 @@ _CONTROL = re.compile(r"[\x00-\x1f]")
 more than the rest of the request's validation)."""
 RESERVED_CLAIMS = frozenset({"iss", "iat", "nbf", "exp", "jti"})
 """Claims the service owns on /v1/sign: a request that sets one is refused."""
+AZURE_AUDIENCE = DEFAULT_AUDIENCE[Cloud.AZURE]
+AZURE_ALGORITHMS = ACCEPTED_ALGORITHMS[Cloud.AZURE]
 
 
 class RequestError(ValueError):
@@ -146,7 +149,16 @@ class TokenIssuer:
         return key
 
     async def issue_for_run(self, run: RunContext) -> IssuedToken:
-        return await self.issue(self.run_claims(run), self.ttl(run.ttl_seconds))
+        ttl = self.ttl(run.ttl_seconds)
+        key = self.signer()
+        if run.audience == AZURE_AUDIENCE and key.alg.value not in AZURE_ALGORITHMS:
+            # Azure would refuse the token anyway; say why here instead of in the run's log.
+            raise RequestError(
+                "algorithm_not_accepted",
+                f"Azure accepts only {', '.join(sorted(AZURE_ALGORITHMS))} tokens, but the signing "
+                f"key {key.kid} uses {key.alg.value}: sign with an RSA key for Azure runs",
+            )
+        return await self.issue(self.run_claims(run), ttl, key)
 
     async def issue_claims(self, request: SignRequest) -> IssuedToken:
         reserved = sorted(RESERVED_CLAIMS & request.claims.keys())
@@ -156,8 +168,10 @@ class TokenIssuer:
             )
         return await self.issue(dict(request.claims), self.ttl(request.ttl_seconds))
 
-    async def issue(self, claims: dict[str, Any], ttl: int) -> IssuedToken:
-        key = self.signer()
+    async def issue(
+        self, claims: dict[str, Any], ttl: int, key: RingKey | None = None
+    ) -> IssuedToken:
+        key = key or self.signer()
         now = int(time.time())
         jti = str(uuid.uuid4())
         payload = {"iss": self.issuer, **claims, "iat": now, "nbf": now, "exp": now + ttl, "jti": jti}

@@ -20,6 +20,7 @@ from aiohttp import web
 from keysvc.app import create_app
 from keysvc.config import ALL_SCOPES, Config, merge, parse_config
 from keysvc.keyring import KeyRing
+from keysvc.server import ssl_context
 from keysvc.service import Service
 
 RUN = {
@@ -83,11 +84,12 @@ class RunningService:
 
 @contextlib.asynccontextmanager
 async def start_service(
-    config: dict[str, Any], *, refresh_loop: bool = True
+    config: dict[str, Any], *, refresh_loop: bool = True, client_ssl: Any = True
 ) -> AsyncIterator[RunningService]:
     """Start keysvc with `config` (issuer and port are filled in; a client `test` with every
     scope is added) and stop it afterwards."""
     port = free_port()
+    scheme = "https" if config.get("server", {}).get("tls_cert") else "http"
     token = secrets.token_urlsafe(24)
     client = {
         "name": "test",
@@ -95,7 +97,7 @@ async def start_service(
         "scopes": list(ALL_SCOPES),
     }
     data = merge(
-        {"issuer": f"http://127.0.0.1:{port}", "server": {"host": "127.0.0.1", "port": port}},
+        {"issuer": f"{scheme}://127.0.0.1:{port}", "server": {"host": "127.0.0.1", "port": port}},
         config,
     )
     data["clients"] = [*config.get("clients", []), client]
@@ -104,11 +106,11 @@ async def start_service(
     await service.start(refresh_loop=refresh_loop)
     runner = web.AppRunner(create_app(service), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context(parsed))
     await site.start()
     try:
-        async with aiohttp.ClientSession() as session:
-            yield RunningService(f"http://127.0.0.1:{port}", token, service, parsed, session)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl)) as session:
+            yield RunningService(parsed.issuer, token, service, parsed, session)
     finally:
         await runner.cleanup()
         await service.stop()

@@ -61,6 +61,15 @@ async def test_ps256_and_subject_format(tmp_path: Path) -> None:
         assert claims["exp"] - claims["iat"] == 120
 
 
+async def test_azure_audience_needs_rs256(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:  # an EC P-256 key: ES256
+        status, _, body = await svc.request(
+            "POST", "/v1/tokens", json={**RUN, "audience": "api://AzureADTokenExchange"}
+        )
+        assert status == 400 and body["error"]["code"] == "algorithm_not_accepted"
+        assert "RS256" in body["error"]["message"]
+
+
 async def test_sign_endpoint(key_dir: Path) -> None:
     async with start_service(file_config(key_dir)) as svc:
         status, _, body = await svc.request(
@@ -112,7 +121,7 @@ async def test_auth(key_dir: Path, tmp_path: Path) -> None:
             {
                 "name": "acme-only",
                 "token_sha256": hashlib.sha256(b"acme-token").hexdigest(),
-                "scopes": ["tokens:issue"],
+                "scopes": ["tokens:issue", "sign"],
                 "organizations": ["acme", "acme-*"],
             },
         ],
@@ -135,6 +144,10 @@ async def test_auth(key_dir: Path, tmp_path: Path) -> None:
             assert status == expected, (org, body)
         status, _, body = await svc.request("GET", "/v1/keys", token="acme-token")
         assert status == 403
+        status, _, body = await svc.request(
+            "POST", "/v1/sign", token="acme-token", json={"claims": {"sub": "organization:other"}}
+        )
+        assert status == 403 and body["error"]["code"] == "organization_forbidden"
 
 
 BAD_RUNS = [

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from keysvc import jose, keygen
+from keysvc import keygen
 from keysvc.backends.base import KeyVersion
 from keysvc.backends.file import FileBackend, FileSettings
 from keysvc.keyring import FAR_FUTURE, KeyRing, KeyState, Lifecycle, compute_view

@@ -15,7 +15,17 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from keysvc.errors import BackendError, BackendUnavailable, OperationNotSupported
 from keysvc.jose import Algorithm, PublicKey
+
+__all__ = [
+    "BackendError",
+    "BackendSettings",
+    "BackendUnavailable",
+    "KeyBackend",
+    "KeyVersion",
+    "OperationNotSupported",
+]
 
 
 class BackendSettings(BaseModel):
@@ -42,22 +52,6 @@ class KeyVersion:
     public_key: PublicKey
     algorithms: frozenset[Algorithm] | None = None
     handle: Any = field(default=None, repr=False, compare=False)
-
-
-class BackendError(Exception):
-    """A backend failure whose message is safe to show to a client or operator."""
-
-
-class BackendUnavailable(BackendError):
-    """The backend cannot be reached or is refusing work for now; clients should retry."""
-
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class OperationNotSupported(BackendError):
-    """The backend cannot do this (e.g. rotate a single PEM file given by otfd flags)."""
 
 
 class KeyBackend(abc.ABC):

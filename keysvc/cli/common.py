@@ -10,8 +10,7 @@ from typing import Any
 
 import click
 
-from keysvc.backends import BackendError
-from keysvc.errors import ConfigError
+from keysvc.errors import BackendError, ConfigError
 
 
 class CLIError(click.ClickException):

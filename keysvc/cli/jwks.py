@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,15 +25,12 @@ GCP_ALGORITHMS = frozenset({"RS256", "ES256"})
 @click.option("--json", "as_json", is_flag=True, help="Accepted for symmetry; output is JSON.")
 def jwks(
     config_path: Path | None,
-    issuer: str | None,
-    private_key_path: Path | None,
-    public_key_path: Path | None,
+    otfd_flags: dict[str, Any],
     target: str | None,
     as_json: bool,
 ) -> None:
     """Print the JWKS: kty, alg, use, kid and the public numbers only (never x5c/x5t)."""
-    config, _ = load(config_path, issuer=issuer, private_key_path=private_key_path,
-                     public_key_path=public_key_path)
+    config, _ = load(config_path, **otfd_flags)
 
     async def run() -> list[dict[str, str]]:
         async with local_ring(config) as ring:

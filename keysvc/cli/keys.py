@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from keysvc import jose, keygen
-from keysvc.app import key_listing
 from keysvc.backends.file import name_for
 from keysvc.cli.common import CLIError, config_option, echo_json, json_option
 from keysvc.cli.loading import load, otfd_options
@@ -34,18 +33,15 @@ def _config(config_path: Path | None, **flags: Any):  # type: ignore[no-untyped-
 @json_option
 def list_keys(
     config_path: Path | None,
-    issuer: str | None,
-    private_key_path: Path | None,
-    public_key_path: Path | None,
+    otfd_flags: dict[str, Any],
     as_json: bool,
 ) -> None:
     """Every key in the ring with its state, as each replica computes it now."""
-    config = _config(config_path, issuer=issuer, private_key_path=private_key_path,
-                     public_key_path=public_key_path)
+    config = _config(config_path, **otfd_flags)
 
     async def run() -> list[dict[str, Any]]:
         async with local_ring(config) as ring:
-            return key_listing(ring.view())
+            return ring.view().listing()
 
     rows = asyncio.run(run())
     if as_json:
@@ -113,7 +109,7 @@ def revoke(config_path: Path | None, kid: str, as_json: bool) -> None:
                 raise CLIError(f"no key with kid {kid} in the ring")
             key = matches[0]
             await key.backend.disable_version(key.version)
-            await ring.refresh(raise_errors=True)
+            await ring.refresh(raise_errors=True, quiet=True)
             signer = ring.view().signer
             return {"revoked": kid, "backend": key.backend_name,
                     "signing_kid": signer.kid if signer else None}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,18 @@ def load(config_path: Path | None, **flags: Any) -> tuple[Config, dict[str, Any]
     return parse_config(data), data
 
 
-def otfd_options(command: click.Command) -> click.Command:
-    """The otfd-compatible flags (with otfd's environment variables)."""
+OTFD_FLAGS = ("issuer", "private_key_path", "public_key_path")
+
+
+def otfd_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The otfd-compatible flags (with otfd's environment variables), handed to the command
+    together as one `otfd_flags` mapping to pass on to `load()`."""
+
+    @functools.wraps(command)
+    def with_flags(*args: Any, **kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name in OTFD_FLAGS}
+        return command(*args, otfd_flags=flags, **kwargs)
+
     options = [
         click.option("--issuer", envvar="KEYSVC_ISSUER", help="Issuer URL (https://<host>)."),
         click.option(
@@ -81,11 +92,7 @@ def otfd_options(command: click.Command) -> click.Command:
             help="otfd's public key (PEM); must match the private key.",
         ),
     ]
+    decorated: Callable[..., Any] = with_flags
     for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
+        decorated = option(decorated)
+    return decorated

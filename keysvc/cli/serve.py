@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,9 +25,7 @@ from keysvc.cli.loading import load, otfd_options
 )
 def serve(
     config_path: Path | None,
-    issuer: str | None,
-    private_key_path: Path | None,
-    public_key_path: Path | None,
+    otfd_flags: dict[str, Any],
     listen: str | None,
     workers: int | None,
     client_token_file: Path | None,
@@ -40,9 +39,7 @@ def serve(
 
     config, data = load(
         config_path,
-        issuer=issuer,
-        private_key_path=private_key_path,
-        public_key_path=public_key_path,
+        **otfd_flags,
         listen=listen,
         workers=workers,
         client_token_file=client_token_file,
@@ -61,9 +58,12 @@ def serve(
         asyncio.run(preflight())
     server = config.server
     scheme = "https" if server.tls_cert else "http"
-    click.echo(
-        f"keysvc: serving {config.issuer} on {scheme}://{server.host}:{server.port}"
-        f" ({server.workers} worker{'s' if server.workers > 1 else ''})",
-        err=True,
-    )
-    raise SystemExit(run(config, data))
+
+    def announce() -> None:
+        click.echo(
+            f"keysvc: serving {config.issuer} on {scheme}://{server.host}:{server.port}"
+            f" ({server.workers} worker{'s' if server.workers > 1 else ''})",
+            err=True,
+        )
+
+    raise SystemExit(run(config, data, ready=announce))

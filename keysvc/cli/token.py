@@ -37,17 +37,14 @@ def token() -> None:
 @json_option
 def issue(
     config_path: Path | None,
-    issuer: str | None,
-    private_key_path: Path | None,
-    public_key_path: Path | None,
+    otfd_flags: dict[str, Any],
     as_json: bool,
     **run: Any,
 ) -> None:
     """Sign a run token with the local keys (for testing trust setups, not for runs)."""
     from keysvc.tokens import RequestError, RunContext, TokenIssuer
 
-    config, _ = load(config_path, issuer=issuer, private_key_path=private_key_path,
-                     public_key_path=public_key_path)
+    config, _ = load(config_path, **otfd_flags)
     try:
         context = RunContext(**run)
     except ValidationError as exc:

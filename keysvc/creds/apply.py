@@ -1,0 +1,109 @@
+"""`apply`: validate every variable, fetch every token (and exchange those that need it), then
+write every file in one transaction. Any failure leaves no credentials behind."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keysvc.creds import transaction
+from keysvc.creds.context import RunContext
+from keysvc.creds.plan import Plan, ProviderPlan, make_plan
+from keysvc.creds.providers import Configuration, FileNames, Rendered
+from keysvc.creds.revocation import Warn
+from keysvc.creds.tokens import TokenClient
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the run needs: the variables to set and the files keysvc wrote (absolute paths)."""
+
+    env: dict[str, str]
+    files: list[Path] = field(default_factory=list)
+
+
+def warn_stderr(message: str) -> None:
+    print(f"keysvc: warning: {message}", file=sys.stderr)
+
+
+@dataclass
+class _Output:
+    files: dict[str, bytes] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    vault: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _render_provider(provider: ProviderPlan, rendered: list[Rendered], out: _Output) -> None:
+    for r in rendered:
+        out.files.update(r.files)
+        if r.revoke:
+            out.vault.append(r.revoke)
+    if not provider.multiple:
+        for r in rendered:
+            out.env.update(r.env)
+        return
+    tfvars: dict[str, Any] = {}
+    for configuration, r in zip(provider.configurations, rendered, strict=True):
+        if configuration.tag:
+            tfvars.setdefault("aliases", {})[configuration.tag] = r.tfvars
+        else:
+            tfvars["default"] = r.tfvars
+    content = {
+        provider.tfvars_variable: dict(sorted(tfvars.items(), key=lambda i: i[0] != "default"))
+    }
+    out.files[provider.tfvars_file] = json.dumps(content, indent=2).encode()
+
+
+def _fetch(
+    plan: Plan, context: RunContext, client: TokenClient, obtained: list[tuple[Configuration, str]]
+) -> dict[str, str]:
+    """Every credential, appended to `obtained` as it arrives (so a failure can give them
+    back); returns the manual tokens' variables."""
+    for provider in plan.providers:
+        for configuration in provider.configurations:
+            token = client.issue(context, configuration.audience)
+            obtained.append((configuration, configuration.exchange(token)))
+    return {m.variable: client.issue(context, m.audience) for m in plan.manual}
+
+
+def apply(
+    env: Mapping[str, str],
+    context: RunContext,
+    workdir: Path | str,
+    client: TokenClient,
+    *,
+    warn: Warn = warn_stderr,
+) -> Result:
+    """Configure dynamic credentials for one phase of a run in `workdir` (the Terraform working
+    directory, the same for plan and apply). Raises CredsError (nothing written) on failure."""
+    directory = transaction.check_workdir(Path(workdir))
+    plan = make_plan(env, context.phase)
+    obtained: list[tuple[Configuration, str]] = []
+    try:
+        manual_env = _fetch(plan, context, client, obtained)
+        out = _Output()
+        credential_of = {id(c): credential for c, credential in obtained}
+        for provider in plan.providers:
+            rendered = [
+                c.render(credential_of[id(c)], FileNames(directory, provider.provider, c.tag))
+                for c in provider.configurations
+            ]
+            _render_provider(provider, rendered, out)
+        transaction.replace(directory, out.files, out.vault, warn)
+    except BaseException:
+        for configuration, credential in obtained:
+            configuration.discard(credential)
+        raise
+    return Result(
+        env={**out.env, **manual_env}, files=[directory / name for name in sorted(out.files)]
+    )
+
+
+def clean(workdir: Path | str, *, warn: Warn = warn_stderr) -> list[Path]:
+    """Remove every file `apply` wrote in `workdir` (revoking its Vault tokens); nothing else.
+    Returns the files removed (none when there was nothing to remove)."""
+    return transaction.clean(Path(workdir), warn)

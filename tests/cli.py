@@ -1,0 +1,67 @@
+"""Running the real `keysvc` command in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+KEYSVC = [sys.executable, "-m", "keysvc"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    merged = {k: v for k, v in os.environ.items() if not k.startswith(("KEYSVC_", "OTF_"))}
+    merged.update(env or {})
+    return subprocess.run(
+        [*KEYSVC, *args], capture_output=True, text=True, env=merged, input=input, timeout=timeout
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keysvc: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@contextmanager
+def serving(*args: str, url: str, timeout: float = 30) -> Iterator[subprocess.Popen[str]]:
+    """`keysvc serve ARGS` until /readyz answers 200; stopped with SIGTERM afterwards."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYSVC_", "OTF_"))}
+    process = subprocess.Popen([*KEYSVC, "serve", *args], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"serve exited {process.returncode}: {process.stderr.read()}")
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "keysvc serve did not become ready"
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def private(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path

@@ -1,0 +1,191 @@
+"""deploy/kubernetes and the Dockerfile: valid against the Kubernetes schemas, consistent with
+each other, and the embedded config runs the real service with the probes the Deployment uses."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from keysvc.config import parse_config
+from tests.cli import private, serving
+from tests.conftest import write_key
+from tests.service import free_port
+
+from .deployment import get
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy" / "kubernetes"
+KUBERNETES_VERSIONS = ("1.28.0", "1.37.0")
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(DEPLOY.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for document in yaml.safe_load_all(path.read_text()):
+            found[f"{document['kind']}/{document['metadata']['name']}"] = document
+    return found
+
+
+MANIFESTS = manifests()
+
+
+@pytest.mark.parametrize("name", sorted(MANIFESTS))
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_manifest_is_valid_against_the_kubernetes_schema(name: str, version: str) -> None:
+    kubernetes_validate.validate(MANIFESTS[name], version, strict=True)
+
+
+def test_a_broken_manifest_is_caught() -> None:
+    broken = yaml.safe_load((DEPLOY / "deployment.yaml").read_text())
+    broken["spec"]["replicas"] = "three"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_kustomization_lists_every_manifest_but_the_secret_examples() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    expected = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+    expected = {n for n in expected if not n.endswith(".example.yaml")}
+    assert set(kustomization["resources"]) == expected
+
+
+DEPLOYMENT = MANIFESTS["Deployment/keysvc"]
+POD = DEPLOYMENT["spec"]["template"]["spec"]
+(KEYSVC,) = POD["containers"]
+(INSTALL,) = POD["initContainers"]
+VOLUMES = {v["name"]: v for v in POD["volumes"]}
+PORTS = {p["name"]: p["containerPort"] for p in KEYSVC["ports"]}
+
+
+def test_three_non_root_replicas_on_a_read_only_root_filesystem() -> None:
+    assert DEPLOYMENT["spec"]["replicas"] == 3
+    pod_security = POD["securityContext"]
+    assert pod_security["runAsNonRoot"] is True and pod_security["runAsUser"] != 0
+    # fsGroup would make Secret files group-readable (0400 -> 0440), which keysvc refuses
+    assert "fsGroup" not in pod_security
+    security = KEYSVC["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"] and "add" not in security["capabilities"]
+    assert "runAsUser" not in security  # the pod's non-root user
+    assert POD["automountServiceAccountToken"] is False
+
+
+def test_probes_and_resources() -> None:
+    assert KEYSVC["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert KEYSVC["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert KEYSVC["startupProbe"]["httpGet"]["path"] == "/healthz"
+    for container in (KEYSVC, INSTALL):
+        assert set(container["resources"]) == {"requests", "limits"}
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+
+
+def test_secrets_mounted_0400_and_installed_for_the_keysvc_user_only() -> None:
+    for name, secret in (("keys-secret", "keysvc-keys"), ("tokens-secret", "keysvc-client-tokens")):
+        assert VOLUMES[name]["secret"] == {"secretName": secret, "defaultMode": 0o400}
+    assert VOLUMES["private"]["emptyDir"]["medium"] == "Memory"
+    uid = POD["securityContext"]["runAsUser"]
+    script = INSTALL["command"][-1]
+    assert f"-o {uid} -g {uid} -m 0400 /secrets/keys/*.pem /run/keysvc/keys/" in script
+    assert f"-o {uid} -g {uid} -m 0400 /secrets/tokens/* /run/keysvc/tokens/" in script
+    assert INSTALL["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["CHOWN", "FOWNER"],
+    }
+    assert INSTALL["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["name"]: m for m in KEYSVC["volumeMounts"]}
+    assert "keys-secret" not in mounts and "tokens-secret" not in mounts
+    assert mounts["private"] == {"name": "private", "mountPath": "/run/keysvc", "readOnly": True}
+
+
+def test_selectors_agree() -> None:
+    labels = DEPLOYMENT["spec"]["template"]["metadata"]["labels"]
+    assert DEPLOYMENT["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert (
+        MANIFESTS["PodDisruptionBudget/keysvc"]["spec"]["selector"]["matchLabels"].items()
+        <= labels.items()
+    )
+    assert MANIFESTS["PodDisruptionBudget/keysvc"]["spec"]["maxUnavailable"] == 1
+    service = MANIFESTS["Service/keysvc"]["spec"]
+    assert service["selector"].items() <= labels.items()
+    assert service["ports"][0]["targetPort"] in PORTS
+
+
+def test_ingress_exposes_only_the_two_well_known_documents() -> None:
+    (rule,) = MANIFESTS["Ingress/keysvc-public"]["spec"]["rules"]
+    paths = {(p["path"], p["pathType"]) for p in rule["http"]["paths"]}
+    assert paths == {("/.well-known/openid-configuration", "Exact"), ("/.well-known/jwks", "Exact")}
+
+
+CONFIG_TEXT = MANIFESTS["ConfigMap/keysvc-config"]["data"]["keysvc.toml"]
+
+
+def test_configmap_config_is_valid_and_matches_the_deployment() -> None:
+    config = parse_config(tomllib.loads(CONFIG_TEXT))
+    assert config.server.host == "0.0.0.0" and config.server.port == PORTS["http"]
+    (backend,) = config.backends
+    assert str(backend.settings.path).startswith("/run/keysvc/keys")  # type: ignore[attr-defined]
+    for client in config.clients:
+        assert str(client.token_file).startswith("/run/keysvc/tokens/")
+    config_mount = next(m for m in KEYSVC["volumeMounts"] if m["name"] == "config")
+    assert KEYSVC["args"] == ["serve", "--config", f"{config_mount['mountPath']}/keysvc.toml"]
+    host = MANIFESTS["Ingress/keysvc-public"]["spec"]["rules"][0]["host"]
+    assert config.issuer == f"https://{host}"
+
+
+def test_the_configmap_config_serves_the_probe_paths(tmp_path: Path) -> None:
+    """Run the real service on the ConfigMap's config, with /run/keysvc moved to a temp dir."""
+    run_dir = tmp_path / "run"
+    (run_dir / "keys").mkdir(parents=True, mode=0o700)
+    (run_dir / "tokens").mkdir(mode=0o700)
+    write_key(run_dir / "keys", "ec-p256")
+    for name in ("otfd", "operator"):
+        private(run_dir / "tokens" / name, f"{name}-token\n")
+    config = tmp_path / "keysvc.toml"
+    config.write_text(CONFIG_TEXT.replace("/run/keysvc", str(run_dir)))
+    url = f"http://127.0.0.1:{free_port()}"
+    with serving("--config", str(config), "--listen", url.removeprefix("http://"), url=url):
+        for probe in ("livenessProbe", "readinessProbe"):
+            body, _ = get(url + KEYSVC[probe]["httpGet"]["path"])
+            assert body.startswith(b"{")
+        listing, _ = get(url + "/v1/keys", token="operator-token")
+        assert b'"state":"active"' in listing.replace(b" ", b"")
+
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def test_dockerfile_runs_keysvc_serve_as_the_deployments_user() -> None:
+    stages = re.findall(r"^FROM (\S+)", DOCKERFILE, re.MULTILINE)
+    assert stages and all(s == "python:3.11-slim" for s in stages)
+    (user,) = re.findall(r"^USER (\S+)", DOCKERFILE, re.MULTILINE)
+    uid = POD["securityContext"]["runAsUser"]
+    assert user == f"{uid}:{POD['securityContext']['runAsGroup']}"
+    assert 'ENTRYPOINT ["keysvc"]' in DOCKERFILE
+    assert 'CMD ["serve", "--config", "/etc/keysvc/keysvc.toml"]' in DOCKERFILE
+    assert f"EXPOSE {PORTS['http']}" in DOCKERFILE
+    assert DOCKERFILE.rstrip().splitlines()[-1].startswith("CMD")
+
+
+def test_dockerignore_keeps_keys_and_tokens_out_of_the_image() -> None:
+    rules = [
+        line
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert rules[0] == "**"  # everything is excluded unless listed
+    allowed = {r[1:] for r in rules if r.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "keysvc/"}
+    assert "**/*.pem" in rules and "**/.keysvc" in rules
+    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.MULTILINE):
+        for source in copied.split():
+            assert source in allowed or source + "/" in allowed, source

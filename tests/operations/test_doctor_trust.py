@@ -1,0 +1,319 @@
+"""`keysvc doctor --aws-trust-policy / --azure-credential / --gcp-condition`: would a run's token
+be accepted, and why not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from click.testing import CliRunner
+
+from keysvc.cli import cli
+from keysvc.doctor import aws_trust, azure_trust, gcp_trust
+from keysvc.doctor.verdict import TrustInputError
+from keysvc.issuer_url import IssuerURL
+from keysvc.run_identity import RunIdentity
+
+ISSUER = "https://keys.example.com"
+HOST = "keys.example.com"
+PROVIDER = f"arn:aws:iam::123456789012:oidc-provider/{HOST}"
+WEB_APPLY = RunIdentity(ISSUER, "aws.workload.identity", "acme", "web", "apply")
+
+
+def statement(**conditions: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Sid": "OTF",
+        "Effect": "Allow",
+        "Principal": {"Federated": PROVIDER},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": conditions,
+    }
+
+
+def aws(*statements: dict[str, Any], run: RunIdentity = WEB_APPLY) -> Any:
+    policy = aws_trust.load_policy(
+        json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+    )
+    return aws_trust.evaluate(policy, run, IssuerURL(ISSUER))
+
+
+def test_aws_string_like_accepts_and_explains_a_mismatch() -> None:
+    allow = statement(
+        StringEquals={f"{HOST}:aud": "aws.workload.identity"},
+        StringLike={f"{HOST}:sub": "organization:acme:workspace:*:run_phase:apply"},
+    )
+    assert aws(allow).accepted
+    plan = RunIdentity(ISSUER, "aws.workload.identity", "acme", "web", "plan")
+    verdict = aws(allow, run=plan)
+    assert not verdict.accepted
+    assert (
+        "StringLike" in verdict.reasons[0]
+        and "organization:acme:workspace:web:run_phase:plan" in verdict.reasons[0]
+    )
+
+
+def test_aws_hcp_style_project_subject_is_refused() -> None:
+    hcp = statement(
+        StringLike={f"{HOST}:sub": "organization:acme:project:*:workspace:web:run_phase:*"}
+    )
+    assert not aws(hcp).accepted
+
+
+def test_aws_audience_mismatch_is_refused() -> None:
+    verdict = aws(statement(StringEquals={f"{HOST}:aud": ["sts.amazonaws.com"]}))
+    assert not verdict.accepted and "aws.workload.identity" in verdict.reasons[0]
+
+
+def test_aws_condition_keys_for_another_issuer_are_explained() -> None:
+    verdict = aws(statement(StringEquals={"other.example.com:aud": "aws.workload.identity"}))
+    assert not verdict.accepted and "has no other.example.com:aud" in verdict.reasons[0]
+
+
+def test_aws_explicit_deny_wins() -> None:
+    deny = dict(
+        statement(StringLike={f"{HOST}:sub": "*:workspace:web:*"}), Effect="Deny", Sid="NoWeb"
+    )
+    verdict = aws(statement(), deny)
+    assert not verdict.accepted and verdict.reasons == ["statement 1 (NoWeb) denies it explicitly"]
+
+
+def test_aws_principal_and_action_must_match() -> None:
+    wrong_provider = dict(
+        statement(), Principal={"Federated": "arn:aws:iam::1:oidc-provider/other.example.com"}
+    )
+    wrong_action = dict(statement(), Action=["sts:AssumeRole"])
+    verdict = aws(wrong_provider, wrong_action)
+    assert not verdict.accepted
+    assert "not the OIDC provider for keys.example.com" in verdict.reasons[0]
+    assert "does not include sts:AssumeRoleWithWebIdentity" in verdict.reasons[1]
+    assert aws(dict(statement(), Action="sts:AssumeRole*")).accepted
+
+
+def test_aws_operator_variants() -> None:
+    sub = f"{HOST}:sub"
+    assert aws(
+        statement(StringEqualsIgnoreCase={sub: "ORGANIZATION:ACME:WORKSPACE:WEB:RUN_PHASE:APPLY"})
+    ).accepted
+    assert not aws(statement(StringNotLike={sub: "*:run_phase:apply"})).accepted
+    assert aws(
+        statement(StringNotEquals={sub: "organization:acme:workspace:web:run_phase:plan"})
+    ).accepted
+    # a key the token does not carry: IfExists and ForAllValues hold, a plain test does not
+    assert aws(statement(StringEqualsIfExists={f"{HOST}:amr": "x"})).accepted
+    assert aws(statement(**{"ForAllValues:StringEquals": {f"{HOST}:amr": "x"}})).accepted
+    assert not aws(statement(StringEquals={f"{HOST}:amr": "x"})).accepted
+    assert aws(statement(Null={f"{HOST}:amr": "true"})).accepted
+    assert not aws(statement(Null={sub: "true"})).accepted
+    # StringLike's ? is one character; brackets are literal, unlike shell globs
+    assert aws(
+        statement(StringLike={sub: "organization:acme:workspace:we?:run_phase:apply"})
+    ).accepted
+    assert not aws(
+        statement(StringLike={sub: "organization:acme:workspace:[w]eb:run_phase:apply"})
+    ).accepted
+
+
+def test_aws_request_keys_are_noted_not_guessed() -> None:
+    verdict = aws(
+        statement(
+            IpAddress={"aws:SourceIp": "10.0.0.0/8"}, StringEquals={"sts:RoleSessionName": "x"}
+        )
+    )
+    assert verdict.accepted
+    assert any("IpAddress" in n for n in verdict.notes)
+    assert any("sts:RoleSessionName" in n for n in verdict.notes)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda p: {"Role": {"RoleName": "r", "AssumeRolePolicyDocument": p}},
+        lambda p: json.dumps(p),
+        lambda p: quote(json.dumps(p)),
+        lambda p: dict(p, Statement=p["Statement"][0]),
+    ],
+)
+def test_aws_policy_formats(wrap: Any) -> None:
+    policy = {"Version": "2012-10-17", "Statement": [statement()]}
+    loaded = aws_trust.load_policy(json.dumps(wrap(policy)))
+    assert aws_trust.evaluate(loaded, WEB_APPLY, IssuerURL(ISSUER)).accepted
+
+
+@pytest.mark.parametrize("text", ["not json", "{}", '{"Statement": 3}', '{"Statement": [1]}'])
+def test_aws_unreadable_policies(text: str) -> None:
+    with pytest.raises(TrustInputError):
+        aws_trust.load_policy(text)
+
+
+# --- Azure ------------------------------------------------------------------------------------
+
+AZURE_RUN = RunIdentity(ISSUER, "api://AzureADTokenExchange", "acme", "web", "apply")
+
+
+def credential(**changes: Any) -> dict[str, Any]:
+    base = {
+        "name": "web-apply",
+        "issuer": ISSUER,
+        "subject": "organization:acme:workspace:web:run_phase:apply",
+        "audiences": ["api://AzureADTokenExchange"],
+    }
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "hint"),
+    [
+        ({"issuer": ISSUER + "/"}, "trailing slash"),
+        ({"issuer": ISSUER.upper().replace("HTTPS", "https")}, "letter case"),
+        ({"subject": "organization:acme:workspace:WEB:run_phase:apply"}, "letter case"),
+        ({"subject": "organization:acme:workspace:*:run_phase:apply"}, "no wildcards"),
+        (
+            {"subject": "organization:acme:project:p:workspace:web:run_phase:apply"},
+            "project segment",
+        ),
+        ({"audiences": ["api://other"]}, "do not include"),
+        (
+            {"subject": None, "claimsMatchingExpression": {"value": "claims['sub'] matches 'x*'"}},
+            "expression",
+        ),
+    ],
+)
+def test_azure_mismatches_are_explained(changes: dict[str, Any], hint: str) -> None:
+    verdict = azure_trust.evaluate([credential(**changes)], AZURE_RUN)
+    assert not verdict.accepted and hint in verdict.reasons[0]
+
+
+def test_azure_any_matching_credential_accepts() -> None:
+    other = credential(name="web-plan", subject="organization:acme:workspace:web:run_phase:plan")
+    for text in (
+        json.dumps([other, credential()]),
+        json.dumps({"value": [other, credential()]}),
+        json.dumps(credential()),
+    ):
+        verdict = azure_trust.evaluate(azure_trust.load_credentials(text), AZURE_RUN)
+        assert verdict.accepted and "web-apply" in verdict.reasons[0]
+
+
+# --- GCP --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("condition", "accepted"),
+    [
+        ('assertion.terraform_organization_name == "acme"', True),
+        ('attribute.terraform_workspace_name in ["web", "db"]', True),
+        ('google.subject.endsWith(":run_phase:apply")', True),
+        ('assertion.sub.startsWith("organization:acme:project:")', False),
+        ('assertion.terraform_run_phase == "plan"', False),
+    ],
+)
+def test_gcp_conditions(condition: str, accepted: bool) -> None:
+    assert gcp_trust.evaluate(condition, AZURE_RUN).accepted is accepted
+
+
+def test_gcp_condition_on_a_claim_the_token_lacks_is_refused() -> None:
+    verdict = gcp_trust.evaluate('assertion.repository == "x"', AZURE_RUN)
+    assert not verdict.accepted and "fails to evaluate" in verdict.reasons[0]
+
+
+def test_gcp_limits() -> None:
+    long_condition = " || ".join(['assertion.terraform_workspace_name == "web"'] * 100)
+    assert not gcp_trust.evaluate(long_condition, AZURE_RUN).accepted
+    long_workspace = RunIdentity(ISSUER, "aud", "acme", "w" * 100, "apply")
+    verdict = gcp_trust.evaluate("true", long_workspace)
+    assert not verdict.accepted and "127 bytes" in verdict.reasons[0]
+
+
+@pytest.mark.parametrize("expression", ["assertion.sub ==", "", "1 +"])
+def test_gcp_invalid_cel_is_bad_input(expression: str) -> None:
+    with pytest.raises(TrustInputError):
+        gcp_trust.evaluate(expression, AZURE_RUN)
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+def doctor(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["doctor", "--issuer", ISSUER, "--no-fetch", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+RUN_ARGS = ("--organization", "acme", "--workspace", "web", "--phase", "apply")
+
+
+def test_cli_reports_each_cloud_verdict(tmp_path: Path) -> None:
+    policy = tmp_path / "trust.json"
+    policy.write_text(
+        json.dumps({"Statement": [statement(StringLike={f"{HOST}:sub": "*:workspace:web:*"})]})
+    )
+    creds = tmp_path / "fic.json"
+    creds.write_text(
+        json.dumps([credential(subject="organization:acme:workspace:web:run_phase:plan")])
+    )
+    code, out, _ = doctor(
+        *RUN_ARGS,
+        "--aws-trust-policy",
+        str(policy),
+        "--azure-credential",
+        str(creds),
+        "--gcp-condition",
+        'assertion.terraform_organization_name == "acme"',
+        "--json",
+    )
+    assert code == 1
+    findings = {f["check"]: f for f in json.loads(out)["findings"]}
+    assert findings["trust.aws"]["status"] == "ok"
+    assert findings["trust.gcp"]["status"] == "ok"
+    assert findings["trust.azure"]["status"] == "fail"
+    assert "run_phase:plan" in findings["trust.azure"]["message"]
+    assert any(d.startswith("note: STS also requires") for d in findings["trust.aws"]["details"])
+
+
+def test_cli_human_output_gives_the_reasons(tmp_path: Path) -> None:
+    code, out, _ = doctor(*RUN_ARGS, "--gcp-condition", 'assertion.terraform_run_phase == "plan"')
+    assert code == 1
+    assert "FAIL  trust.gcp  GCP would refuse the token: the condition is false" in out
+    assert "- note: GCP also checks the token's aud" in out
+
+
+def test_cli_audience_option_applies(tmp_path: Path) -> None:
+    policy = tmp_path / "trust.json"
+    policy.write_text(
+        json.dumps({"Statement": [statement(StringEquals={f"{HOST}:aud": "sts.amazonaws.com"})]})
+    )
+    assert doctor(*RUN_ARGS, "--aws-trust-policy", str(policy))[0] == 1
+    assert (
+        doctor(*RUN_ARGS, "--aws-trust-policy", str(policy), "--audience", "sts.amazonaws.com")[0]
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--gcp-condition", "true"), "--organization, --workspace, --phase"),
+        (
+            (
+                "--organization",
+                "acme",
+                "--workspace",
+                "web:x",
+                "--phase",
+                "plan",
+                "--gcp-condition",
+                "true",
+            ),
+            "workspace",
+        ),
+        ((*RUN_ARGS, "--gcp-condition", "assertion.sub =="), "not valid CEL"),
+        ((*RUN_ARGS, "--aws-trust-policy", "/nonexistent.json"), "No such file"),
+        ((*RUN_ARGS, "--azure-credential", "/dev/null"), "not JSON"),
+        ((), "nothing to check"),
+    ],
+)
+def test_cli_bad_input_exits_2(args: tuple[str, ...], message: str) -> None:
+    code, out, err = doctor(*args)
+    assert code == 2 and out == "" and message in err and err.startswith("keysvc: error:")

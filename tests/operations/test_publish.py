@@ -1,0 +1,246 @@
+"""`keysvc publish`: static copies of the public documents in a directory and in S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from click.testing import CliRunner
+from moto.server import ThreadedMotoServer
+
+from keysvc.cli import cli
+from tests.cli import KEYSVC, assert_one_line_error, run
+from tests.service import free_port
+
+from .deployment import FAST_LEAD, Deployment, get
+
+PATHS = (".well-known/jwks", ".well-known/openid-configuration")
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def refused(*args: str) -> str:
+    """Run `keysvc publish ARGS` in-process; it must fail with one line on stderr (exit 2)."""
+    result = CliRunner().invoke(cli, ["publish", *args])
+    assert result.exit_code == 2 and result.stdout == "", (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keysvc: error: "), result.stderr
+    return lines[0]
+
+
+def test_directory_copy_has_the_services_bytes_and_cache_metadata(tmp_path: Path) -> None:
+    deployment = Deployment.create(tmp_path, rotation={"publish_lead": "1h", "jwks_max_age": "10m"})
+    out = tmp_path / "www"
+    with deployment.serve():
+        result = run("publish", "--config", str(deployment.config), "--to", str(out))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"published {out}: ") and "(active)" in result.stdout
+        manifest = json.loads((out / ".keysvc-publish.json").read_text())
+        for path in PATHS:
+            body, headers = get(f"{deployment.issuer}/{path}")
+            assert (out / path).read_bytes() == body
+            assert (
+                manifest[path]["cache_control"] == headers["Cache-Control"] == "public, max-age=600"
+            )
+            assert manifest[path]["etag"] == headers["ETag"]
+            assert manifest[path]["content_type"] == "application/json"
+            assert stat.S_IMODE((out / path).stat().st_mode) == 0o644
+    assert sorted(p.name for p in (out / ".well-known").iterdir()) == [
+        "jwks",
+        "openid-configuration",
+    ]
+
+
+def test_json_output_and_replacing_an_existing_copy(tmp_path: Path) -> None:
+    deployment = Deployment.create(tmp_path)
+    out = tmp_path / "www"
+    first = run("publish", "--config", str(deployment.config), "--to", str(out), "--json")
+    inode = (out / PATHS[0]).stat().st_ino
+    (deployment.keys / "extra.pem").write_bytes(next(deployment.keys.iterdir()).read_bytes())
+    os.chmod(deployment.keys / "extra.pem", 0o600)
+    second = run("publish", "--config", str(deployment.config), "--to", str(out), "--json")
+    assert first.returncode == second.returncode == 0
+    report = json.loads(second.stdout)
+    assert report["changed"] is True and set(report["documents"]) == set(PATHS)
+    assert [k["state"] for k in report["keys"]] == ["active"]  # the copy has the same kid
+    assert (out / PATHS[0]).stat().st_ino != inode  # replaced by rename, never rewritten in place
+
+
+def test_otfd_flags_work_without_a_config(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    assert run("keys", "generate", "--type", "rsa-2048", "--out", str(key)).returncode == 0
+    result = run(
+        "publish",
+        "--issuer",
+        "https://otf.example.com",
+        "--private-key-path",
+        str(key),
+        "--to",
+        str(tmp_path / "www"),
+    )
+    assert result.returncode == 0, result.stderr
+    discovery = json.loads((tmp_path / "www" / PATHS[1]).read_text())
+    assert discovery["jwks_uri"] == "https://otf.example.com/.well-known/jwks"
+
+
+@pytest.mark.parametrize(
+    ("to", "fragment"),
+    [
+        ("ftp://host/x", "give a directory or s3://"),
+        ("s3://", "name the bucket"),
+        ("FILE", "not a directory"),
+    ],
+)
+def test_bad_targets(tmp_path: Path, to: str, fragment: str) -> None:
+    deployment = Deployment.create(tmp_path)
+    target = str(deployment.config) if to == "FILE" else to
+    assert fragment in refused("--config", str(deployment.config), "--to", target)
+
+
+def test_unwritable_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    deployment = Deployment.create(tmp_path)
+    out = tmp_path / "www"
+    (out / ".well-known").mkdir(parents=True)
+    (out / ".well-known" / "jwks").mkdir()  # a directory where the file should go
+    error = refused("--config", str(deployment.config), "--to", str(out))
+    assert "cannot write" in error and "jwks" in error
+    assert [p.name for p in (out / ".well-known").iterdir()] == ["jwks"]  # nothing half-written
+
+
+def test_watch_refuses_an_interval_that_breaks_the_publish_lead(tmp_path: Path) -> None:
+    deployment = Deployment.create(tmp_path)
+    error = refused(
+        "--config",
+        str(deployment.config),
+        "--to",
+        str(tmp_path / "w"),
+        "--watch",
+        "--interval",
+        "5s",
+    )
+    assert "--interval 5s" in error and "publish_lead 6s" in error
+
+
+# --- S3 ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server._port}"  # noqa: SLF001 - moto keeps the port there
+    finally:
+        server.stop()
+
+
+def s3(endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def test_s3_objects_carry_the_services_bytes_and_cache_control(
+    tmp_path: Path, s3_endpoint: str
+) -> None:
+    deployment = Deployment.create(tmp_path, rotation={"publish_lead": "1h", "jwks_max_age": "10m"})
+    s3(s3_endpoint).create_bucket(Bucket="issuer")
+    with deployment.serve():
+        result = run(
+            "publish",
+            "--config",
+            str(deployment.config),
+            "--to",
+            "s3://issuer/otf",
+            "--s3-endpoint-url",
+            s3_endpoint,
+            env=S3_ENV,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("published s3://issuer/otf/: ")
+        for path in PATHS:
+            body, headers = get(f"{deployment.issuer}/{path}")
+            stored = s3(s3_endpoint).get_object(Bucket="issuer", Key=f"otf/{path}")
+            assert stored["Body"].read() == body
+            assert stored["CacheControl"] == headers["Cache-Control"]
+            assert stored["ContentType"] == "application/json"
+            assert stored["Metadata"]["keysvc-etag"] == headers["ETag"].strip('"')
+
+
+def test_s3_errors_are_one_line(tmp_path: Path, s3_endpoint: str) -> None:
+    deployment = Deployment.create(tmp_path)
+    result = run(
+        "publish",
+        "--config",
+        str(deployment.config),
+        "--to",
+        "s3://missing-bucket",
+        "--s3-endpoint-url",
+        s3_endpoint,
+        env=S3_ENV,
+    )
+    assert_one_line_error(result, "s3://missing-bucket/.well-known/jwks", "NoSuchBucket")
+    assert "testing" not in result.stderr
+
+
+# --- --watch across a rotation ----------------------------------------------------------------
+
+
+def read_kids(path: Path) -> list[str]:
+    return [k["kid"] for k in json.loads(path.read_text())["keys"]]
+
+
+def test_watch_publishes_new_keys_before_they_sign_and_drops_retired_ones(tmp_path: Path) -> None:
+    deployment = Deployment.create(tmp_path)  # publish lead 6s, max-age 1s, max_ttl 1s
+    out = tmp_path / "www"
+    process = subprocess.Popen(
+        [
+            *KEYSVC,
+            "publish",
+            "--config",
+            str(deployment.config),
+            "--to",
+            str(out),
+            "--watch",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        (old_kid,) = [k["kid"] for k in first["keys"]]
+        new_kid, created = deployment.rotate()
+        signs_from = created + FAST_LEAD
+        retired_at = signs_from + 2  # max_ttl 1s + jwks_max_age 1s after the old key stops
+        seen: list[tuple[float, list[str]]] = []
+        while time.time() < retired_at + 1.5:
+            seen.append((time.time(), read_kids(out / PATHS[0])))  # always whole JSON
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    first_seen = min(t for t, kids in seen if new_kid in kids)
+    assert first_seen + 1 <= signs_from, "a verifier caching 1s must see the key before it signs"
+    assert all(old_kid in kids for t, kids in seen if t < retired_at)
+    last_old = max(t for t, kids in seen if old_kid in kids)
+    assert retired_at <= last_old + 0.1 and last_old < retired_at + 0.5
+    assert seen[-1][1] == [new_kid]
