@@ -26,16 +26,7 @@ from keysvc.documents import PublicDocuments
 from keysvc.secrets import write_private_file
 from keysvc.service import local_ring
 from keysvc.tokens import RunContext, TokenIssuer
-
-RUN = {
-    "organization": "acme",
-    "workspace": "networking",
-    "workspace_id": "ws-8pNkEB3sF5Q9",
-    "run_id": "run-Yb2n8qzM4jCP",
-    "run_phase": "plan",
-    "audience": "aws.workload.identity",
-}
-"""The body of every POST /v1/tokens (keysvc and the bare app)."""
+from tests.service import RUN  # the run every test issues for: the body of each POST
 
 ISSUER = "http://127.0.0.1:8080"
 
