@@ -49,12 +49,12 @@ def create_app(jwks: bytes, etag: str, cache_control: str, token_length: int) ->
 
 
 async def serve_async(args: dict[str, Any], reuse_port: bool) -> None:
-    with open(args["jwks"], "rb") as fh:
-        jwks = fh.read()
-    app = create_app(jwks, args["etag"], args["cache_control"], args["token_length"])
+    app = create_app(args["jwks_body"], args["etag"], args["cache_control"], args["token_length"])
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args["port"], reuse_port=reuse_port or None, backlog=1024)
+    site = web.TCPSite(
+        runner, "127.0.0.1", args["port"], reuse_port=reuse_port or None, backlog=1024
+    )
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--cache-control", required=True)
     parser.add_argument("--token-length", type=int, required=True)
     args = vars(parser.parse_args())
+    with open(args["jwks"], "rb") as fh:
+        args["jwks_body"] = fh.read()
     if args["processes"] == 1:
         _run_loop(serve_async(args, reuse_port=False))
         return

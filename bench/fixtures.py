@@ -55,11 +55,16 @@ class Fixtures:
         """`keysvc serve` otfd-style: the key directory, a client token file, no config file."""
         return [
             "serve",
-            "--issuer", ISSUER,
-            "--private-key-path", str(self.key_dirs[alg]),
-            "--client-token-file", str(self.token_file),
-            "--listen", f"127.0.0.1:{port}",
-            "--workers", str(workers),
+            "--issuer",
+            ISSUER,
+            "--private-key-path",
+            str(self.key_dirs[alg]),
+            "--client-token-file",
+            str(self.token_file),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
         ]
 
 

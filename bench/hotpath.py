@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fixtures import prepare  # noqa: E402
-from bench.load import wrk, write_script  # noqa: E402
-from bench.run import Bench  # noqa: E402
+from bench.fixtures import prepare
+from bench.load import wrk
+from bench.run import Bench
 
 WORK = ROOT / "bench" / ".work-hotpath"
 
@@ -60,9 +60,23 @@ def main() -> int:
             wrk(server.url + path, script, seconds=2)
             assert server.proc is not None
             recorder = subprocess.Popen(
-                [spy, "record", "-p", str(server.proc.pid), "-d", f"{args.seconds:g}", "-r", "250",
-                 "-f", "raw", "-o", str(raw), "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    spy,
+                    "record",
+                    "-p",
+                    str(server.proc.pid),
+                    "-d",
+                    f"{args.seconds:g}",
+                    "-r",
+                    "250",
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(raw),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             try:
                 wrk(server.url + path, script, seconds=args.seconds)
@@ -79,13 +93,17 @@ def main() -> int:
                 result = bench.load(server, path, script)
             rates[side].append(result.rate)
             per_core[side].append(result.rate_per_server_core)
-            print(f"{side:6}  {result.rate:8,.0f} req/s  {result.rate_per_server_core:8,.0f} "
-                  f"req per server CPU second  (server {result.server_cpu_share:.2f} cores)",
-                  flush=True)
+            print(
+                f"{side:6}  {result.rate:8,.0f} req/s  {result.rate_per_server_core:8,.0f} "
+                f"req per server CPU second  (server {result.server_cpu_share:.2f} cores)",
+                flush=True,
+            )
     k, b = statistics.median(per_core["keysvc"]), statistics.median(per_core["bare"])
-    print(f"median per CPU second: keysvc {k:,.0f}, bare {b:,.0f}, ratio {k / b:.2f}; "
-          f"CPU per token {1e6 / k:,.0f} µs vs {1e6 / b:,.0f} µs; req/s ratio "
-          f"{statistics.median(rates['keysvc']) / statistics.median(rates['bare']):.2f}")
+    print(
+        f"median per CPU second: keysvc {k:,.0f}, bare {b:,.0f}, ratio {k / b:.2f}; "
+        f"CPU per token {1e6 / k:,.0f} µs vs {1e6 / b:,.0f} µs; req/s ratio "
+        f"{statistics.median(rates['keysvc']) / statistics.median(rates['bare']):.2f}"
+    )
     return 0
 
 

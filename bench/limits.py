@@ -70,16 +70,26 @@ def sign_rate(sign: Callable[[], object], threads: int, seconds: float) -> tuple
 
 
 _OPENSSL_LINES = {
-    "RS256": re.compile(r"^rsa\s+4096 bits\s+\S+\s+\S+\s+([\d.]+)\s+[\d.]+\s*$", re.M),
-    "ES256": re.compile(r"^\s*256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)\s+[\d.]+\s*$", re.M),
+    "RS256": re.compile(r"^rsa\s+4096 bits\s+\S+\s+\S+\s+([\d.]+)\s+[\d.]+\s*$", re.MULTILINE),
+    "ES256": re.compile(
+        r"^\s*256 bits ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)\s+[\d.]+\s*$", re.MULTILINE
+    ),
 }
 
 
 def openssl_speed(processes: int, seconds: int = 2, timeout: float = 60) -> dict[str, float]:
     """`openssl speed -multi N` sign/s for RSA-4096 and P-256 (a reference for the Python
     figures: C with no interpreter in the loop). Empty when openssl is missing or fails."""
-    command = ["openssl", "speed", "-seconds", str(seconds), "-multi", str(processes),
-               "rsa4096", "ecdsap256"]
+    command = [
+        "openssl",
+        "speed",
+        "-seconds",
+        str(seconds),
+        "-multi",
+        str(processes),
+        "rsa4096",
+        "ecdsap256",
+    ]
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
     except (OSError, subprocess.SubprocessError):

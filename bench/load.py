@@ -97,8 +97,15 @@ def wrk(
 ) -> LoadResult:
     """Run wrk once against `url` and return what it measured."""
     command = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
-        "-s", str(script), url,
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
     ]
     server_before = server.cpu_seconds() if server else 0.0
     machine_before = machine_cpu_seconds()

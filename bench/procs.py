@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -102,7 +103,7 @@ class Server:
         assert self.proc is not None
         return ProcessTree(self.proc.pid)
 
-    def start(self, timeout: float = 90) -> Server:
+    def start(self, timeout: float = 90) -> Self:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -148,7 +149,7 @@ class Server:
                 pass
         proc.wait()
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:

@@ -99,38 +99,61 @@ def targets(r: Results) -> list[Target]:
     raw = r.sign_rate("RS256", 2)
     w = r.best("RS256")
     rs = r.keysvc[("RS256", w)]
-    out.append(Target(
-        "RS256-4096 issuance ≥ 90 % of the raw 2-thread sign rate",
-        f"{rs.rate:,.0f} tokens/s ({_workers(w)})", f"{raw:,.0f} signs/s",
-        rs.rate / raw, r.per_core_ratio("RS256", w), "≥ 0.90",
-        _valid(rs) and rs.rate / raw >= 0.90,
-    ))
+    out.append(
+        Target(
+            "RS256-4096 issuance ≥ 90 % of the raw 2-thread sign rate",
+            f"{rs.rate:,.0f} tokens/s ({_workers(w)})",
+            f"{raw:,.0f} signs/s",
+            rs.rate / raw,
+            r.per_core_ratio("RS256", w),
+            "≥ 0.90",
+            _valid(rs) and rs.rate / raw >= 0.90,
+        )
+    )
     for kind, endpoint, goal, name in (
-        ("ES256", "POST", 0.70,
-         "ES256 issuance ≥ 70 % of the bare aiohttp POST ceiling (same processes)"),
-        ("JWKS", "GET", 0.90,
-         "JWKS GET ≥ 90 % of the bare aiohttp GET (same bytes, same processes)"),
+        (
+            "ES256",
+            "POST",
+            0.70,
+            "ES256 issuance ≥ 70 % of the bare aiohttp POST ceiling (same processes)",
+        ),
+        (
+            "JWKS",
+            "GET",
+            0.90,
+            "JWKS GET ≥ 90 % of the bare aiohttp GET (same bytes, same processes)",
+        ),
     ):
         w = r.best(kind)
         x, limit = r.keysvc[(kind, w)], r.bare_rate(endpoint, w)
         unit = "tokens/s" if kind == "ES256" else "req/s"
-        out.append(Target(
-            name, f"{x.rate:,.0f} {unit} ({_workers(w)})",
-            f"{limit:,.0f} req/s ({_processes(w)})",
-            x.rate / limit, r.per_core_ratio(kind, w), f"≥ {goal:.2f}",
-            _valid(x) and x.rate / limit >= goal,
-        ))
+        out.append(
+            Target(
+                name,
+                f"{x.rate:,.0f} {unit} ({_workers(w)})",
+                f"{limit:,.0f} req/s ({_processes(w)})",
+                x.rate / limit,
+                r.per_core_ratio(kind, w),
+                f"≥ {goal:.2f}",
+                _valid(x) and x.rate / limit >= goal,
+            )
+        )
     worst = max(
         (w for (k, w) in r.keysvc if k == "RS256"),
         key=lambda w: r.keysvc[("RS256", w)].p99_ms / r.keysvc[("RS256", w)].p50_ms,
     )
     rs = r.keysvc[("RS256", worst)]
-    out.append(Target(
-        "RSA never signed on the event loop: RS256 p99 ≤ 3× p50 at saturation (every setting)",
-        f"p99 {rs.p99_ms:,.1f} ms (worst: {_workers(worst)})", f"p50 {rs.p50_ms:,.1f} ms",
-        rs.p99_ms / rs.p50_ms, float("nan"), "≤ 3.0",
-        _valid(rs) and rs.p99_ms <= 3 * rs.p50_ms,
-    ))
+    out.append(
+        Target(
+            "RSA never signed on the event loop: RS256 p99 ≤ 3× p50 at saturation (every setting)",
+            f"p99 {rs.p99_ms:,.1f} ms (worst: {_workers(worst)})",
+            f"p50 {rs.p50_ms:,.1f} ms",
+            rs.p99_ms / rs.p50_ms,
+            float("nan"),
+            "≤ 3.0",
+            _valid(rs) and rs.p99_ms <= 3 * rs.p50_ms,
+        )
+    )
     return out
 
 
@@ -142,8 +165,15 @@ _LOAD_HEAD = ["req/s", "p50 ms", "p99 ms", "errors", "server cores", "wrk cores"
 
 
 def _load_cells(x: LoadResult) -> list[str]:
-    return [f"{x.rate:,.0f}", f"{x.p50_ms:.2f}", f"{x.p99_ms:.2f}", f"{x.errors}",
-            f"{x.server_cpu_share:.2f}", f"{x.wrk_cpu_share:.2f}", f"{x.other_cpu_share:.2f}"]
+    return [
+        f"{x.rate:,.0f}",
+        f"{x.p50_ms:.2f}",
+        f"{x.p99_ms:.2f}",
+        f"{x.errors}",
+        f"{x.server_cpu_share:.2f}",
+        f"{x.wrk_cpu_share:.2f}",
+        f"{x.other_cpu_share:.2f}",
+    ]
 
 
 def render(r: Results) -> str:
@@ -171,17 +201,30 @@ def render(r: Results) -> str:
     results = targets(r)
     for t in results:
         per_core = "" if t.per_core != t.per_core else f"{t.per_core:.2f}"  # NaN: not a rate
-        lines.append(_row([t.name, t.figure, t.limit, f"{t.ratio:.2f}", per_core, t.goal,
-                           "**PASS**" if t.passed else "**FAIL**"]))
+        lines.append(
+            _row(
+                [
+                    t.name,
+                    t.figure,
+                    t.limit,
+                    f"{t.ratio:.2f}",
+                    per_core,
+                    t.goal,
+                    "**PASS**" if t.passed else "**FAIL**",
+                ]
+            )
+        )
     lines += ["", f"{sum(t.passed for t in results)} of {len(results)} targets met.", ""]
 
     lines += [
         "## keysvc against its limits",
         "",
-        f"Under load: wrk -t2, 64 connections ({r.rsa_connections} for RS256, enough to keep "
-        "every signing thread busy with a queue behind it). `server cores`, `wrk cores`, "
-        "`others' cores`: CPU time ÷ wall time of the server's processes, of wrk, and of "
-        "everything else on the machine during the run.",
+        (
+            f"Under load: wrk -t2, 64 connections ({r.rsa_connections} for RS256, enough to "
+            "keep every signing thread busy with a queue behind it). `server cores`, `wrk "
+            "cores`, `others' cores`: CPU time ÷ wall time of the server's processes, of wrk, "
+            "and of everything else on the machine during the run."
+        ),
         "",
         _row(["figure", "workers", *_LOAD_HEAD, "limit", "limit value", "ratio", "per core"]),
         _row(["---"] * 13),
@@ -195,17 +238,34 @@ def render(r: Results) -> str:
             endpoint = "POST" if kind == "ES256" else "GET"
             limit_name = f"bare {endpoint}, {_processes(workers)}"
             limit = r.bare_rate(endpoint, workers)
-        name = {"RS256": "POST /v1/tokens RS256-4096", "ES256": "POST /v1/tokens ES256",
-                "JWKS": "GET /.well-known/jwks"}[kind]
-        lines.append(_row([name, str(workers), *_load_cells(x), limit_name, f"{limit:,.0f}",
-                           f"{x.rate / limit:.2f}", f"{r.per_core_ratio(kind, workers):.2f}"]))
+        name = {
+            "RS256": "POST /v1/tokens RS256-4096",
+            "ES256": "POST /v1/tokens ES256",
+            "JWKS": "GET /.well-known/jwks",
+        }[kind]
+        lines.append(
+            _row(
+                [
+                    name,
+                    str(workers),
+                    *_load_cells(x),
+                    limit_name,
+                    f"{limit:,.0f}",
+                    f"{x.rate / limit:.2f}",
+                    f"{r.per_core_ratio(kind, workers):.2f}",
+                ]
+            )
+        )
     lines.append("")
 
     lines += [
         "## Limits",
         "",
-        f"Signing a {r.signing_input_bytes}-byte JWS signing input (a real keysvc token's header "
-        "and claims) with the same keys, no HTTP; signatures/s (CPU cores the threads got):",
+        (
+            f"Signing a {r.signing_input_bytes}-byte JWS signing input (a real keysvc token's "
+            "header and claims) with the same keys, no HTTP; signatures/s (CPU cores the "
+            "threads got):"
+        ),
         "",
         _row(["algorithm", "threads", *[f"{p} keysvc" for p in PASSES]]),
         _row(["---"] * 4),
@@ -214,17 +274,26 @@ def render(r: Results) -> str:
         for threads in (1, 2):
             cells = []
             for when in PASSES:
-                found = [s for p, s in r.sign if p == when and s.alg == alg and s.threads == threads]
-                cells.append(f"{found[0].per_second:,.0f} ({found[0].cpu_share:.2f})" if found else "")
+                found = [
+                    s for p, s in r.sign if p == when and s.alg == alg and s.threads == threads
+                ]
+                cells.append(
+                    f"{found[0].per_second:,.0f} ({found[0].cpu_share:.2f})" if found else ""
+                )
             lines.append(_row([label, str(threads), *cells]))
     if r.openssl:
-        lines += ["", f"`openssl speed -multi {r.openssl_processes}` for reference (C, no "
-                  "interpreter): " + ", ".join(f"{alg} {v:,.0f} signs/s"
-                                              for alg, v in sorted(r.openssl.items()))]
+        lines += [
+            "",
+            f"`openssl speed -multi {r.openssl_processes}` for reference (C, no "
+            "interpreter): "
+            + ", ".join(f"{alg} {v:,.0f} signs/s" for alg, v in sorted(r.openssl.items())),
+        ]
     lines += [
         "",
-        "Framework ceilings: the bare aiohttp app (`bench/bare_app.py`: keysvc's process set-up, "
-        f"no signing, the same {r.jwks_bytes}-byte JWKS):",
+        (
+            "Framework ceilings: the bare aiohttp app (`bench/bare_app.py`: keysvc's process "
+            f"set-up, no signing, the same {r.jwks_bytes}-byte JWKS):"
+        ),
         "",
         _row(["endpoint", "processes", "measured", *_LOAD_HEAD]),
         _row(["---"] * 10),
@@ -232,12 +301,20 @@ def render(r: Results) -> str:
     for (endpoint, processes, when), x in sorted(
         r.bare.items(), key=lambda i: (i[0][0], i[0][1], PASSES.index(i[0][2]))
     ):
-        label = "POST /v1/tokens (parse JSON, build reply)" if endpoint == "POST" else "GET JWKS bytes"
+        label = (
+            "POST /v1/tokens (parse JSON, build reply)" if endpoint == "POST" else "GET JWKS bytes"
+        )
         lines.append(_row([label, str(processes), f"{when} keysvc", *_load_cells(x)]))
     lines.append("")
 
-    lines += ["## Unloaded latency", "", "One connection, one request at a time, one worker.", "",
-              _row(["request", "p50 ms", "p99 ms", "req/s"]), _row(["---"] * 4)]
+    lines += [
+        "## Unloaded latency",
+        "",
+        "One connection, one request at a time, one worker.",
+        "",
+        _row(["request", "p50 ms", "p99 ms", "req/s"]),
+        _row(["---"] * 4),
+    ]
     for name, x in r.unloaded.items():
         lines.append(_row([name, f"{x.p50_ms:.2f}", f"{x.p99_ms:.2f}", f"{x.rate:,.0f}"]))
     lines.append("")
@@ -247,16 +324,30 @@ def render(r: Results) -> str:
         lines += [
             "## Event loop under RSA load",
             "",
-            "A JWKS GET on one extra connection while RS256 issuance saturates one worker: were "
-            "RSA signed on the event loop, each of these requests would wait behind signatures "
-            "of several milliseconds each.",
+            (
+                "A JWKS GET on one extra connection while RS256 issuance saturates one worker: "
+                "were RSA signed on the event loop, each of these requests would wait behind "
+                "signatures of several milliseconds each."
+            ),
             "",
             _row(["", "req/s", "p50 ms", "p99 ms"]),
             _row(["---"] * 4),
-            _row([f"RS256 issuance ({r.rsa_connections} connections)", f"{rs.rate:,.0f}",
-                  f"{rs.p50_ms:.1f}", f"{rs.p99_ms:.1f}"]),
-            _row(["JWKS GET alongside (1 connection)", f"{probe.rate:,.0f}",
-                  f"{probe.p50_ms:.2f}", f"{probe.p99_ms:.2f}"]),
+            _row(
+                [
+                    f"RS256 issuance ({r.rsa_connections} connections)",
+                    f"{rs.rate:,.0f}",
+                    f"{rs.p50_ms:.1f}",
+                    f"{rs.p99_ms:.1f}",
+                ]
+            ),
+            _row(
+                [
+                    "JWKS GET alongside (1 connection)",
+                    f"{probe.rate:,.0f}",
+                    f"{probe.p50_ms:.2f}",
+                    f"{probe.p99_ms:.2f}",
+                ]
+            ),
             "",
         ]
 
@@ -264,10 +355,12 @@ def render(r: Results) -> str:
     lines += [
         "## Load generator",
         "",
-        f"wrk's own CPU time ÷ wall time over the loaded runs: {min(shares):.2f}–"
-        f"{max(shares):.2f} of a core (per run in the `wrk cores` columns). It runs on the "
-        "same two cores as the servers, so that share is CPU the server did not get, in the "
-        "limit's runs as in keysvc's.",
+        (
+            f"wrk's own CPU time ÷ wall time over the loaded runs: {min(shares):.2f}–"
+            f"{max(shares):.2f} of a core (per run in the `wrk cores` columns). It runs on the "
+            "same two cores as the servers, so that share is CPU the server did not get, in "
+            "the limit's runs as in keysvc's."
+        ),
         "",
     ]
     if r.notes:

@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import limits, report  # noqa: E402
-from bench.fixtures import Fixtures, prepare  # noqa: E402
-from bench.load import LoadResult, wrk, write_script  # noqa: E402
-from bench.procs import Server, free_port  # noqa: E402
+from bench import limits, report
+from bench.fixtures import Fixtures, prepare
+from bench.load import LoadResult, write_script, wrk
+from bench.procs import Server, free_port
 
 WORK = ROOT / "bench" / ".work"
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -43,8 +43,15 @@ VAULT_TIMEOUT = 300
 RSA_CONNECTIONS = 16
 """Enough to keep every signing thread of 2 workers busy with a queue behind them; 64 would
 only lengthen the queue (at ~200 tokens/s, p50 ≈ connections ÷ rate)."""
-PACKAGES = ("keysvc", "aiohttp", "uvloop", "cryptography", "pydantic", "pydantic-core",
-            "prometheus-client")
+PACKAGES = (
+    "keysvc",
+    "aiohttp",
+    "uvloop",
+    "cryptography",
+    "pydantic",
+    "pydantic-core",
+    "prometheus-client",
+)
 
 
 class Bench:
@@ -52,30 +59,57 @@ class Bench:
         self.fx = fixtures
         self.seconds = seconds
         self.warmup = warmup
-        self.post = write_script(fixtures.work / "post.lua", body=fixtures.body, token=fixtures.token)
+        self.post = write_script(
+            fixtures.work / "post.lua", body=fixtures.body, token=fixtures.token
+        )
         self.get = write_script(fixtures.work / "get.lua")
 
-    def load(self, server: Server, path: str, script: Path, *, connections: int = 64,
-             threads: int = 2, seconds: float | None = None) -> LoadResult:
+    def load(
+        self,
+        server: Server,
+        path: str,
+        script: Path,
+        *,
+        connections: int = 64,
+        threads: int = 2,
+        seconds: float | None = None,
+    ) -> LoadResult:
         """A warm-up run (discarded), then the measured one."""
         url = server.url + path
         wrk(url, script, seconds=self.warmup, threads=threads, connections=connections)
-        return wrk(url, script, seconds=seconds or self.seconds, threads=threads,
-                   connections=connections, server=server.tree)
+        return wrk(
+            url,
+            script,
+            seconds=seconds or self.seconds,
+            threads=threads,
+            connections=connections,
+            server=server.tree,
+        )
 
     def unloaded(self, server: Server, path: str, script: Path) -> LoadResult:
-        return self.load(server, path, script, connections=1, threads=1,
-                         seconds=max(3.0, self.seconds / 2))
+        return self.load(
+            server, path, script, connections=1, threads=1, seconds=max(3.0, self.seconds / 2)
+        )
 
     def bare(self, processes: int) -> Server:
         jwks = self.fx.work / "jwks.json"
         jwks.write_bytes(self.fx.jwks_body)
         port = free_port()
         command = [
-            sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", str(port),
-            "--processes", str(processes), "--jwks", str(jwks), "--etag", self.fx.jwks_etag,
-            "--cache-control", self.fx.jwks_cache_control,
-            "--token-length", str(self.fx.token_length),
+            sys.executable,
+            str(ROOT / "bench" / "bare_app.py"),
+            "--port",
+            str(port),
+            "--processes",
+            str(processes),
+            "--jwks",
+            str(jwks),
+            "--etag",
+            self.fx.jwks_etag,
+            "--cache-control",
+            self.fx.jwks_cache_control,
+            "--token-length",
+            str(self.fx.token_length),
         ]
         log = self.fx.work / f"bare-{processes}.log"
         return Server(f"bare app ({processes} proc)", command, port, "/.well-known/jwks", log)
@@ -93,9 +127,13 @@ class Bench:
         from keysvc import jose
 
         request = urllib.request.Request(
-            server.url + "/v1/tokens", data=self.fx.body, method="POST",
-            headers={"Content-Type": "application/json",
-                     "Authorization": f"Bearer {self.fx.token}"},
+            server.url + "/v1/tokens",
+            data=self.fx.body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self.fx.token}",
+            },
         )
         with urllib.request.urlopen(request, timeout=30) as reply:
             token = json.loads(reply.read())["token"]
@@ -104,8 +142,12 @@ class Bench:
         if header["alg"] != alg:
             raise RuntimeError(f"{server.name} signed with {header['alg']}, expected {alg}")
         key = self.fx.rsa_key if alg == "RS256" else self.fx.ec_key
-        jose.verify_local(key.public_key(), jose.Algorithm(alg),
-                          f"{header_b64}.{payload_b64}".encode(), jose.b64url_decode(signature_b64))
+        jose.verify_local(
+            key.public_key(),
+            jose.Algorithm(alg),
+            f"{header_b64}.{payload_b64}".encode(),
+            jose.b64url_decode(signature_b64),
+        )
         if alg == "ES256" and server.get("/.well-known/jwks") != self.fx.jwks_body:
             raise RuntimeError("keysvc serves other JWKS bytes than the bare app")
 
@@ -119,7 +161,7 @@ def environment() -> dict[str, str]:
 
     def first_line(command: list[str]) -> str:
         try:
-            out = subprocess.run(command, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
             return (out.stdout or out.stderr).strip().splitlines()[0]
         except (OSError, IndexError, subprocess.SubprocessError):
             return "n/a"
@@ -140,7 +182,8 @@ def environment() -> dict[str, str]:
         "packages": ", ".join(f"{p} {version(p)}" for p in PACKAGES),
         "wrk": first_line(["wrk", "-v"]),
         "openssl": first_line(["openssl", "version"]),
-        "keysvc commit": commit + (" (with uncommitted changes)" if dirty not in ("", "n/a") else ""),
+        "keysvc commit": commit
+        + (" (with uncommitted changes)" if dirty not in ("", "n/a") else ""),
     }
 
 
@@ -149,8 +192,14 @@ def vault_section() -> str | None:
     if not VAULT_SCRIPT.exists():
         return None
     heading = "## Vault backend (bench/vault_batch.py)"
-    proc = subprocess.Popen([sys.executable, str(VAULT_SCRIPT)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(VAULT_SCRIPT)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=VAULT_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -170,8 +219,9 @@ def vault_section() -> str | None:
     return out if out.startswith("#") else f"{heading}\n\n{out}"
 
 
-def measure_limits(bench: Bench, results: report.Results, log: Callable[[str], None],
-                   when: str) -> None:
+def measure_limits(
+    bench: Bench, results: report.Results, log: Callable[[str], None], when: str
+) -> None:
     """Signing rates and the bare framework ceilings. Before keysvc: everything; after it
     (a second look, in case the first met someone else's burst of load): 2 threads and the
     loaded runs only."""
@@ -198,7 +248,8 @@ def measure_limits(bench: Bench, results: report.Results, log: Callable[[str], N
             if first and processes == 1:
                 results.unloaded["bare POST"] = bench.unloaded(server, "/v1/tokens", bench.post)
                 results.unloaded["bare GET JWKS"] = bench.unloaded(
-                    server, "/.well-known/jwks", bench.get)
+                    server, "/.well-known/jwks", bench.get
+                )
         log(f"bare, {processes} proc: POST {post.rate:,.0f}/s, GET {get.rate:,.0f}/s")
 
 
@@ -208,22 +259,30 @@ def measure_keysvc(bench: Bench, results: report.Results, log: Callable[[str], N
             with bench.keysvc(alg, workers) as server:
                 bench.check_token(server, alg)
                 results.keysvc[(alg, workers)] = bench.load(
-                    server, "/v1/tokens", bench.post,
-                    connections=RSA_CONNECTIONS if alg == "RS256" else 64)
+                    server,
+                    "/v1/tokens",
+                    bench.post,
+                    connections=RSA_CONNECTIONS if alg == "RS256" else 64,
+                )
                 if alg == "ES256":
                     results.keysvc[("JWKS", workers)] = bench.load(
-                        server, "/.well-known/jwks", bench.get)
+                        server, "/.well-known/jwks", bench.get
+                    )
                 if workers == 1:
                     results.unloaded[f"keysvc {alg} token"] = bench.unloaded(
-                        server, "/v1/tokens", bench.post)
+                        server, "/v1/tokens", bench.post
+                    )
                     if alg == "ES256":
                         results.unloaded["keysvc JWKS"] = bench.unloaded(
-                            server, "/.well-known/jwks", bench.get)
+                            server, "/.well-known/jwks", bench.get
+                        )
                     else:
                         results.probe = probe_event_loop(bench, server)
             x = results.keysvc[(alg, workers)]
-            log(f"keysvc {alg}, {workers} worker(s): {x.rate:,.0f}/s, p50 {x.p50_ms:.1f} ms, "
-                f"p99 {x.p99_ms:.1f} ms, errors {x.errors}")
+            log(
+                f"keysvc {alg}, {workers} worker(s): {x.rate:,.0f}/s, p50 {x.p50_ms:.1f} ms, "
+                f"p99 {x.p99_ms:.1f} ms, errors {x.errors}"
+            )
 
 
 def measure(bench: Bench, results: report.Results, log: Callable[[str], None]) -> None:
@@ -240,16 +299,27 @@ def probe_event_loop(bench: Bench, server: Server) -> tuple[LoadResult, LoadResu
 
     def run_probe() -> None:
         try:
-            found["probe"] = wrk(server.url + "/.well-known/jwks", bench.get,
-                                 seconds=bench.seconds - 2, threads=1, connections=1)
-        except BaseException as exc:  # reported by the caller
+            found["probe"] = wrk(
+                server.url + "/.well-known/jwks",
+                bench.get,
+                seconds=bench.seconds - 2,
+                threads=1,
+                connections=1,
+            )
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the caller's thread)
             errors.append(exc)
 
     thread = threading.Thread(target=run_probe)
     thread.start()
     try:
-        load = wrk(server.url + "/v1/tokens", bench.post, seconds=bench.seconds, threads=2,
-                   connections=RSA_CONNECTIONS, server=server.tree)
+        load = wrk(
+            server.url + "/v1/tokens",
+            bench.post,
+            seconds=bench.seconds,
+            threads=2,
+            connections=RSA_CONNECTIONS,
+            server=server.tree,
+        )
     finally:
         thread.join()
     if errors:
@@ -262,8 +332,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each measured run")
     parser.add_argument("--warmup", type=float, default=2.0, help="discarded run before each")
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--rerender", action="store_true",
-                        help="only rewrite the output from the last run's saved figures")
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="only rewrite the output from the last run's saved figures",
+    )
     args = parser.parse_args()
     if args.rerender:
         args.output.write_text(report.render(pickle.loads(SAVED.read_bytes())))
@@ -283,7 +356,7 @@ def main() -> int:
     bench = Bench(fixtures, args.seconds, args.warmup)
     try:
         measure(bench, results, log)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (any failure: say so, keep RESULTS.md as it was)
         log(f"benchmark failed: {exc}")
         log(f"server logs are in {WORK}; {args.output} was not changed")
         return 1

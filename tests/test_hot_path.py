@@ -26,8 +26,20 @@ from tests.conftest import file_config, write_key
 from tests.service import RUN, start_service
 from tests.verification import verify_once
 
-AUDIT_FIELDS = ["time", "level", "logger", "message", "event", "endpoint", "client", "jti", "sub",
-                "aud", "kid", "exp"]
+AUDIT_FIELDS = [
+    "time",
+    "level",
+    "logger",
+    "message",
+    "event",
+    "endpoint",
+    "client",
+    "jti",
+    "sub",
+    "aud",
+    "kid",
+    "exp",
+]
 LIFE = Lifecycle(
     publish_lead=timedelta(hours=24), jwks_max_age=timedelta(minutes=15), max_ttl=timedelta(hours=2)
 )
@@ -47,7 +59,9 @@ def log_stream() -> Iterator[io.StringIO]:
         root.setLevel(level)
 
 
-async def test_audit_line_has_exactly_the_token_fields(key_dir: Path, log_stream: io.StringIO) -> None:
+async def test_audit_line_has_exactly_the_token_fields(
+    key_dir: Path, log_stream: io.StringIO
+) -> None:
     async with start_service(file_config(key_dir)) as svc:
         reply = await svc.issue()
         claims = await verify_once(svc.url, reply["token"], RUN["audience"])
@@ -141,7 +155,9 @@ async def test_sign_timeout_becomes_backend_unavailable(tmp_path: Path) -> None:
     await ring.close()
 
 
-@pytest.mark.parametrize("key_type, at_once", [("ec-p256", True), ("ed25519", True), ("rsa-2048", False)])
+@pytest.mark.parametrize(
+    "key_type, at_once", [("ec-p256", True), ("ed25519", True), ("rsa-2048", False)]
+)
 async def test_file_backend_signs_small_keys_at_once_and_rsa_in_its_pool(
     tmp_path: Path, key_type: str, at_once: bool
 ) -> None:
@@ -153,8 +169,11 @@ async def test_file_backend_signs_small_keys_at_once_and_rsa_in_its_pool(
     assert key is not None
     now = backend.sign_now(key.version, key.alg, b"h.p")
     assert (now is not None) is at_once
-    for signature in (now, await backend.sign(key.version, key.alg, b"h.p"),
-                      await ring.sign(key, b"h.p")):
+    for signature in (
+        now,
+        await backend.sign(key.version, key.alg, b"h.p"),
+        await ring.sign(key, b"h.p"),
+    ):
         if signature is not None:
             jose.verify_local(key.version.public_key, key.alg, b"h.p", signature)
     await ring.close()
@@ -170,13 +189,23 @@ def test_reply_expiry_is_iso_utc(expires_at: int) -> None:
 
 @pytest.mark.parametrize(
     "audience, ok",
-    [("aws.workload.identity", True), ("api://example/audience", True), ("ü-ünïcode", True),
-     ("tab\there", False), ("line\nbreak", False), ("\x1f", False), ("del\x7f", True),
-     ("   ", False), ("", False)],
+    [
+        ("aws.workload.identity", True),
+        ("api://example/audience", True),
+        ("ü-ünïcode", True),
+        ("tab\there", False),
+        ("line\nbreak", False),
+        ("\x1f", False),
+        ("del\x7f", True),
+        ("   ", False),
+        ("", False),
+    ],
 )
 async def test_audience_check(key_dir: Path, audience: str, ok: bool) -> None:
     async with start_service(file_config(key_dir)) as svc:
-        status, _, body = await svc.request("POST", "/v1/tokens", json={**RUN, "audience": audience})
+        status, _, body = await svc.request(
+            "POST", "/v1/tokens", json={**RUN, "audience": audience}
+        )
     assert (status == 200) is ok, body
     if not ok:
         assert body["error"]["code"] == "invalid_request" and "audience" in body["error"]["message"]
@@ -189,7 +218,6 @@ def test_signing_input_layout() -> None:
     header, payload = message.split(b".")
     assert header == b"HDR"
     assert jose.b64url_decode(payload) == '{"iss":"https://x","aud":"ü","n":1,"l":[1,"a"]}'.encode()
-
 
 
 ERROR_CASES = [
@@ -241,5 +269,7 @@ async def test_unexpected_handler_error_is_a_json_500(caplog: pytest.LogCaptureF
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         reply = await client.get("/boom")
         assert reply.status == 500
-        assert await reply.json() == {"error": {"code": "internal_error", "message": "internal error"}}
+        assert await reply.json() == {
+            "error": {"code": "internal_error", "message": "internal error"}
+        }
     assert any("unhandled error on GET /boom" in r.getMessage() for r in caplog.records)
