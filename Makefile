@@ -21,9 +21,13 @@ run: $(STAMP)
 	$(BIN)/keysvc init --dir .keysvc
 	$(BIN)/keysvc serve --config .keysvc/keysvc.toml
 
-test: $(STAMP)
+test: $(STAMP) lint
 	bash scripts/install-test-deps
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# Undefined names, unused imports and syntax errors (pyflakes rules): cheap, and never noise.
+lint: $(STAMP)
+	$(BIN)/ruff check --select F,E9 -q keysvc tests bench
 
 bench: $(STAMP)
 	bash scripts/install-bench-deps

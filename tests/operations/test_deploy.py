@@ -184,7 +184,7 @@ def test_dockerignore_keeps_keys_and_tokens_out_of_the_image() -> None:
     ]
     assert rules[0] == "**"  # everything is excluded unless listed
     allowed = {r[1:] for r in rules if r.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "keysvc/"}
+    assert allowed == {"pyproject.toml", "README.md", "constraints.txt", "keysvc/"}
     assert "**/*.pem" in rules and "**/.keysvc" in rules
     for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.MULTILINE):
         for source in copied.split():
