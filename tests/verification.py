@@ -92,11 +92,13 @@ async def assert_rotation_without_failures(
     rotations: int = 2,
     audience: str = "aws.workload.identity",
     pace: float = 0.1,
+    min_verified: int = 20,
 ) -> RotationReport:
     """Issue and verify tokens continuously across `rotations` rotations.
 
-    Asserts: no verification fails; every rotation's key takes over signing; and a key that
-    stopped signing leaves the JWKS once its `published_until` has passed. `svc` is a
+    Asserts: at least `min_verified` tokens verified and none failed; every rotation's key takes
+    over signing; and a key that stopped signing leaves the JWKS once its `published_until` has
+    passed. `svc` is a
     tests.service.RunningService whose config has short rotation durations (for example
     publish_lead 4s, jwks_max_age 2s, refresh_interval 1s, max_ttl 3s)."""
     lead = svc.config.rotation.publish_lead.total_seconds()
@@ -138,6 +140,7 @@ async def assert_rotation_without_failures(
         await asyncio.sleep(pace)
 
     assert not report.failures, report.failures
+    assert report.verified >= min_verified, report
     assert len(set(report.signing_kids)) == rotations + 1, report.signing_kids
     # Retired keys leave the JWKS on time: wait for the first one's published_until to pass.
     first = report.signing_kids[0]

@@ -70,8 +70,6 @@ async def test_alias_rotation_keeps_a_caching_verifier_at_zero_failures(
     async with start_service(aws_config(aws_server.url, key_ids=["alias/keysvc"])) as svc:
         backend = svc.ring.backend("aws")
         report = await assert_rotation_without_failures(svc, backend.create_version)
-        assert report.verified > 20
-        assert len(set(report.signing_kids)) == 3
         # Each signing key in turn was the alias's target when it was created.
         current = kms.describe_key(KeyId="alias/keysvc")["KeyMetadata"]["Arn"]
         assert report.signing_kids[-1] == kid_of(kms, current)

@@ -66,11 +66,8 @@ async def test_two_rotations_without_a_failed_verification(kms: FakeCloudKms) ->
     kms.add_key(KEY, "EC_SIGN_P256_SHA256", created=[AN_HOUR_AGO])
     async with start_service(gcp_config(kms)) as svc:
         backend = svc.ring.backend("gcp")
+        await assert_rotation_without_failures(svc, backend.create_version)
 
-        report = await assert_rotation_without_failures(svc, backend.create_version)
-
-        assert report.verified > 20
-        assert len(set(report.signing_kids)) == 3
         assert kms.calls["CreateCryptoKeyVersion"] == 2
         # Public keys were read once per version, not once per refresh.
         assert kms.calls["GetPublicKey"] == 3

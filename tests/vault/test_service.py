@@ -62,8 +62,7 @@ async def test_rotation_across_vault_key_versions_keeps_verifiers_whole(bao: Bao
     path = token_file(tmp_path, policy_token(bao, key))
     async with start_service(vault_config(bao, key, path)) as svc:
         backend = svc.ring.backend("vault")
-        report = await assert_rotation_without_failures(svc, backend.create_version, rotations=2)
-        assert report.verified > 0 and not report.failures
+        await assert_rotation_without_failures(svc, backend.create_version, rotations=2)
     versions = bao.request("GET", f"transit/keys/{key}")["data"]["keys"]
     assert sorted(versions, key=int) == ["1", "2", "3"]
 
