@@ -90,6 +90,8 @@ def publish(
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
+                # Not a stub: asyncio has no signal handlers off the main thread or on Windows,
+                # where Ctrl-C still ends the watch through KeyboardInterrupt.
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(signum, stop.set)
             await publisher.watch(every.total_seconds(), stop, report)
