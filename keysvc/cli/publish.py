@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -89,10 +89,10 @@ def publish(
             report(first)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                # Not a stub: asyncio has no signal handlers off the main thread or on Windows,
-                # where Ctrl-C still ends the watch through KeyboardInterrupt.
-                with contextlib.suppress(NotImplementedError, RuntimeError):
+            # Signal handlers exist only on the main thread (elsewhere Ctrl-C still ends the
+            # watch through KeyboardInterrupt).
+            if threading.current_thread() is threading.main_thread():
+                for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(signum, stop.set)
             await publisher.watch(every.total_seconds(), stop, report)
             return first
