@@ -12,18 +12,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
 from keysvc import metrics
+from keysvc.audit import AuditTrail
 from keysvc.auth import Client
 from keysvc.backends.base import BackendError, BackendUnavailable
 from keysvc.documents import DISCOVERY_PATH, JWKS_PATH, Document, PublicDocuments
 from keysvc.keyring import RingView
 from keysvc.service import Service
-from keysvc.tokens import IssuedToken, RequestError, RunContext, SignRequest
+from keysvc.tokens import PATTERN_MESSAGES, IssuedToken, RequestError, RunContext, SignRequest
 
-audit = logging.getLogger("keysvc.audit")
 log = logging.getLogger("keysvc.http")
 
 SERVICE_KEY = web.AppKey("service", Service)
@@ -123,6 +124,7 @@ class Endpoints:
         self._max_body = service.config.server.max_body_bytes
         self._issued_counter = functools.cache(_issued_counter)
         """The counter child per (endpoint, kid, backend), looked up once, not per token."""
+        self.audit = AuditTrail()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -165,6 +167,8 @@ class Endpoints:
             return APIError(400, "invalid_request", "the body must be a JSON object")
         where = ".".join(str(p) for p in err["loc"])
         message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "string_pattern_mismatch":
+            message = PATTERN_MESSAGES.get(err["ctx"]["pattern"], message)
         if err["type"] == "extra_forbidden":
             message = "unknown field"
         return APIError(400, "invalid_request", f"{where}: {message}" if where else message)
@@ -189,20 +193,16 @@ class Endpoints:
     def issued(self, endpoint: str, client: Client, issued: IssuedToken) -> web.Response:
         self._issued_counter(endpoint, issued.kid, issued.backend).inc()
         claims = issued.claims
-        audit.info(
-            "token issued",
-            extra={
-                "event": "token_issued",
-                "endpoint": endpoint,
-                "client": client.name,
-                "jti": issued.jti,
-                "sub": claims.get("sub"),
-                "aud": claims.get("aud"),
-                "kid": issued.kid,
-                "exp": issued.expires_at,
-            },
+        self.audit.token_issued(
+            endpoint=endpoint,
+            client=client.name,
+            jti=issued.jti,
+            sub=claims.get("sub"),
+            aud=claims.get("aud"),
+            kid=issued.kid,
+            exp=issued.expires_at,
         )
-        return web.Response(body=json.dumps(issued.reply()).encode(), content_type=_JSON)
+        return web.Response(body=orjson.dumps(issued.reply()), content_type=_JSON)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -289,6 +289,11 @@ def create_app(service: Service) -> web.Application:
     app = web.Application(client_max_size=service.config.server.max_body_bytes)
     app[SERVICE_KEY] = service
     endpoints = Endpoints(service)
+
+    async def flush_audit(app: web.Application) -> None:
+        endpoints.audit.flush()
+
+    app.on_cleanup.append(flush_audit)
     add_routes(
         app.router,
         {

@@ -14,6 +14,7 @@ import hashlib
 import json
 from typing import Any, Union
 
+import orjson
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 from jwcrypto import jwk
@@ -234,13 +235,13 @@ def encode_header(kid: str, alg: Algorithm) -> bytes:
     return b64url(json.dumps(header, separators=(",", ":")).encode())
 
 
-_CLAIMS_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-"""What json.dumps(claims, separators=(",", ":"), ensure_ascii=False) uses, built once."""
-
-
 def signing_input(header_b64: bytes, claims: dict[str, Any]) -> bytes:
-    payload = _CLAIMS_ENCODER.encode(claims).encode()
-    return header_b64 + b"." + b64url(payload)
+    """`header.payload`: the claims as compact UTF-8 JSON (orjson, the same text as
+    json.dumps with separators=(",", ":"), ensure_ascii=False, for a tenth of the time).
+
+    Raises TypeError for what JSON cannot carry faithfully: a key that is not a string, an
+    integer beyond 64 bits (and writes NaN or infinity as null: callers refuse those first)."""
+    return header_b64 + b"." + b64url(orjson.dumps(claims))
 
 
 def compact(signing_input_: bytes, signature: bytes) -> str:
