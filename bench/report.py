@@ -28,6 +28,8 @@ class Results:
     """(endpoint "POST" | "GET", processes, pass) → result under load."""
     keysvc: dict[tuple[str, int], LoadResult] = field(default_factory=dict)
     """("RS256" | "ES256" | "JWKS", workers) → result under load."""
+    floor: dict[tuple[str, int, str], LoadResult] = field(default_factory=dict)
+    """(algorithm, processes, pass) → the signing floor under load (bench/bare_app.py signing)."""
     unloaded: dict[str, LoadResult] = field(default_factory=dict)
     """Request name → one connection, one worker."""
     probe: tuple[LoadResult, LoadResult] | None = None
@@ -56,6 +58,10 @@ class Results:
     def bare_per_core(self, endpoint: str, processes: int) -> float:
         return max(x.rate_per_server_core for x in self._bares(endpoint, processes))
 
+    def floor_rate(self, alg: str, processes: int) -> float | None:
+        found = [x.rate for (a, p, _), x in self.floor.items() if (a, p) == (alg, processes)]
+        return max(found) if found else None
+
     def best(self, kind: str) -> int:
         """The worker setting with the highest throughput for `kind`."""
         settings = [w for (k, w) in self.keysvc if k == kind]
@@ -80,6 +86,8 @@ class Target:
     per_core: float
     goal: str
     passed: bool
+    floor: float | None = None
+    """The signing floor's throughput ÷ the same limit: the most this stack allows."""
 
 
 def _valid(result: LoadResult) -> bool:
@@ -108,6 +116,7 @@ def targets(r: Results) -> list[Target]:
             r.per_core_ratio("RS256", w),
             "≥ 0.90",
             _valid(rs) and rs.rate / raw >= 0.90,
+            _ratio(r.floor_rate("RS256", 1), raw),
         )
     )
     for kind, endpoint, goal, name in (
@@ -136,6 +145,7 @@ def targets(r: Results) -> list[Target]:
                 r.per_core_ratio(kind, w),
                 f"≥ {goal:.2f}",
                 _valid(x) and x.rate / limit >= goal,
+                _ratio(r.floor_rate(kind, w), limit) if kind == "ES256" else None,
             )
         )
     worst = max(
@@ -155,6 +165,10 @@ def targets(r: Results) -> list[Target]:
         )
     )
     return out
+
+
+def _ratio(value: float | None, limit: float) -> float | None:
+    return None if value is None or not limit else value / limit
 
 
 def _row(cells: list[str]) -> str:
@@ -193,10 +207,13 @@ def render(r: Results) -> str:
         "",
         "`ratio` decides PASS/FAIL (throughput ÷ limit, as the targets are worded); `per core` is",
         "the same ratio per CPU second the server got, a cross-check that other users' load on",
-        "the shared cores moves less.",
+        "the shared cores moves less. `signing floor` is the same ratio for the bare app that",
+        "does nothing but sign the same token with the same key (no checks, claims, audit line",
+        "or metrics): what signing alone leaves of the limit on this stack, the most any",
+        "service built on it can reach.",
         "",
-        _row(["target", "keysvc", "limit", "ratio", "per core", "goal", "result"]),
-        _row(["---"] * 7),
+        _row(["target", "keysvc", "limit", "ratio", "per core", "signing floor", "goal", "result"]),
+        _row(["---"] * 8),
     ]
     results = targets(r)
     for t in results:
@@ -209,6 +226,7 @@ def render(r: Results) -> str:
                     t.limit,
                     f"{t.ratio:.2f}",
                     per_core,
+                    "" if t.floor is None else f"{t.floor:.2f}",
                     t.goal,
                     "**PASS**" if t.passed else "**FAIL**",
                 ]
@@ -307,6 +325,45 @@ def render(r: Results) -> str:
         lines.append(_row([label, str(processes), f"{when} keysvc", *_load_cells(x)]))
     lines.append("")
 
+    if r.floor:
+        lines += [
+            "## The signing floor",
+            "",
+            (
+                "The bare app signing keysvc's real signing input with the same key for every "
+                "POST, the way the file backend does (P-256 inline, RSA in a pool of one thread "
+                "per core), and answering the real token; nothing else. `of floor`: keysvc's "
+                "throughput at the same setting ÷ the floor's, i.e. what keysvc's own work per "
+                "token (bearer check, validation, claims, audit line, metrics) leaves of it."
+            ),
+            "",
+            _row(["floor", "processes", "measured", *_LOAD_HEAD, "limit", "ratio", "keysvc of floor"]),
+            _row(["---"] * 13),
+        ]
+        for (alg, processes, when), x in sorted(
+            r.floor.items(), key=lambda i: (i[0][0], i[0][1], PASSES.index(i[0][2]))
+        ):
+            if alg == "RS256":
+                limit_name, limit = "raw sign, 2 threads", r.sign_rate("RS256", 2)
+            else:
+                limit_name, limit = f"bare POST, {_processes(processes)}", r.bare_rate("POST", processes)
+            mine = r.keysvc.get((alg, processes))
+            floor = r.floor_rate(alg, processes) or 0.0
+            lines.append(
+                _row(
+                    [
+                        f"{alg} token",
+                        str(processes),
+                        f"{when} keysvc",
+                        *_load_cells(x),
+                        limit_name,
+                        f"{x.rate / limit:.2f}",
+                        f"{mine.rate / floor:.2f}" if mine and floor else "",
+                    ]
+                )
+            )
+        lines.append("")
+
     lines += [
         "## Unloaded latency",
         "",
@@ -351,7 +408,7 @@ def render(r: Results) -> str:
             "",
         ]
 
-    shares = [x.wrk_cpu_share for x in [*r.bare.values(), *r.keysvc.values()]]
+    shares = [x.wrk_cpu_share for x in [*r.bare.values(), *r.floor.values(), *r.keysvc.values()]]
     lines += [
         "## Load generator",
         "",

@@ -34,8 +34,13 @@ from bench import limits, report
 from bench.fixtures import Fixtures, prepare
 from bench.load import LoadResult, write_script, wrk
 from bench.procs import Server, free_port
+from keysvc import keygen
+from keysvc.secrets import write_private_file
 
 WORK = ROOT / "bench" / ".work"
+FLOORS = (("ES256", 1), ("ES256", 2), ("RS256", 1))
+"""The signing floors measured: (algorithm, processes). RS256 at one process, as keysvc's
+best RS256 setting: its signing threads already use both cores."""
 RESULTS = ROOT / "bench" / "RESULTS.md"
 SAVED = WORK / "results.pickle"
 VAULT_SCRIPT = ROOT / "bench" / "vault_batch.py"
@@ -91,7 +96,9 @@ class Bench:
             server, path, script, connections=1, threads=1, seconds=max(3.0, self.seconds / 2)
         )
 
-    def bare(self, processes: int) -> Server:
+    def bare(self, processes: int, sign: str | None = None) -> Server:
+        """The bare app; with `sign` ("ES256" | "RS256") the signing floor: the same app
+        signing keysvc's real signing input with the same key for every POST."""
         jwks = self.fx.work / "jwks.json"
         jwks.write_bytes(self.fx.jwks_body)
         port = free_port()
@@ -111,8 +118,18 @@ class Bench:
             "--token-length",
             str(self.fx.token_length),
         ]
-        log = self.fx.work / f"bare-{processes}.log"
-        return Server(f"bare app ({processes} proc)", command, port, "/.well-known/jwks", log)
+        name = f"bare app ({processes} proc)"
+        if sign is not None:
+            key = self.fx.rsa_key if sign == "RS256" else self.fx.ec_key
+            key_path = self.fx.work / f"floor-{sign}.pem"
+            if not key_path.exists():
+                write_private_file(key_path, keygen.private_pem(key))
+            message = self.fx.work / f"signing-input-{sign}"
+            message.write_bytes(self.fx.signing_inputs[sign])
+            command += ["--sign-key", str(key_path), "--signing-input", str(message)]
+            name = f"signing floor {sign} ({processes} proc)"
+        log = self.fx.work / f"{name.split(' (')[0].replace(' ', '-')}-{processes}.log"
+        return Server(name, command, port, "/.well-known/jwks", log)
 
     def keysvc(self, alg: str, workers: int) -> Server:
         port = free_port()
@@ -251,6 +268,17 @@ def measure_limits(
                     server, "/.well-known/jwks", bench.get
                 )
         log(f"bare, {processes} proc: POST {post.rate:,.0f}/s, GET {get.rate:,.0f}/s")
+    for alg, processes in FLOORS:
+        with bench.bare(processes, sign=alg) as server:
+            bench.check_token(server, alg)
+            floor = bench.load(
+                server,
+                "/v1/tokens",
+                bench.post,
+                connections=RSA_CONNECTIONS if alg == "RS256" else 64,
+            )
+        results.floor[(alg, processes, when)] = floor
+        log(f"signing floor {alg}, {processes} proc: {floor.rate:,.0f}/s")
 
 
 def measure_keysvc(bench: Bench, results: report.Results, log: Callable[[str], None]) -> None:

@@ -163,6 +163,8 @@ BAD_RUNS = [
     ({"ttl_seconds": "60"}, "invalid_request"),
     ({"iss": "https://evil"}, "invalid_request"),
     ({"organization": ["acme"]}, "invalid_request"),
+    ({"audience": "   "}, "invalid_request"),
+    ({"audience": "a\nb"}, "invalid_request"),
 ]
 
 
@@ -173,6 +175,47 @@ async def test_bad_runs_are_400(key_dir: Path, change: dict, code: str) -> None:
         assert status == 400, body
         assert headers["Content-Type"].startswith("application/json")
         assert body["error"]["code"] == code and body["error"]["message"]
+
+
+async def test_refusals_say_what_is_wrong(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        _, _, body = await svc.request("POST", "/v1/tokens", json={**RUN, "workspace": "a:b"})
+        assert body["error"]["message"] == (
+            "workspace: must be letters, digits, '.', '_' or '-' (a ':' would forge another sub)"
+        )
+        _, _, body = await svc.request("POST", "/v1/tokens", json={**RUN, "audience": "x\ty"})
+        assert body["error"]["message"] == "audience: must be non-empty printable text"
+
+
+@pytest.mark.parametrize(
+    "claims, where",
+    [
+        (b'{"n": NaN}', "n is not a finite number"),
+        (b'{"n": 1e400}', "n is not a finite number"),
+        (b'{"n": -Infinity}', "n is not a finite number"),
+        (b'{"n": 36893488147419103232}', "n is an integer beyond 64 bits"),
+        (b'{"a": [1, {"b": NaN}]}', "a[1].b is not a finite number"),
+    ],
+)
+async def test_sign_refuses_claims_json_cannot_carry(
+    key_dir: Path, claims: bytes, where: str
+) -> None:
+    """Written into a token they would come out as null, Infinity or a rounded number."""
+    async with start_service(file_config(key_dir)) as svc:
+        status, _, body = await svc.request(
+            "POST",
+            "/v1/sign",
+            data=b'{"claims": ' + claims + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert status == 400 and body["error"]["code"] == "invalid_request"
+        assert body["error"]["message"] == f"claims: {where}"
+        status, _, body = await svc.request(
+            "POST", "/v1/sign", json={"claims": {"sub": "s", "aud": "a", "big": 2**64 - 1, "small": -(2**63), "f": 0.5}}
+        )
+        assert status == 200, body
+        claims_out = await verify_once(svc.url, body["token"], "a")
+        assert (claims_out["big"], claims_out["small"], claims_out["f"]) == (2**64 - 1, -(2**63), 0.5)
 
 
 async def test_malformed_requests(key_dir: Path) -> None:

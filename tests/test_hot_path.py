@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,7 @@ from keysvc import jose, logs
 from keysvc.backends.base import BackendUnavailable, KeyVersion
 from keysvc.backends.file import FileBackend, FileSettings
 from keysvc.keyring import KeyRing, Lifecycle
-from keysvc.tokens import IssuedToken
+from keysvc.tokens import IssuedToken, new_jti
 from tests.conftest import file_config, write_key
 from tests.service import RUN, start_service
 from tests.verification import verify_once
@@ -79,6 +80,52 @@ async def test_audit_line_has_exactly_the_token_fields(
     }
 
 
+async def test_audit_lines_of_concurrent_tokens_are_whole_and_one_each(
+    key_dir: Path, log_stream: io.StringIO
+) -> None:
+    """Lines written in a batch per loop iteration: every token still gets exactly its line."""
+    async with start_service(file_config(key_dir)) as svc:
+        replies = await asyncio.gather(*(svc.issue() for _ in range(40)))
+        jtis = {(await verify_once(svc.url, r["token"], RUN["audience"]))["jti"] for r in replies}
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    audit = [line for line in lines if line["logger"] == "keysvc.audit"]
+    assert all(list(line) == AUDIT_FIELDS for line in audit)
+    assert len(jtis) == 40 and sorted(line["jti"] for line in audit) == sorted(jtis)
+
+
+async def test_audit_goes_through_logging_when_something_else_listens(
+    key_dir: Path, log_stream: io.StringIO
+) -> None:
+    """Another handler on the root logger (an embedding app's, a test's) gets ordinary records,
+    and keysvc's own handler still writes the same line."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    extra = Collect()
+    logging.getLogger().addHandler(extra)
+    try:
+        async with start_service(file_config(key_dir)) as svc:
+            reply = await svc.issue()
+    finally:
+        logging.getLogger().removeHandler(extra)
+    (record,) = [r for r in records if r.name == "keysvc.audit"]
+    assert record.getMessage() == "token issued" and record.__dict__["kid"] == reply["kid"]
+    (line,) = [
+        json.loads(x) for x in log_stream.getvalue().splitlines() if '"keysvc.audit"' in x
+    ]
+    assert list(line) == AUDIT_FIELDS and line["jti"] == record.__dict__["jti"]
+
+
+async def test_no_audit_line_below_info(key_dir: Path, log_stream: io.StringIO) -> None:
+    logging.getLogger().setLevel(logging.WARNING)
+    async with start_service(file_config(key_dir)) as svc:
+        await svc.issue()
+    assert '"keysvc.audit"' not in log_stream.getvalue()
+
+
 def test_log_line_with_exception_and_odd_values(log_stream: io.StringIO) -> None:
     log = logging.getLogger("keysvc.test")
     try:
@@ -91,6 +138,18 @@ def test_log_line_with_exception_and_odd_values(log_stream: io.StringIO) -> None
     assert line["message"] == "failed here" and line["level"] == "error"
     assert line["when"] == "2026-01-02 00:00:00+00:00"  # default=str for what JSON lacks
     assert line["error"] == "ValueError" and "raise ValueError" in line["traceback"]
+    log.info("huge", extra={"n": 2**70, "k": {1: "x"}})  # beyond orjson: still one line
+    last = json.loads(log_stream.getvalue().splitlines()[-1])
+    assert last["n"] == 2**70 and last["k"] == {"1": "x"}
+
+
+def test_jti_is_a_canonical_random_uuid() -> None:
+    seen = {new_jti() for _ in range(2000)}
+    assert len(seen) == 2000
+    for jti in seen:
+        parsed = uuid.UUID(jti)
+        assert str(parsed) == jti
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 def _sample(name: str, labels: dict[str, str]) -> float:
