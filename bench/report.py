@@ -7,6 +7,7 @@ someone else's load during a limit's run nor one during keysvc's decides it."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 from bench.limits import SignRate
@@ -31,6 +32,8 @@ class Results:
     """("RS256" | "ES256" | "JWKS", workers) → result under load."""
     keysvc_repeat: dict[tuple[str, int], LoadResult] = field(default_factory=dict)
     """The same, measured again after the limits' second pass, for each target's best setting."""
+    paired: dict[str, tuple[int, list[tuple[float, float]]]] = field(default_factory=dict)
+    """Target kind → (workers, [(limit, keysvc)] from alternating short rounds)."""
     floor: dict[tuple[str, int, str], LoadResult] = field(default_factory=dict)
     """(algorithm, processes, pass) → the signing floor under load (bench/bare_app.py signing)."""
     unloaded: dict[str, LoadResult] = field(default_factory=dict)
@@ -60,6 +63,11 @@ class Results:
 
     def bare_per_core(self, endpoint: str, processes: int) -> float:
         return max(x.rate_per_server_core for x in self._bares(endpoint, processes))
+
+    def paired_median(self, kind: str) -> float | None:
+        if kind not in self.paired:
+            return None
+        return statistics.median(k / limit for limit, k in self.paired[kind][1])
 
     def floor_rate(self, alg: str, processes: int) -> float | None:
         found = [x.rate for (a, p, _), x in self.floor.items() if (a, p) == (alg, processes)]
@@ -97,6 +105,8 @@ class Target:
     passed: bool
     floor: float | None = None
     """The signing floor's throughput ÷ the same limit: the most this stack allows."""
+    paired: float | None = None
+    """The median ratio of alternating short rounds (bench/run.py measure_paired)."""
 
 
 def _valid(result: LoadResult) -> bool:
@@ -126,6 +136,7 @@ def targets(r: Results) -> list[Target]:
             "≥ 0.90",
             _valid(rs) and rs.rate / raw >= 0.90,
             _ratio(r.floor_rate("RS256", 1), raw),
+            r.paired_median("RS256"),
         )
     )
     for kind, endpoint, goal, name in (
@@ -155,6 +166,7 @@ def targets(r: Results) -> list[Target]:
                 f"≥ {goal:.2f}",
                 _valid(x) and x.rate / limit >= goal,
                 _ratio(r.floor_rate(kind, w), limit) if kind == "ES256" else None,
+                r.paired_median(kind),
             )
         )
     worst = max(
@@ -220,10 +232,14 @@ def render(r: Results) -> str:
         "the shared cores moves less. `signing floor` is the same ratio for the bare app that",
         "does nothing but sign the same token with the same key (no checks, claims, audit line",
         "or metrics): what signing alone leaves of the limit on this stack, the most any",
-        "service built on it can reach.",
+        "service built on it can reach. `paired` is the median ratio of alternating short",
+        "rounds of the limit and keysvc (both up at once), the steadier estimate on a host",
+        "whose speed drifts by ±25 % within minutes (rounds under \"Paired rounds\" below).",
         "",
-        _row(["target", "keysvc", "limit", "ratio", "per core", "signing floor", "goal", "result"]),
-        _row(["---"] * 8),
+        _row(
+            ["target", "keysvc", "limit", "ratio", "per core", "paired", "signing floor", "goal", "result"]
+        ),
+        _row(["---"] * 9),
     ]
     results = targets(r)
     for t in results:
@@ -236,6 +252,7 @@ def render(r: Results) -> str:
                     t.limit,
                     f"{t.ratio:.2f}",
                     per_core,
+                    "" if t.paired is None else f"{t.paired:.2f}",
                     "" if t.floor is None else f"{t.floor:.2f}",
                     t.goal,
                     "**PASS**" if t.passed else "**FAIL**",
@@ -373,6 +390,28 @@ def render(r: Results) -> str:
                     ]
                 )
             )
+        lines.append("")
+
+    if r.paired:
+        lines += [
+            "## Paired rounds",
+            "",
+            (
+                "Each throughput target at keysvc's best setting: the limit and keysvc measured "
+                "in alternation (limit first in odd rounds, keysvc first in even ones), each "
+                "round a 1 s warm-up and a 4 s measurement, both servers running throughout "
+                "(the one not under load is idle). Figures: limit / keysvc per second, and "
+                "their ratio."
+            ),
+            "",
+            _row(["target", "workers", "round 1", "round 2", "round 3", "round 4", "median ratio"]),
+            _row(["---"] * 7),
+        ]
+        for kind, (workers, pairs) in r.paired.items():
+            cells = [f"{limit:,.0f} / {k:,.0f} = {k / limit:.2f}" for limit, k in pairs]
+            cells += [""] * (4 - len(cells))
+            median = r.paired_median(kind) or 0.0
+            lines.append(_row([kind, str(workers), *cells[:4], f"{median:.2f}"]))
         lines.append("")
 
     lines += [

@@ -79,10 +79,11 @@ class Bench:
         connections: int = 64,
         threads: int = 2,
         seconds: float | None = None,
+        warmup: float | None = None,
     ) -> LoadResult:
         """A warm-up run (discarded), then the measured one."""
         url = server.url + path
-        wrk(url, script, seconds=self.warmup, threads=threads, connections=connections)
+        wrk(url, script, seconds=warmup or self.warmup, threads=threads, connections=connections)
         return wrk(
             url,
             script,
@@ -331,6 +332,52 @@ def measure_keysvc_again(bench: Bench, results: report.Results, log: Callable[[s
         log(f"keysvc {kind} again, {workers} worker(s): {x.rate:,.0f}/s")
 
 
+PAIRED_ROUNDS = 4
+PAIRED_SECONDS = 4.0
+
+
+def measure_paired(bench: Bench, results: report.Results, log: Callable[[str], None]) -> None:
+    """Each throughput target once more as alternating short rounds of its limit and keysvc
+    (best worker setting), both servers up at once (an idle server costs nothing), in the order
+    L K, K L, L K, K L so a drift of the machine's speed hits both sides alike. On a host
+    whose speed moves by ±25 % within minutes, the median of these paired ratios is the
+    steadier estimate; RESULTS.md shows it beside the ratio that decides the target."""
+    fx = bench.fx
+    for kind in ("RS256", "ES256", "JWKS"):
+        workers = results.best(kind)
+        alg = "RS256" if kind == "RS256" else "ES256"
+        path, script = ("/.well-known/jwks", bench.get) if kind == "JWKS" else ("/v1/tokens", bench.post)
+        connections = RSA_CONNECTIONS if kind == "RS256" else 64
+        with contextlib.ExitStack() as stack:
+            mine = stack.enter_context(bench.keysvc(alg, workers))
+            if kind == "RS256":
+                sign = limits.rs256(fx.rsa_key, fx.signing_inputs["RS256"])
+
+                def limit() -> float:
+                    return limits.sign_rate(sign, 2, PAIRED_SECONDS)[0]
+            else:
+                bare = stack.enter_context(bench.bare(workers))
+
+                def limit() -> float:
+                    return bench.load(bare, path, script, seconds=PAIRED_SECONDS, warmup=1).rate
+
+            def keysvc() -> float:
+                return bench.load(
+                    mine, path, script, connections=connections, seconds=PAIRED_SECONDS, warmup=1
+                ).rate
+
+            pairs = []
+            for round_ in range(PAIRED_ROUNDS):
+                if round_ % 2 == 0:
+                    first = limit()
+                    pairs.append((first, keysvc()))
+                else:
+                    first = keysvc()
+                    pairs.append((limit(), first))
+        results.paired[kind] = (workers, pairs)
+        log(f"paired {kind}, {workers} worker(s): ratios " + ", ".join(f"{k / l:.2f}" for l, k in pairs))
+
+
 def measure(bench: Bench, results: report.Results, log: Callable[[str], None]) -> None:
     """Limits first, then keysvc, then the limits once more and keysvc's target figures once
     more, all on the same cores."""
@@ -338,6 +385,7 @@ def measure(bench: Bench, results: report.Results, log: Callable[[str], None]) -
     measure_keysvc(bench, results, log)
     measure_limits(bench, results, log, "after")
     measure_keysvc_again(bench, results, log)
+    measure_paired(bench, results, log)
 
 
 def probe_event_loop(bench: Bench, server: Server) -> tuple[LoadResult, LoadResult]:
