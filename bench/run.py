@@ -366,6 +366,9 @@ def measure_paired(bench: Bench, results: report.Results, log: Callable[[str], N
                     mine, path, script, connections=connections, seconds=PAIRED_SECONDS, warmup=1
                 ).rate
 
+            # Discarded: a just-started server warms up (with workers > 1, readiness means
+            # one worker ready, not all of them).
+            bench.load(mine, path, script, connections=connections, seconds=bench.warmup)
             pairs = []
             for round_ in range(PAIRED_ROUNDS):
                 if round_ % 2 == 0:
