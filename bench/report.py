@@ -359,7 +359,7 @@ def render(r: Results) -> str:
             "",
             (
                 "The bare app signing keysvc's real signing input with the same key for every "
-                "POST, the way the file backend does (P-256 inline, RSA in a pool of one thread "
+                "POST, the way the file backend does (P-256 batched per loop iteration, RSA in a pool of one thread "
                 "per core), and answering the real token; nothing else. `of floor`: keysvc's "
                 "throughput at the same setting ÷ the floor's, i.e. what keysvc's own work per "
                 "token (bearer check, validation, claims, audit line, metrics) leaves of it."

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from keysvc import jose, keygen, metrics
 from keysvc.backends.base import BackendError, BackendUnavailable, KeyBackend, KeyVersion
 from keysvc.errors import ConfigError
+from keysvc.sign_batch import SignBatch
 
 log = logging.getLogger("keysvc.keyring")
 
@@ -179,6 +180,7 @@ class KeyRing:
         self.last_errors: dict[str, str] = {}
         self._sign_seconds = functools.cache(metrics.SIGN_SECONDS.labels)
         """The histogram child per backend, looked up once rather than per signature."""
+        self._batch = SignBatch()
 
     # -- building -----------------------------------------------------------------------------
 
@@ -323,9 +325,10 @@ class KeyRing:
         backend = key.backend
         started = time.perf_counter()
         try:
-            # An in-process EC/Ed25519 key signs at once: nothing to wait for, so no timer.
-            signature = backend.sign_now(key.version, key.alg, message)
-            if signature is None:
+            if backend.signs_at_once(key.version, key.alg):
+                # Microseconds on this thread: no timer, batched per loop iteration.
+                signature = await self._batch.sign(backend, key.version, key.alg, message)
+            else:
                 # asyncio.timeout, not wait_for: the same deadline and TimeoutError without
                 # a Task per signature.
                 async with asyncio.timeout(self.sign_timeout):

@@ -33,7 +33,8 @@ RESERVED_CLAIMS = frozenset({"iss", "iat", "nbf", "exp", "jti"})
 AZURE_AUDIENCE = DEFAULT_AUDIENCE[Cloud.AZURE]
 AZURE_ALGORITHMS = ACCEPTED_ALGORITHMS[Cloud.AZURE]
 _INT_RANGE = range(-(2**63), 2**64)
-"""The integers every JSON library reads exactly (and orjson writes)."""
+"""The integers a token may carry: 64-bit signed and unsigned, what orjson writes and most JSON
+libraries read exactly (JavaScript verifiers lose precision beyond 2**53, as for any JWT)."""
 
 
 class RequestError(ValueError):

@@ -183,8 +183,8 @@ class SlowBackend(FileBackend):
 
     delay = 1.0
 
-    def sign_now(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> None:
-        return None  # remote: never at once
+    def signs_at_once(self, version: KeyVersion, alg: jose.Algorithm) -> bool:
+        return False  # remote: never at once
 
     async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
         await asyncio.sleep(self.delay)
@@ -226,15 +226,59 @@ async def test_file_backend_signs_small_keys_at_once_and_rsa_in_its_pool(
     await ring.refresh(raise_errors=True)
     key = ring.view().signer
     assert key is not None
-    now = backend.sign_now(key.version, key.alg, b"h.p")
-    assert (now is not None) is at_once
-    for signature in (
-        now,
+    assert backend.signs_at_once(key.version, key.alg) is at_once
+    signatures = [
         await backend.sign(key.version, key.alg, b"h.p"),
         await ring.sign(key, b"h.p"),
-    ):
-        if signature is not None:
-            jose.verify_local(key.version.public_key, key.alg, b"h.p", signature)
+    ]
+    if at_once:
+        signatures.append(backend.sign_now(key.version, key.alg, b"h.p"))
+    for signature in signatures:
+        jose.verify_local(key.version.public_key, key.alg, b"h.p", signature)
+    await ring.close()
+
+
+class CountingBackend(FileBackend):
+    """A file backend that records how its at-once signatures arrive, and can fail one."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.calls: list[bytes] = []
+        self.fail_on = b""
+
+    def sign_now(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
+        self.calls.append(message)
+        if message == self.fail_on:
+            raise RuntimeError("token removed")
+        return super().sign_now(version, alg, message)
+
+
+async def test_signatures_of_one_loop_iteration_are_made_together(tmp_path: Path) -> None:
+    """Concurrent requests are signed in one batch, each with its own message; one that fails
+    fails alone, and one whose caller gave up is not signed at all."""
+    write_key(tmp_path, "ec-p256")
+    backend = CountingBackend("batch", FileSettings(path=tmp_path))
+    ring = KeyRing([backend], LIFE)
+    await ring.refresh(raise_errors=True)
+    key = ring.view().signer
+    assert key is not None
+    messages = [f"h.p{i}".encode() for i in range(20)]
+    backend.fail_on = messages[7]
+    tasks = [asyncio.ensure_future(ring.sign(key, m)) for m in messages]
+    given_up = asyncio.ensure_future(ring.sign(key, b"h.gone"))
+    await asyncio.sleep(0)  # every request reaches the batch...
+    given_up.cancel()  # ...and this caller leaves before it is made
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert backend.calls == messages  # in order, all in one batch, the cancelled one skipped
+    for message, result in zip(messages, results, strict=True):
+        if message == backend.fail_on:
+            assert isinstance(result, BackendUnavailable)
+            assert "failed to sign" in str(result) and "token removed" not in str(result)
+        else:
+            assert isinstance(result, bytes)
+            jose.verify_local(key.version.public_key, key.alg, message, result)
+    with pytest.raises(asyncio.CancelledError):
+        await given_up
     await ring.close()
 
 

@@ -81,14 +81,21 @@ class KeyBackend(abc.ABC):
     async def sign(self, version: KeyVersion, alg: Algorithm, message: bytes) -> bytes:
         """Sign a JWS signing input with exactly this version (never 'the latest')."""
 
-    def sign_now(self, version: KeyVersion, alg: Algorithm, message: bytes) -> bytes | None:
-        """Sign at once, on the caller's thread, when that takes microseconds (an in-process
-        EC or Ed25519 key); None when the signature needs I/O or a thread, and then the ring
-        awaits `sign` under its sign timeout. Optional: by default nothing signs at once.
+    def signs_at_once(self, version: KeyVersion, alg: Algorithm) -> bool:
+        """True when signing with `version` takes microseconds on the caller's thread (an
+        in-process EC or Ed25519 key): the ring then calls `sign_now`, in a batch with the other
+        signatures of the same event-loop iteration and without a timer. Otherwise (I/O, a
+        thread, an RSA key's milliseconds) it awaits `sign` under its sign timeout. Optional: by
+        default nothing signs at once.
 
-        Why: a signature that cannot wait needs no timer, and arming one per token cost a
-        quarter of an ES256 signature."""
-        return None
+        Why: a signature that cannot wait needs no timer (arming one per token cost a quarter
+        of an ES256 signature), and signatures made back to back find OpenSSL's tables in the
+        caches (keysvc/sign_batch.py)."""
+        return False
+
+    def sign_now(self, version: KeyVersion, alg: Algorithm, message: bytes) -> bytes:
+        """Sign at once on the caller's thread; called only when `signs_at_once` is True."""
+        raise OperationNotSupported(f"backend {self.name!r} does not sign at once")
 
     @abc.abstractmethod
     async def create_version(self) -> KeyVersion:

@@ -145,16 +145,16 @@ class FileBackend(KeyBackend):
 
     # -- signing ----------------------------------------------------------------------------
 
-    def sign_now(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes | None:
-        key = version.handle
-        if isinstance(key, rsa.RSAPrivateKey):
-            return None  # milliseconds: in the thread pool, never on the event loop
-        return jose.sign_local(key, alg, message)
+    def signs_at_once(self, version: KeyVersion, alg: jose.Algorithm) -> bool:
+        # RSA takes milliseconds: in the thread pool, never on the event loop.
+        return not isinstance(version.handle, rsa.RSAPrivateKey)
+
+    def sign_now(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
+        return jose.sign_local(version.handle, alg, message)
 
     async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
-        signature = self.sign_now(version, alg, message)
-        if signature is not None:
-            return signature
+        if self.signs_at_once(version, alg):
+            return self.sign_now(version, alg, message)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, jose.sign_local, version.handle, alg, message
