@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import stat
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
 import pytest
 
-from keysvc import keygen
+from keysvc import jose, keygen
+from keysvc.backends.file import name_for
+from keysvc.secrets import write_private_file
 from tests.cli import assert_one_line_error, private, run, serving
 from tests.conftest import write_key
 from tests.service import RUN, free_port
@@ -151,6 +154,24 @@ def test_keys_generate_list_rotate_revoke(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["signing_kid"] == rotated["kid"]
     assert_one_line_error(run("keys", "revoke", "--config", str(path), "nope"), "no key with kid")
+
+
+def test_revoke_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:
+    """A kid is base64url: one in 64 begins with "-", and must not be read as an option."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    while True:
+        key = keygen.generate("ec-p256")
+        kid = jose.thumbprint(key.public_key())  # type: ignore[arg-type]
+        if kid.startswith("-"):
+            break
+    write_private_file(keys / name_for(datetime.now(UTC) - timedelta(days=2)), keygen.private_pem(key))  # type: ignore[arg-type]
+    write_key(keys, "ec-p256", datetime.now(UTC) - timedelta(days=1))
+    path = config_file(tmp_path, keys)
+    result = run("keys", "revoke", "--config", str(path), kid, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["revoked"] == kid
+    assert_one_line_error(run("keys", "revoke", "--config", str(path), "-Unknown"), "no key with kid -Unknown")
 
 
 def test_rotate_needs_backend_choice_with_two(tmp_path: Path, key_dir: Path) -> None:

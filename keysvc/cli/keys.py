@@ -91,7 +91,7 @@ def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) ->
         )
 
 
-@keys.command()
+@keys.command(context_settings={"ignore_unknown_options": True})  # a kid may begin with "-"
 @config_option
 @click.argument("kid")
 @json_option
