@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import orjson
@@ -84,18 +85,35 @@ class JSONLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.setFormatter(JSONFormatter())
 
     def write_lines(self, lines: Sequence[bytes]) -> None:
-        """Write several lines with one write and one flush, under the handler's lock so they
-        never interleave with records logged from other threads."""
-        text = b"\n".join(lines).decode() + self.terminator
+        """Write several lines in as few writes as keep them whole: under the handler's lock, so
+        they never interleave with records logged from other threads, and at most PIPE_BUF
+        bytes per write, so that on a pipe (a container runtime, journald) each write is atomic
+        and lines from several worker processes never interleave either."""
         self.acquire()
         try:
-            self.stream.write(text)
-            self.flush()
+            for chunk in _chunks(lines, select.PIPE_BUF):
+                self.stream.write(chunk.decode())
+                self.flush()
         except Exception:
             # As logging.Handler.handleError would: a log line must not fail the request.
             sys.stderr.write("keysvc: could not write log lines\n")
         finally:
             self.release()
+
+
+def _chunks(lines: Sequence[bytes], limit: int) -> Iterator[bytes]:
+    """Newline-terminated lines joined into chunks of at most `limit` bytes (a longer line
+    alone)."""
+    chunk: list[bytes] = []
+    size = 0
+    for item in lines:
+        if chunk and size + len(item) + 1 > limit:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+        chunk.append(item + b"\n")
+        size += len(item) + 1
+    if chunk:
+        yield b"".join(chunk)
 
 
 def direct_handler(logger: logging.Logger) -> JSONLineHandler | None:

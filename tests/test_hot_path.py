@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import re
+import select
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -141,6 +142,25 @@ def test_log_line_with_exception_and_odd_values(log_stream: io.StringIO) -> None
     log.info("huge", extra={"n": 2**70, "k": {1: "x"}})  # beyond orjson: still one line
     last = json.loads(log_stream.getvalue().splitlines()[-1])
     assert last["n"] == 2**70 and last["k"] == {"1": "x"}
+
+
+def test_batched_lines_are_written_whole_and_at_most_pipe_buf_per_write() -> None:
+    """On a pipe, writes up to PIPE_BUF are atomic: so lines from two workers never mix."""
+    writes: list[str] = []
+
+    class Recording(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    handler = logs.JSONLineHandler(Recording())
+    lines = [b"x" * n for n in (100, 3000, 995, 1, 4095, 5000, 10, 20)]
+    handler.write_lines(lines)
+    assert "".join(writes) == "".join(line.decode() + "\n" for line in lines)
+    assert all(w.endswith("\n") for w in writes)
+    # 101+3001 | 996+2 | 4096 exactly | 5001 (one line, longer than PIPE_BUF, alone) | 11+21
+    assert [len(w) for w in writes] == [3102, 998, 4096, 5001, 32]
+    assert all(len(w) <= select.PIPE_BUF for w in writes if w.count("\n") > 1)
 
 
 def test_jti_is_a_canonical_random_uuid() -> None:
