@@ -60,6 +60,11 @@ PACKAGES = (
 )
 
 
+def connections(alg: str) -> int:
+    """Connections for loading token issuance with keys of `alg`."""
+    return RSA_CONNECTIONS if alg == "RS256" else 64
+
+
 class Bench:
     def __init__(self, fixtures: Fixtures, seconds: float, warmup: float) -> None:
         self.fx = fixtures
@@ -92,6 +97,13 @@ class Bench:
             connections=connections,
             server=server.tree,
         )
+
+    def target(self, kind: str) -> tuple[str, str, Path, int]:
+        """What a throughput target ("RS256", "ES256", "JWKS") loads: keysvc's key algorithm,
+        the path, the wrk script and the connections."""
+        if kind == "JWKS":
+            return "ES256", "/.well-known/jwks", self.get, 64
+        return kind, "/v1/tokens", self.post, connections(kind)
 
     def unloaded(self, server: Server, path: str, script: Path) -> LoadResult:
         return self.load(
@@ -277,7 +289,7 @@ def measure_limits(
                 server,
                 "/v1/tokens",
                 bench.post,
-                connections=RSA_CONNECTIONS if alg == "RS256" else 64,
+                connections=connections(alg),
             )
         results.floor[(alg, processes, when)] = floor
         log(f"signing floor {alg}, {processes} proc: {floor.rate:,.0f}/s")
@@ -292,7 +304,7 @@ def measure_keysvc(bench: Bench, results: report.Results, log: Callable[[str], N
                     server,
                     "/v1/tokens",
                     bench.post,
-                    connections=RSA_CONNECTIONS if alg == "RS256" else 64,
+                    connections=connections(alg),
                 )
                 if alg == "ES256":
                     results.keysvc[("JWKS", workers)] = bench.load(
@@ -318,16 +330,11 @@ def measure_keysvc(bench: Bench, results: report.Results, log: Callable[[str], N
 def measure_keysvc_again(bench: Bench, results: report.Results, log: Callable[[str], None]) -> None:
     """Each throughput target's figure once more, at its best worker setting: the limits get two
     chances to miss someone else's burst of load, and so does keysvc."""
-    for kind, alg, path, script in (
-        ("RS256", "RS256", "/v1/tokens", bench.post),
-        ("ES256", "ES256", "/v1/tokens", bench.post),
-        ("JWKS", "ES256", "/.well-known/jwks", bench.get),
-    ):
+    for kind in ("RS256", "ES256", "JWKS"):
+        alg, path, script, conns = bench.target(kind)
         workers = results.best(kind)
         with bench.keysvc(alg, workers) as server:
-            x = bench.load(
-                server, path, script, connections=RSA_CONNECTIONS if kind == "RS256" else 64
-            )
+            x = bench.load(server, path, script, connections=conns)
         results.keysvc_repeat[(kind, workers)] = x
         log(f"keysvc {kind} again, {workers} worker(s): {x.rate:,.0f}/s")
 
@@ -345,9 +352,7 @@ def measure_paired(bench: Bench, results: report.Results, log: Callable[[str], N
     fx = bench.fx
     for kind in ("RS256", "ES256", "JWKS"):
         workers = results.best(kind)
-        alg = "RS256" if kind == "RS256" else "ES256"
-        path, script = ("/.well-known/jwks", bench.get) if kind == "JWKS" else ("/v1/tokens", bench.post)
-        connections = RSA_CONNECTIONS if kind == "RS256" else 64
+        alg, path, script, conns = bench.target(kind)
         with contextlib.ExitStack() as stack:
             mine = stack.enter_context(bench.keysvc(alg, workers))
             if kind == "RS256":
@@ -363,12 +368,12 @@ def measure_paired(bench: Bench, results: report.Results, log: Callable[[str], N
 
             def keysvc() -> float:
                 return bench.load(
-                    mine, path, script, connections=connections, seconds=PAIRED_SECONDS, warmup=1
+                    mine, path, script, connections=conns, seconds=PAIRED_SECONDS, warmup=1
                 ).rate
 
             # Discarded: a just-started server warms up (with workers > 1, readiness means
             # one worker ready, not all of them).
-            bench.load(mine, path, script, connections=connections, seconds=bench.warmup)
+            bench.load(mine, path, script, connections=conns, seconds=bench.warmup)
             pairs = []
             for round_ in range(PAIRED_ROUNDS):
                 if round_ % 2 == 0:

@@ -48,15 +48,16 @@ class AuditTrail:
         if handler is None:
             LOGGER.info(MESSAGE, extra=fields)
             return
+        line = logs.line(time.time(), "info", LOGGER.name, MESSAGE, fields)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on an event loop: nothing to batch with
-            handler.write_lines([logs.line(time.time(), "info", LOGGER.name, MESSAGE, fields)])
+            handler.write_lines([line])
             return
         if not self._pending:
             self._handler = handler
             loop.call_soon(self.flush)
-        self._pending.append(logs.line(time.time(), "info", LOGGER.name, MESSAGE, fields))
+        self._pending.append(line)
 
     def flush(self) -> None:
         """Write the lines waiting for the end of this loop iteration."""
