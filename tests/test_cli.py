@@ -157,13 +157,15 @@ def test_keys_generate_list_rotate_revoke(tmp_path: Path) -> None:
 
 
 def test_revoke_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:
-    """A kid is base64url: one in 64 begins with "-", and must not be read as an option."""
+    """A kid is base64url: one in 64 begins with "-", and must not be read as an option.
+
+    The hardest such kid begins with "-h": click alone would read it as "-h" (help) plus junk."""
     keys = tmp_path / "keys"
     keys.mkdir()
     while True:
         key = keygen.generate("ec-p256")
         kid = jose.thumbprint(key.public_key())  # type: ignore[arg-type]
-        if kid.startswith("-"):
+        if kid.startswith("-h"):
             break
     write_private_file(keys / name_for(datetime.now(UTC) - timedelta(days=2)), keygen.private_pem(key))  # type: ignore[arg-type]
     write_key(keys, "ec-p256", datetime.now(UTC) - timedelta(days=1))
@@ -172,6 +174,28 @@ def test_revoke_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["revoked"] == kid
     assert_one_line_error(run("keys", "revoke", "--config", str(path), "-Unknown"), "no key with kid -Unknown")
+
+
+@pytest.mark.parametrize(
+    ("args", "kid", "config", "as_json"),
+    [
+        (["-hELP"], "-hELP", None, False),
+        (["--help-me", "--json"], "--help-me", None, True),
+        (["--jsonX"], "--jsonX", None, False),
+        (["-c"], "-c", None, False),
+        (["--config", "-odd.toml", "-x"], "-x", "-odd.toml", False),
+        (["--config=k.toml", "--json", "-Ab"], "-Ab", "k.toml", True),
+        (["--", "--json"], "--json", None, False),
+        (["plain"], "plain", None, False),
+    ],
+)
+def test_revoke_parses_dash_kids(args: list[str], kid: str, config: str | None, as_json: bool) -> None:
+    from keysvc.cli.keys import revoke
+
+    ctx = revoke.make_context("revoke", args)
+    assert ctx.params["kid"] == kid
+    assert ctx.params["as_json"] is as_json
+    assert (str(ctx.params["config_path"]) if ctx.params["config_path"] else None) == config
 
 
 def test_rotate_needs_backend_choice_with_two(tmp_path: Path, key_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,37 @@ config_option = click.option(
     help="TOML configuration file (env KEYSVC_CONFIG).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+class DashArgumentCommand(click.Command):
+    """A command whose argument may begin with "-", as one kid in 64 does (base64url).
+
+    click reads "-hX..." as the short-option cluster "-h X...", so "ignore_unknown_options" is not
+    enough. Here only an exact option name (or "--name=value") is an option; anything else that
+    begins with "-" is moved behind "--" and so becomes the argument."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value: dict[str, bool] = {}
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option):
+                for name in (*param.opts, *param.secondary_opts):
+                    takes_value[name] = not (param.is_flag or param.count)
+        options: list[str] = []
+        positional: list[str] = []
+        items = iter(args)
+        for arg in items:
+            if arg == "--":
+                positional.extend(items)
+                break
+            long_with_value = arg.startswith("--") and "=" in arg
+            name = arg.split("=", 1)[0] if long_with_value else arg
+            if name not in takes_value:
+                positional.append(arg)
+                continue
+            options.append(arg)
+            if takes_value[name] and not long_with_value:
+                options.extend(islice(items, 1))
+        return super().parse_args(ctx, [*options, "--", *positional])
 
 
 def fail(message: str) -> CLIError:

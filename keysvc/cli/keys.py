@@ -11,7 +11,7 @@ import click
 
 from keysvc import jose, keygen
 from keysvc.backends.file import name_for
-from keysvc.cli.common import CLIError, config_option, echo_json, json_option
+from keysvc.cli.common import CLIError, DashArgumentCommand, config_option, echo_json, json_option
 from keysvc.cli.loading import load, otfd_options
 from keysvc.secrets import write_private_file
 from keysvc.service import local_ring
@@ -91,7 +91,7 @@ def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) ->
         )
 
 
-@keys.command(context_settings={"ignore_unknown_options": True})  # a kid may begin with "-"
+@keys.command(cls=DashArgumentCommand)  # a kid may begin with "-"
 @config_option
 @click.argument("kid")
 @json_option
