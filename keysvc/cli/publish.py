@@ -1,4 +1,4 @@
-"""`keysvc publish --to DIR|s3://BUCKET[/PREFIX] [--watch]`: static copies of the documents."""
+"""`keysvc publish --to DIR|s3://BUCKET[/PREFIX]|gs://BUCKET[/PREFIX] [--watch]`: static copies of the documents."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from keysvc.service import local_ring
     "--to",
     "to",
     required=True,
-    metavar="DIR|s3://BUCKET[/PREFIX]",
+    metavar="DIR|s3://BUCKET[/PREFIX]|gs://BUCKET[/PREFIX]",
     help="Where to write .well-known/openid-configuration and .well-known/jwks.",
 )
 @click.option("--watch", is_flag=True, help="Keep publishing as keys rotate (until stopped).")

@@ -1,8 +1,8 @@
-"""Where `keysvc publish` writes the public documents: a directory or an S3 bucket.
+"""Where `keysvc publish` writes the public documents: a directory, an S3 or a GCS bucket.
 
 A target stores one document at a path relative to its root (`.well-known/jwks`), replacing the
 previous one atomically, so a web server or a bucket never serves a half-written JWKS. The
-document's cache metadata travels with it: as object metadata on S3, and in a manifest
+document's cache metadata travels with it: as object metadata in a bucket, and in a manifest
 (`.keysvc-publish.json`) next to a directory's documents for the web server configuration.
 """
 
@@ -12,7 +12,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from keysvc.atomic_write import write_atomically
@@ -116,20 +116,87 @@ class S3Target:
         """Nothing to do: the metadata is on the objects themselves."""
 
 
+class GCSTarget:
+    """A Cloud Storage bucket (and object prefix), written with google-cloud-storage.
+    Credentials are Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud,
+    the GKE or GCE service account); STORAGE_EMULATOR_HOST points the library at an emulator.
+    An upload replaces an object atomically. The library is synchronous: it runs in a thread."""
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        try:
+            from google.cloud import storage  # only publishing to GCS needs it
+        except ImportError:
+            raise PublishError(
+                "publishing to GCS needs google-cloud-storage: pip install 'keysvc[gcs]'"
+            ) from None
+        self.bucket = bucket
+        self.prefix = prefix
+        self._storage = storage
+        self._client: Any = None
+
+    def describe(self) -> str:
+        return f"gs://{self.bucket}/{self.prefix}"
+
+    def _bucket(self) -> Any:
+        if self._client is None:
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                self._client = self._storage.Client()
+            except DefaultCredentialsError:
+                raise PublishError(
+                    "no Google credentials for GCS: set GOOGLE_APPLICATION_CREDENTIALS or run "
+                    "where Application Default Credentials exist"
+                ) from None
+        return self._client.bucket(self.bucket)
+
+    def _write(self, key: str, document: Document) -> None:
+        from google.api_core.exceptions import GoogleAPICallError
+        from google.auth.exceptions import GoogleAuthError
+
+        blob = self._bucket().blob(key)
+        blob.cache_control = document.cache_control
+        blob.metadata = {"keysvc-etag": document.etag.strip('"')}
+        try:
+            blob.upload_from_string(
+                document.body, content_type=document.content_type, timeout=GCS_TIMEOUT
+            )
+        except GoogleAPICallError as exc:
+            reason = getattr(exc.code, "name", None) or type(exc).__name__
+            raise PublishError(f"cannot write gs://{self.bucket}/{key}: {reason}") from None
+        except (GoogleAuthError, OSError) as exc:
+            raise PublishError(f"cannot write gs://{self.bucket}/{key}: {type(exc).__name__}") from None
+
+    async def write(self, path: str, document: Document) -> None:
+        await asyncio.to_thread(self._write, self.prefix + path, document)
+
+    async def write_manifest(self, documents: dict[str, Document]) -> None:
+        """Nothing to do: the metadata is on the objects themselves."""
+
+
+GCS_TIMEOUT = 30.0
+"""Seconds for one upload: a hung connection must not stall `--watch` forever."""
+BUCKET_SCHEMES = {"s3": "s3://BUCKET[/PREFIX]", "gs": "gs://BUCKET[/PREFIX]"}
+
+
 def parse_target(
     spec: str, *, endpoint_url: str | None = None, region: str | None = None
 ) -> Target:
-    """`s3://bucket[/prefix]` or a directory path."""
-    if spec.startswith("s3://"):
-        parts = urlsplit(spec)
+    """`s3://bucket[/prefix]`, `gs://bucket[/prefix]` or a directory path."""
+    parts = urlsplit(spec)
+    if parts.scheme in BUCKET_SCHEMES and "://" in spec:
         if not parts.netloc:
-            raise PublishError(f"--to {spec}: name the bucket (s3://BUCKET[/PREFIX])")
+            raise PublishError(f"--to {spec}: name the bucket ({BUCKET_SCHEMES[parts.scheme]})")
         prefix = parts.path.lstrip("/")
         if prefix and not prefix.endswith("/"):
             prefix += "/"
+        if parts.scheme == "gs":
+            return GCSTarget(parts.netloc, prefix)
         return S3Target(parts.netloc, prefix, endpoint_url, region)
     if "://" in spec:
-        raise PublishError(f"--to {spec}: give a directory or s3://BUCKET[/PREFIX]")
+        raise PublishError(
+            f"--to {spec}: give a directory, s3://BUCKET[/PREFIX] or gs://BUCKET[/PREFIX]"
+        )
     root = Path(spec)
     if root.exists() and not root.is_dir():
         raise PublishError(f"--to {spec} is not a directory")

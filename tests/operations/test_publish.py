@@ -1,12 +1,17 @@
-"""`keysvc publish`: static copies of the public documents in a directory and in S3 (moto)."""
+"""`keysvc publish`: static copies of the public documents in a directory, in S3 (moto) and in
+Cloud Storage (gcp-storage-emulator, a GCS JSON API server the real google-cloud-storage client
+talks to over HTTP)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,8 +103,9 @@ def test_otfd_flags_work_without_a_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("to", "fragment"),
     [
-        ("ftp://host/x", "give a directory or s3://"),
-        ("s3://", "name the bucket"),
+        ("ftp://host/x", "give a directory, s3://BUCKET[/PREFIX] or gs://"),
+        ("s3://", "name the bucket (s3://BUCKET"),
+        ("gs://", "name the bucket (gs://BUCKET"),
         ("FILE", "not a directory"),
     ],
 )
@@ -197,6 +203,88 @@ def test_s3_errors_are_one_line(tmp_path: Path, s3_endpoint: str) -> None:
     )
     assert_one_line_error(result, "s3://missing-bucket/.well-known/jwks", "NoSuchBucket")
     assert "testing" not in result.stderr
+
+
+@pytest.fixture
+def gcs_endpoint(tmp_path: Path) -> Iterator[str]:
+    """A GCS emulator on 127.0.0.1 with one bucket, "issuer"."""
+    port = free_port()
+    log = (tmp_path / "gcs.log").open("wb")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
+         "--port", str(port), "--in-memory", "--default-bucket", "issuer", "--quiet"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_port(port, server)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the emulator exited"
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def gcs_bucket(endpoint: str) -> Any:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+    )
+    return client.bucket("issuer")
+
+
+def test_gcs_objects_carry_the_services_bytes_and_cache_control(
+    tmp_path: Path, gcs_endpoint: str
+) -> None:
+    deployment = Deployment.create(tmp_path, rotation={"publish_lead": "1h", "jwks_max_age": "10m"})
+    with deployment.serve():
+        for _ in range(2):  # the second run replaces the objects in place
+            result = run(
+                "publish", "--config", str(deployment.config), "--to", "gs://issuer/otf",
+                env={"STORAGE_EMULATOR_HOST": gcs_endpoint},
+            )
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith("published gs://issuer/otf/: ")
+        bucket = gcs_bucket(gcs_endpoint)
+        assert sorted(b.name for b in bucket.list_blobs()) == sorted(f"otf/{p}" for p in PATHS)
+        for path in PATHS:
+            body, headers = get(f"{deployment.issuer}/{path}")
+            blob = bucket.get_blob(f"otf/{path}")  # the object's resource, as stored
+            assert blob.cache_control == headers["Cache-Control"] == "public, max-age=600"
+            assert blob.content_type == "application/json"
+            assert blob.metadata == {"keysvc-etag": headers["ETag"].strip('"')}
+            assert blob.download_as_bytes() == body
+
+
+def test_gcs_errors_are_one_line(tmp_path: Path, gcs_endpoint: str) -> None:
+    deployment = Deployment.create(tmp_path)
+    env = {"STORAGE_EMULATOR_HOST": gcs_endpoint}
+    result = run("publish", "--config", str(deployment.config), "--to", "gs://missing", env=env)
+    assert_one_line_error(result, "gs://missing/.well-known/jwks", "NOT_FOUND")
+
+
+def test_gcs_without_credentials_is_a_one_line_error(tmp_path: Path) -> None:
+    deployment = Deployment.create(tmp_path)
+    env = {
+        "STORAGE_EMULATOR_HOST": "",
+        "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "none.json"),
+        "HOME": str(tmp_path),
+    }
+    result = run("publish", "--config", str(deployment.config), "--to", "gs://issuer", env=env)
+    assert_one_line_error(result, "Google credentials")
 
 
 # --- --watch across a rotation ----------------------------------------------------------------
