@@ -40,6 +40,23 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def check_subject_format(value: str) -> str:
+    """The rule for `tokens.subject_format`: only the run's fields, plain (no format spec or
+    conversion). One definition for the config and for the operator tools' `--subject-format`,
+    so `keysvc setup` and `keysvc doctor` accept exactly the formats the service can mint.
+    Raises ValueError (unbalanced braces included) with a message fit for one line."""
+    for _, name, spec, conv in string.Formatter().parse(value):
+        if name is None:
+            continue
+        if name not in SUBJECT_FIELDS:
+            raise ValueError(
+                f"unknown placeholder {{{name}}}; use {', '.join(sorted(SUBJECT_FIELDS))}"
+            )
+        if spec or conv:
+            raise ValueError(f"placeholder {{{name}}} takes no conversion or format spec")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,14 +90,7 @@ class TokensConfig(_Section):
     @field_validator("subject_format")
     @classmethod
     def _known_fields(cls, value: str) -> str:
-        for _, name, spec, conv in string.Formatter().parse(value):
-            if name is None:
-                continue
-            if name not in SUBJECT_FIELDS or spec or conv:
-                raise ValueError(
-                    f"unknown placeholder {{{name}}}; use {', '.join(sorted(SUBJECT_FIELDS))}"
-                )
-        return value
+        return check_subject_format(value)
 
     @model_validator(mode="after")
     def _ttls(self) -> TokensConfig:

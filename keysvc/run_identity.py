@@ -1,14 +1,18 @@
 """What a token says about the OTF run it was issued for: its subject and `terraform_*` claims.
 
-Cloud trust configurations match these strings, so `keysvc setup` (which writes the patterns) and
-`keysvc doctor` (which evaluates a configuration for one run) must spell them exactly as the
-token minting does: OTF's project-less subject
-`organization:<org>:workspace:<workspace>:run_phase:<plan|apply>`.
+Cloud trust configurations match these strings, so `keysvc setup` (which writes the patterns),
+`keysvc doctor` (which evaluates a configuration for one run) and the token minting (tokens.py)
+all spell them from the two definitions here: `subject()` for `sub`, in the operator's
+`[tokens] subject_format` (by default OTF's project-less
+`organization:<org>:workspace:<workspace>:run_phase:<plan|apply>`), and `run_claims()` for the
+whole claim set. A tool that used the default while the service used another format would write
+trust that never matches, or call a refused token accepted.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,10 @@ PHASES: tuple[str, ...] = ("plan", "apply")
 NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._*?-]+$")
 """A workspace name, or a glob of them with `*` and `?` (AWS StringLike's wildcards)."""
+NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-")
+"""What a name may hold (NAME): a character outside them is a boundary no name can cross."""
+ANY = "*"
+"""What setup writes for a field it cannot know (a run id): any value, in a StringLike pattern."""
 
 
 class InvalidRunName(ValueError):
@@ -37,15 +45,95 @@ def is_wildcard(pattern: str) -> bool:
     return "*" in pattern or "?" in pattern
 
 
-def subject(organization: str, workspace: str, run_phase: str) -> str:
-    """The `sub` claim (or, with wildcards in the arguments, a pattern of them)."""
-    return DEFAULT_SUBJECT_FORMAT.format(
-        organization=organization, workspace=workspace, run_phase=run_phase
+def subject_fields(subject_format: str) -> frozenset[str]:
+    """The placeholders a (valid, see config.check_subject_format) subject format uses."""
+    return frozenset(
+        name for _, name, _, _ in string.Formatter().parse(subject_format) if name is not None
+    )
+
+
+def subject_literal(subject_format: str) -> str:
+    """The format's own text, placeholders left out (`{{` read as `{`)."""
+    return "".join(text for text, _, _, _ in string.Formatter().parse(subject_format))
+
+
+def unseparated_fields(subject_format: str) -> tuple[str, str] | None:
+    """Two placeholders with only name characters between them, if any.
+
+    Names are restricted to `[A-Za-z0-9._-]` so that no name can spell a different run's
+    subject; that holds only while every placeholder is bounded by a character outside that
+    set. In `{organization}-{workspace}` it is not: organization `a-b` with workspace `c` and
+    organization `a` with workspace `b-c` share the subject `a-b-c`, and a trust that matches
+    only `sub` (AWS, Azure) admits both."""
+    previous: str | None = None
+    for text, name, _, _ in string.Formatter().parse(subject_format):
+        if any(ch not in NAME_CHARACTERS for ch in text):
+            previous = None
+        if name is None:
+            continue
+        if previous is not None:
+            return previous, name
+        previous = name
+    return None
+
+
+def subject(
+    organization: str,
+    workspace: str,
+    run_phase: str,
+    *,
+    workspace_id: str = ANY,
+    run_id: str = ANY,
+    subject_format: str = DEFAULT_SUBJECT_FORMAT,
+) -> str:
+    """The `sub` claim (or, with wildcards in the arguments, a pattern of them).
+
+    `workspace_id` and `run_id` default to `*`, what setup writes for fields it cannot know;
+    they matter only to formats that use them."""
+    return subject_format.format(
+        organization=organization,
+        workspace=workspace,
+        workspace_id=workspace_id,
+        run_id=run_id,
+        run_phase=run_phase,
     )
 
 
 def full_workspace(organization: str, workspace: str) -> str:
     return f"organization:{organization}:workspace:{workspace}"
+
+
+def run_claims(
+    subject_format: str,
+    organization: str,
+    workspace: str,
+    workspace_id: str,
+    run_id: str,
+    run_phase: str,
+    audience: str,
+) -> dict[str, Any]:
+    """otfd's claims for a run, without `iss` and the time claims (all strings, `aud` too).
+
+    The token hot path calls this once per token (TokenIssuer.run_claims), so it is one plain
+    call with positional arguments building one dict: `sub` is written out here rather than
+    through subject(), and `terraform_full_workspace` rather than through full_workspace(),
+    each the same expression as there."""
+    return {
+        "sub": subject_format.format(
+            organization=organization,
+            workspace=workspace,
+            workspace_id=workspace_id,
+            run_id=run_id,
+            run_phase=run_phase,
+        ),
+        "aud": audience,
+        "terraform_organization_name": organization,
+        "terraform_workspace_name": workspace,
+        "terraform_workspace_id": workspace_id,
+        "terraform_full_workspace": f"organization:{organization}:workspace:{workspace}",
+        "terraform_run_id": run_id,
+        "terraform_run_phase": run_phase,
+    }
 
 
 @dataclass(frozen=True)
@@ -59,21 +147,31 @@ class RunIdentity:
     run_phase: str
     workspace_id: str = "ws-keysvcdoctor"
     run_id: str = "run-keysvcdoctor"
+    subject_format: str = DEFAULT_SUBJECT_FORMAT
+    """The service's `[tokens] subject_format`."""
 
     @property
     def subject(self) -> str:
-        return subject(self.organization, self.workspace, self.run_phase)
+        return subject(
+            self.organization,
+            self.workspace,
+            self.run_phase,
+            workspace_id=self.workspace_id,
+            run_id=self.run_id,
+            subject_format=self.subject_format,
+        )
 
     def claims(self) -> dict[str, Any]:
         """The claims keysvc puts in the token for this run (without the time claims)."""
         return {
             "iss": self.issuer,
-            "sub": self.subject,
-            "aud": self.audience,
-            "terraform_organization_name": self.organization,
-            "terraform_workspace_name": self.workspace,
-            "terraform_workspace_id": self.workspace_id,
-            "terraform_full_workspace": full_workspace(self.organization, self.workspace),
-            "terraform_run_id": self.run_id,
-            "terraform_run_phase": self.run_phase,
+            **run_claims(
+                self.subject_format,
+                self.organization,
+                self.workspace,
+                self.workspace_id,
+                self.run_id,
+                self.run_phase,
+                self.audience,
+            ),
         }

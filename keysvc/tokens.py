@@ -19,6 +19,7 @@ from keysvc.backends.base import BackendUnavailable
 from keysvc.clouds import ACCEPTED_ALGORITHMS, DEFAULT_AUDIENCE, Cloud
 from keysvc.config import TokensConfig
 from keysvc.keyring import KeyRing, RingKey
+from keysvc.run_identity import run_claims as _run_claims
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
 AUDIENCE_PATTERN = r"^[^\x00-\x1f]*[^\x00-\x1f\s][^\x00-\x1f]*$"
@@ -138,6 +139,7 @@ class TokenIssuer:
         self.config = config
         self._default_ttl = int(config.default_ttl.total_seconds())
         self._max_ttl = int(config.max_ttl.total_seconds())
+        self._subject_format = config.subject_format
 
     def ttl(self, requested: int | None) -> int:
         if requested is None:
@@ -151,23 +153,17 @@ class TokenIssuer:
         return requested
 
     def run_claims(self, run: RunContext) -> dict[str, Any]:
-        """otfd's claims for a run (all custom claims are strings, `aud` a string)."""
-        return {
-            "sub": self.config.subject_format.format(
-                organization=run.organization,
-                workspace=run.workspace,
-                workspace_id=run.workspace_id,
-                run_id=run.run_id,
-                run_phase=run.run_phase,
-            ),
-            "aud": run.audience,
-            "terraform_organization_name": run.organization,
-            "terraform_workspace_name": run.workspace,
-            "terraform_workspace_id": run.workspace_id,
-            "terraform_full_workspace": f"organization:{run.organization}:workspace:{run.workspace}",
-            "terraform_run_id": run.run_id,
-            "terraform_run_phase": run.run_phase,
-        }
+        """otfd's claims for a run, from the definition `keysvc setup` and `keysvc doctor` use
+        (run_identity.run_claims), so the trust they write and check matches the tokens."""
+        return _run_claims(
+            self._subject_format,
+            run.organization,
+            run.workspace,
+            run.workspace_id,
+            run.run_id,
+            run.run_phase,
+            run.audience,
+        )
 
     def signer(self) -> RingKey:
         key = self.ring.view().signer

@@ -2,6 +2,9 @@
 
 Exit status: 0 when every check passes (warnings allowed), 1 when a check fails, 2 for bad input
 (a malformed URL, an unreadable file, a trust configuration that is not valid JSON or CEL).
+
+The trust checks judge the token the service would mint, so its `sub` follows the service's
+`tokens.subject_format` (`--subject-format`, or `--config`), as the token minting spells it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import click
 
 from keysvc import http_fetch, run_identity
 from keysvc.cli.common import CLIError, echo_json, json_option
+from keysvc.cli.loading import subject_format_options
 from keysvc.cli.params import DURATION
 from keysvc.clouds import ALL_CLOUDS, DEFAULT_AUDIENCE, Cloud
 from keysvc.doctor import aws_trust, azure_trust, gcp_trust
@@ -30,6 +34,8 @@ from keysvc.secrets import read_secret_file
 GCP_PLACEHOLDER_AUDIENCE = (
     "//iam.googleapis.com/projects/0/locations/global/workloadIdentityPools/-/providers/-"
 )
+DEFAULT_WORKSPACE_ID = "ws-keysvcdoctor"
+DEFAULT_RUN_ID = "run-keysvcdoctor"
 _MARK = {Status.OK: "ok", Status.WARN: "warn", Status.FAIL: "FAIL", Status.SKIP: "skip"}
 
 
@@ -60,10 +66,12 @@ def _run_to_evaluate(
     organization: str | None,
     workspace: str | None,
     phase: str | None,
-    workspace_id: str,
-    run_id: str,
-) -> RunIdentity:
-    """The run whose token the trust checks evaluate (its audience is set per cloud)."""
+    workspace_id: str | None,
+    run_id: str | None,
+    subject_format: str,
+) -> tuple[RunIdentity, list[str]]:
+    """The run whose token the trust checks evaluate (its audience is set per cloud), and
+    notes on what about its subject doctor made up or cannot vouch for."""
     given = (("--organization", organization), ("--workspace", workspace), ("--phase", phase))
     missing = [name for name, value in given if not value]
     if missing:
@@ -72,9 +80,39 @@ def _run_to_evaluate(
     try:
         run_identity.check_name("organization", organization)
         run_identity.check_name("workspace", workspace)
+        for kind, value in (("workspace id", workspace_id), ("run id", run_id)):
+            if value is not None:
+                run_identity.check_name(kind, value)
     except run_identity.InvalidRunName as exc:
         raise CLIError(str(exc)) from None
-    return RunIdentity(issuer.url, "", organization, workspace, phase, workspace_id, run_id)
+    notes = []
+    fields = run_identity.subject_fields(subject_format)
+    for field, option, value, default in (
+        ("workspace_id", "--workspace-id", workspace_id, DEFAULT_WORKSPACE_ID),
+        ("run_id", "--run-id", run_id, DEFAULT_RUN_ID),
+    ):
+        if field in fields and value is None:
+            notes.append(
+                f"the subject format has {{{field}}} and doctor used {default!r};"
+                f" give {option} to judge a real run"
+            )
+    touching = run_identity.unseparated_fields(subject_format)
+    if touching:
+        notes.append(
+            f"the subject format puts {{{touching[0]}}} and {{{touching[1]}}} together, so"
+            " another run's names can spell this subject"
+        )
+    run = RunIdentity(
+        issuer.url,
+        "",
+        organization,
+        workspace,
+        phase,
+        workspace_id or DEFAULT_WORKSPACE_ID,
+        run_id or DEFAULT_RUN_ID,
+        subject_format,
+    )
+    return run, notes
 
 
 def _trust_findings(
@@ -84,28 +122,30 @@ def _trust_findings(
     aws_policy: Path | None,
     azure_credential: Path | None,
     gcp_condition: str | None,
+    run_notes: list[str],
 ) -> list[Finding]:
     """Evaluate each given trust configuration; unreadable input raises CLIError (exit 2)."""
-    findings = []
+    verdicts: list[tuple[Cloud, Verdict]] = []
     try:
         if aws_policy is not None:
             policy = aws_trust.load_policy(_read(aws_policy, "--aws-trust-policy"))
             aws_run = replace(run, audience=audience or DEFAULT_AUDIENCE[Cloud.AWS])
-            findings.append(_trust_finding(Cloud.AWS, aws_trust.evaluate(policy, aws_run, issuer)))
+            verdicts.append((Cloud.AWS, aws_trust.evaluate(policy, aws_run, issuer)))
         if azure_credential is not None:
             credentials = azure_trust.load_credentials(
                 _read(azure_credential, "--azure-credential")
             )
             azure_run = replace(run, audience=audience or DEFAULT_AUDIENCE[Cloud.AZURE])
-            findings.append(
-                _trust_finding(Cloud.AZURE, azure_trust.evaluate(credentials, azure_run))
-            )
+            verdicts.append((Cloud.AZURE, azure_trust.evaluate(credentials, azure_run)))
         if gcp_condition is not None:
             gcp_run = replace(run, audience=audience or GCP_PLACEHOLDER_AUDIENCE)
-            findings.append(_trust_finding(Cloud.GCP, gcp_trust.evaluate(gcp_condition, gcp_run)))
+            verdicts.append((Cloud.GCP, gcp_trust.evaluate(gcp_condition, gcp_run)))
     except TrustInputError as exc:
         raise CLIError(str(exc)) from None
-    return findings
+    return [
+        _trust_finding(cloud, replace(verdict, notes=verdict.notes + run_notes))
+        for cloud, verdict in verdicts
+    ]
 
 
 async def _issuer_findings(
@@ -190,8 +230,16 @@ def _render(issuer: IssuerURL, clouds: tuple[Cloud, ...], findings: list[Finding
 @click.option("--organization", help="Run to evaluate the trust for: organization.")
 @click.option("--workspace", help="Run to evaluate the trust for: workspace.")
 @click.option("--phase", type=click.Choice(run_identity.PHASES), help="Run phase.")
-@click.option("--workspace-id", default="ws-keysvcdoctor", show_default=True)
-@click.option("--run-id", default="run-keysvcdoctor", show_default=True)
+@click.option(
+    "--workspace-id",
+    help=f"The run's workspace id (default: {DEFAULT_WORKSPACE_ID}); in sub when the subject"
+    " format has {workspace_id}.",
+)
+@click.option(
+    "--run-id",
+    help=f"The run's id (default: {DEFAULT_RUN_ID}); in sub when the subject format has {{run_id}}.",
+)
+@subject_format_options
 @click.option("--audience", help="Token audience for the trust checks (default: the cloud's).")
 @click.option("--no-fetch", is_flag=True, help="Only evaluate the trust configuration(s).")
 @json_option
@@ -210,8 +258,9 @@ def doctor(
     organization: str | None,
     workspace: str | None,
     phase: str | None,
-    workspace_id: str,
-    run_id: str,
+    workspace_id: str | None,
+    run_id: str | None,
+    subject_format: str,
     audience: str | None,
     no_fetch: bool,
     as_json: bool,
@@ -226,9 +275,11 @@ def doctor(
     trust_given = any(x is not None for x in (aws_trust_policy, azure_credential, gcp_condition))
     findings: list[Finding] = []
     if trust_given:
-        run = _run_to_evaluate(issuer_url, organization, workspace, phase, workspace_id, run_id)
+        run, run_notes = _run_to_evaluate(
+            issuer_url, organization, workspace, phase, workspace_id, run_id, subject_format
+        )
         findings = _trust_findings(
-            issuer_url, run, audience, aws_trust_policy, azure_credential, gcp_condition
+            issuer_url, run, audience, aws_trust_policy, azure_credential, gcp_condition, run_notes
         )
     elif no_fetch:
         raise CLIError("--no-fetch leaves nothing to check without a trust configuration")

@@ -2,7 +2,8 @@
 
 HCP Terraform's published examples match subjects with a `project:` segment that OTF's tokens do
 not carry; these commands write the trust for OTF's own subject
-`organization:<org>:workspace:<ws>:run_phase:<phase>` so it works the first time.
+`organization:<org>:workspace:<ws>:run_phase:<phase>` so it works the first time, or for the
+service's own `tokens.subject_format` (`--subject-format`, or `--config`) when it has another.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import click
 
 from keysvc import http_fetch
 from keysvc.cli.common import CLIError, json_option
+from keysvc.cli.loading import subject_format_options
 from keysvc.cloudsetup import SetupError, SetupRequest, SetupResult
 from keysvc.cloudsetup import aws as aws_setup
 from keysvc.cloudsetup import azure as azure_setup
@@ -37,6 +39,8 @@ def _request_options(command: Callable[..., Any]) -> Callable[..., Any]:
         phase: str | None,
         audience: str | None,
         name: str,
+        subject_format: str,
+        workspace_id: str | None,
         **kwargs: Any,
     ) -> Any:
         try:
@@ -47,6 +51,8 @@ def _request_options(command: Callable[..., Any]) -> Callable[..., Any]:
                 phase=phase,
                 audience=audience,
                 name=name,
+                subject_format=subject_format,
+                workspace_id=workspace_id,
             )
         except (InvalidIssuer, SetupError) as exc:
             raise CLIError(str(exc)) from None
@@ -67,6 +73,12 @@ def _request_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(PHASES),
             help="Trust only this run phase (default: plan and apply).",
         ),
+        click.option(
+            "--workspace-id",
+            help="The id of the one --workspace, for a subject format with {workspace_id}"
+            " (AWS writes * without it, Azure needs it); GCP's condition checks it too.",
+        ),
+        subject_format_options,
         click.option("--audience", help="Token audience (default: the cloud's OTF default)."),
         click.option(
             "--name",

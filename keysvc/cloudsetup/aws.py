@@ -3,12 +3,17 @@
 STS checks the token's `aud` against the provider's client ids and then the role's trust policy,
 whose condition keys are named after the issuer without its scheme (`<host>:aud`, `<host>:sub`).
 A subject pattern with wildcards needs `StringLike`; exact subjects use `StringEquals`.
+
+The patterns follow the service's `tokens.subject_format`; fields setup cannot know (the run id,
+the workspace id unless `--workspace-id`) become `*`, which SetupRequest.check_subject_only_trust
+makes sure cannot stretch over another organization's or workspace's part of a subject.
 """
 
 from __future__ import annotations
 
 import re
 
+from keysvc import run_identity
 from keysvc.clouds import DEFAULT_AUDIENCE, Cloud
 from keysvc.cloudsetup.request import (
     SetupError,
@@ -25,9 +30,30 @@ AWS_PROVIDER_VERSION = ">= 5.81"
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 
 
-def trust_condition_tests(request: SetupRequest) -> tuple[str, str]:
-    """The (aud, sub) condition operators of the trust policy."""
-    return "StringEquals", ("StringLike" if request.has_wildcards else "StringEquals")
+def trust_condition_tests(patterns: list[str]) -> tuple[str, str]:
+    """The (aud, sub) condition operators of the trust policy: `StringLike` as soon as one
+    subject pattern has a wildcard (a name never does: setup refuses formats that write one)."""
+    wildcards = any(map(run_identity.is_wildcard, patterns))
+    return "StringEquals", ("StringLike" if wildcards else "StringEquals")
+
+
+def subject_patterns(request: SetupRequest) -> list[str]:
+    """The trust policy's `sub` values, after refusing formats IAM cannot match safely."""
+    request.check_subject_only_trust("AWS")
+    literal = run_identity.subject_literal(request.subject_format)
+    for wildcard in "*?":
+        if wildcard in literal:
+            raise SetupError(
+                f"subject format {request.subject_format!r} has a literal {wildcard!r}, which IAM's"
+                " StringLike would read as a wildcard"
+            )
+    patterns = request.subject_patterns()
+    if any("${" in pattern for pattern in patterns):
+        raise SetupError(
+            f"subject format {request.subject_format!r} writes '${{', which IAM reads as a policy"
+            " variable"
+        )
+    return patterns
 
 
 def generate(
@@ -41,6 +67,7 @@ def generate(
     role_name = role_name or f"otf-{request.organization}"[:64]
     if not _ROLE_NAME.match(role_name):
         raise SetupError(f"role name {role_name!r} is not a valid IAM role name")
+    patterns = subject_patterns(request)
     name = request.name
     host = request.issuer.host_and_path
     audience = request.audience or DEFAULT_AUDIENCE[Cloud.AWS]
@@ -76,7 +103,7 @@ def generate(
         )
         provider_arn = Ref(f"aws_iam_openid_connect_provider.{name}.arn")
 
-    aud_test, sub_test = trust_condition_tests(request)
+    aud_test, sub_test = trust_condition_tests(patterns)
     statement = (
         Block("statement")
         .attr("sid", "OTFRuns")
@@ -93,7 +120,7 @@ def generate(
             Block("condition")
             .attr("test", sub_test)
             .attr("variable", f"{host}:sub")
-            .attr("values", request.subject_patterns())
+            .attr("values", patterns)
         )
     )
     doc.add(
@@ -125,4 +152,4 @@ def generate(
             {"TFC_AWS_RUN_ROLE_ARN": "<this output>"},
         )
     )
-    return SetupResult(doc)
+    return SetupResult(doc, request.subject_warnings("AWS"))

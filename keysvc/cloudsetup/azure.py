@@ -3,6 +3,12 @@
 
 Entra compares `issuer` and `subject` exactly (case-sensitive, no wildcards), so every run phase
 that should sign in needs its own credential, and an application holds at most 20 of them.
+
+The subjects follow the service's `tokens.subject_format`. A format with `{run_id}` gives every
+run a new subject, which no fixed credential can match: refused. One with `{workspace_id}` needs
+the id (`--workspace-id`, for a single workspace): an id is not a pattern Entra could match
+either. A format without `{run_phase}` (or `{workspace}`) needs one credential per workspace
+(or per phase) only.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ AZUREAD_PROVIDER_VERSION = "~> 3.0"
 _CREDENTIAL_NAME_MAX = 120
 
 
-def credential_name(organization: str, workspace: str, phase: str) -> str:
-    """A readable, unique credential name of at most 120 characters."""
-    name = f"otf-{organization}-{workspace}-{phase}"
+def credential_name(organization: str, workspace: str | None, phase: str | None) -> str:
+    """A readable, unique credential name of at most 120 characters (a workspace or phase the
+    subject does not tell apart is left out)."""
+    name = "-".join(part for part in ("otf", organization, workspace, phase) if part)
     if len(name) <= _CREDENTIAL_NAME_MAX:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
@@ -41,21 +48,43 @@ def credential_name(organization: str, workspace: str, phase: str) -> str:
 
 
 def federated_subjects(request: SetupRequest) -> dict[str, str]:
-    """Credential name → exact subject, one per (workspace, phase)."""
-    if not request.workspaces:
+    """Credential name → exact subject, one per (workspace, phase) the subject tells apart."""
+    fields = request.subject_fields
+    if "run_id" in fields:
         raise SetupError(
-            "Azure matches subjects exactly: name each workspace with --workspace (repeatable)"
+            f"subject format {request.subject_format!r} has {{run_id}}: every run gets a new"
+            " subject and Azure compares subjects exactly, so no federated credential can admit"
+            " the runs; Azure needs a subject_format without {run_id}"
         )
-    wildcards = [w for w in request.workspaces if run_identity.is_wildcard(w)]
-    if wildcards:
+    if "workspace_id" in fields and request.workspace_id is None:
         raise SetupError(
-            f"Azure does not accept wildcards in subjects ({wildcards[0]!r}):"
-            " name each workspace with --workspace"
+            f"subject format {request.subject_format!r} has {{workspace_id}}, which Azure compares"
+            " exactly: give the workspace's id with --workspace-id (and that one --workspace)"
         )
+    request.check_subject_only_trust("Azure")
+    if fields & {"workspace", "workspace_id"}:
+        if not request.workspaces:
+            raise SetupError(
+                "Azure matches subjects exactly: name each workspace with --workspace (repeatable)"
+            )
+        wildcards = [w for w in request.workspaces if run_identity.is_wildcard(w)]
+        if wildcards:
+            raise SetupError(
+                f"Azure does not accept wildcards in subjects ({wildcards[0]!r}):"
+                " name each workspace with --workspace"
+            )
+    workspaces: tuple[str | None, ...] = tuple(dict.fromkeys(request.workspaces)) or (None,)
+    phases: tuple[str | None, ...] = request.phases if "run_phase" in fields else (None,)
     subjects: dict[str, str] = {}
-    for workspace in dict.fromkeys(request.workspaces):
-        for phase in request.phases:
-            sub = run_identity.subject(request.organization, workspace, phase)
+    for workspace in workspaces:
+        for phase in phases:
+            sub = run_identity.subject(
+                request.organization,
+                workspace or run_identity.ANY,
+                phase or run_identity.ANY,
+                workspace_id=request.workspace_id or run_identity.ANY,
+                subject_format=request.subject_format,
+            )
             if len(sub) > AZURE_MAX_SUBJECT_CHARS:
                 raise SetupError(
                     f"subject {sub!r} is over Azure's {AZURE_MAX_SUBJECT_CHARS} characters"
@@ -66,7 +95,7 @@ def federated_subjects(request: SetupRequest) -> dict[str, str]:
 
 def generate(request: SetupRequest, *, display_name: str | None = None) -> SetupResult:
     subjects = federated_subjects(request)
-    warnings = []
+    warnings = request.subject_warnings("Azure")
     if len(subjects) > AZURE_MAX_FEDERATED_CREDENTIALS:
         warnings.append(
             f"{len(subjects)} federated credentials: Azure allows at most"
@@ -96,7 +125,10 @@ def generate(request: SetupRequest, *, display_name: str | None = None) -> Setup
     doc.add(
         Block(
             "locals",
-            comment="Credential name => exact token subject: one per (workspace, phase).",
+            comment=(
+                "Credential name => exact token subject: one per (workspace, phase) the subject"
+                " tells apart."
+            ),
         ).attr(locals_name, dict(subjects))
     )
     doc.add(

@@ -5,6 +5,13 @@ attribute, and its attribute condition admits only the organization (and the wor
 asked for), so a token for another organization signed by the same keysvc is refused at the token
 exchange, before any IAM binding is consulted. The service-account binding then names the
 narrowest principal set the request allows.
+
+The condition reads the `terraform_*` claims, never `sub`, so it is right whatever the service's
+`tokens.subject_format` (and needs nothing for `{run_id}` or `{workspace_id}`): those claims are
+minted from the same checked names as `sub`, one claim per field, with nothing to split. Only
+the `principal://…/subject/<sub>` binding spells a subject, and it is used only when the format
+makes that subject exactly one workspace's phase; otherwise the binding names the workspace by
+its `terraform_full_workspace` attribute and the condition keeps the phase.
 """
 
 from __future__ import annotations
@@ -80,9 +87,64 @@ def attribute_condition(request: SetupRequest) -> str:
         alternatives = [_workspace_condition(w) for w in request.workspaces]
         joined = " || ".join(alternatives)
         parts.append(f"({joined})" if len(alternatives) > 1 else joined)
+    if request.workspace_id:
+        parts.append(f"assertion.terraform_workspace_id == {cel_string(request.workspace_id)}")
     if request.phase:
         parts.append(f"assertion.terraform_run_phase == {cel_string(request.phase)}")
     return " && ".join(parts)
+
+
+def exact_subject(request: SetupRequest, workspace: str, phase: str) -> str | None:
+    """The one `sub` of this workspace's phase, when the format makes it exactly that: it
+    names the organization, the workspace (by name, or by the id given) and the phase, and
+    nothing setup cannot know; else None."""
+    fields = request.subject_fields
+    known = {"organization", "workspace", "run_phase"}
+    if request.workspace_id is not None:
+        known.add("workspace_id")
+    names_workspace = "workspace" in fields or (
+        "workspace_id" in fields and request.workspace_id is not None
+    )
+    if (
+        not fields <= known
+        or not {"organization", "run_phase"} <= fields
+        or not names_workspace
+        or run_identity.unseparated_fields(request.subject_format)
+    ):
+        return None
+    return run_identity.subject(
+        request.organization,
+        workspace,
+        phase,
+        workspace_id=request.workspace_id or run_identity.ANY,
+        subject_format=request.subject_format,
+    )
+
+
+def _long_subject_warnings(request: SetupRequest) -> list[str]:
+    """google.subject is limited in bytes: warn for each named workspace whose subject is over
+    it (when the format leaves nothing unknown; a glob's length is not known either)."""
+    fields = request.subject_fields
+    if "run_id" in fields or ("workspace_id" in fields and request.workspace_id is None):
+        return []
+    subjects = {
+        run_identity.subject(
+            request.organization,
+            workspace,
+            phase,
+            workspace_id=request.workspace_id or run_identity.ANY,
+            subject_format=request.subject_format,
+        ): None
+        for workspace in request.workspaces
+        if not run_identity.is_wildcard(workspace)
+        for phase in request.phases
+    }
+    return [
+        f"subject {sub!r} is over {GCP_MAX_SUBJECT_BYTES} bytes: GCP refuses a google.subject"
+        " that long"
+        for sub in subjects
+        if len(sub.encode()) > GCP_MAX_SUBJECT_BYTES
+    ]
 
 
 def _principal(request: SetupRequest, pool: Ref) -> Template:
@@ -91,8 +153,8 @@ def _principal(request: SetupRequest, pool: Ref) -> Template:
     exact = [w for w in request.workspaces if not run_identity.is_wildcard(w)]
     if len(request.workspaces) == 1 and exact:
         workspace = exact[0]
-        if request.phase:
-            sub = run_identity.subject(request.organization, workspace, request.phase)
+        sub = exact_subject(request, workspace, request.phase) if request.phase else None
+        if sub is not None:
             return Template.of(*base, f"/subject/{sub}")
         full = run_identity.full_workspace(request.organization, workspace)
         return Template.of(
@@ -170,18 +232,7 @@ def generate(
             f"the attribute condition would be {len(condition)} characters; GCP allows"
             f" {GCP_MAX_CONDITION_CHARS}: name fewer workspaces or use a glob"
         )
-    warnings: list[str] = []
-    for workspace in request.workspaces:
-        for phase in request.phases:
-            sub = run_identity.subject(request.organization, workspace, phase)
-            if (
-                not run_identity.is_wildcard(workspace)
-                and len(sub.encode()) > GCP_MAX_SUBJECT_BYTES
-            ):
-                warnings.append(
-                    f"subject {sub!r} is over {GCP_MAX_SUBJECT_BYTES} bytes: GCP refuses a"
-                    " google.subject that long"
-                )
+    warnings = _long_subject_warnings(request)
     name = request.name
     pool = Ref(f"google_iam_workload_identity_pool.{name}.name")
     doc = Document(header=header("GCP", request))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from keysvc import run_identity
 from keysvc.cloudsetup.terraform import Block, Document, Ref
+from keysvc.config import DEFAULT_SUBJECT_FORMAT, check_subject_format
 from keysvc.issuer_url import IssuerURL
 
 _TERRAFORM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -28,14 +29,32 @@ class SetupRequest:
     """The token audience; None means the cloud's default (what OTF asks for by default)."""
     name: str = "keysvc"
     """The Terraform local name of the generated resources."""
+    subject_format: str = DEFAULT_SUBJECT_FORMAT
+    """The service's `[tokens] subject_format`: the trust must match the `sub` it mints."""
+    workspace_id: str | None = None
+    """The id of the one workspace named, for formats with `{workspace_id}` (and GCP's
+    condition); None means unknown: `*` in an AWS pattern, refused by Azure."""
 
     def __post_init__(self) -> None:
         try:
             run_identity.check_name("organization", self.organization)
             for workspace in self.workspaces:
                 run_identity.check_name("workspace", workspace, pattern=True)
+            if self.workspace_id is not None:
+                run_identity.check_name("workspace id", self.workspace_id)
         except run_identity.InvalidRunName as exc:
             raise SetupError(str(exc)) from None
+        try:
+            check_subject_format(self.subject_format)
+        except ValueError as exc:
+            raise SetupError(f"subject format: {exc}") from None
+        if self.workspace_id is not None and (
+            len(self.workspaces) != 1 or run_identity.is_wildcard(self.workspaces[0])
+        ):
+            raise SetupError(
+                "--workspace-id is the id of one workspace: give exactly one --workspace,"
+                " without wildcards"
+            )
         if self.phase is not None and self.phase not in run_identity.PHASES:
             raise SetupError(f"phase must be plan or apply, not {self.phase!r}")
         if self.audience is not None and not self.audience.strip():
@@ -55,19 +74,88 @@ class SetupRequest:
         return (self.phase,) if self.phase else run_identity.PHASES
 
     @property
-    def has_wildcards(self) -> bool:
-        return not self.workspaces or any(map(run_identity.is_wildcard, self.workspaces))
+    def subject_fields(self) -> frozenset[str]:
+        return run_identity.subject_fields(self.subject_format)
+
+    @property
+    def custom_subject(self) -> bool:
+        return self.subject_format != DEFAULT_SUBJECT_FORMAT
 
     def subject_patterns(self) -> list[str]:
-        """OTF subjects this trust admits: `*` stands for any workspace or phase (StringLike)."""
-        phase = self.phase or "*"
-        return [
-            run_identity.subject(self.organization, workspace, phase)
+        """Subjects this trust admits, as StringLike patterns: `*` stands for any workspace or
+        phase not asked for, and for what setup cannot know (the run id; the workspace id
+        unless given). Formats without a field give the same pattern for every value of it."""
+        phase = self.phase or run_identity.ANY
+        patterns = (
+            run_identity.subject(
+                self.organization,
+                workspace,
+                phase,
+                workspace_id=self.workspace_id or run_identity.ANY,
+                run_id=run_identity.ANY,
+                subject_format=self.subject_format,
+            )
             for workspace in self.workspace_patterns
-        ]
+        )
+        return list(dict.fromkeys(patterns))
+
+    def check_subject_only_trust(self, cloud: str) -> None:
+        """Refuse a subject format with which a trust that compares only `sub` (AWS, Azure)
+        would admit more runs than asked for.
+
+        Every restriction asked for needs its placeholder in the format (without
+        `{organization}`, every organization keysvc signs for shares the subjects), and no two
+        placeholders may touch (run_identity.unseparated_fields). Then a run's names, being
+        `[A-Za-z0-9._-]`, can fill only their own places in a subject, and `*` (standing only
+        for such names) cannot reach another organization's or workspace's part of it. GCP's
+        condition reads the `terraform_*` claims instead and needs none of this."""
+        fields = self.subject_fields
+        shown = f"subject format {self.subject_format!r}"
+        if "organization" not in fields:
+            raise SetupError(
+                f"{shown} has no {{organization}}: {cloud} compares only sub, so the trust would"
+                " admit the runs of every organization keysvc signs for"
+            )
+        identifies_workspace = "workspace" in fields or (
+            "workspace_id" in fields and self.workspace_id is not None
+        )
+        if self.workspaces and not identifies_workspace:
+            hint = (
+                "give --workspace-id as well"
+                if "workspace_id" in fields
+                else "leave out --workspace to trust every workspace"
+            )
+            raise SetupError(
+                f"{shown} has no {{workspace}}: {cloud} cannot tell the workspaces apart; {hint}"
+            )
+        if self.phase and "run_phase" not in fields:
+            raise SetupError(
+                f"{shown} has no {{run_phase}}: {cloud} cannot tell plan from apply;"
+                " leave out --phase"
+            )
+        touching = run_identity.unseparated_fields(self.subject_format)
+        if touching:
+            first, second = touching
+            raise SetupError(
+                f"{shown} puts {{{first}}} and {{{second}}} together with only letters, digits,"
+                " '.', '_' or '-' between them, so one run's names can spell another's subject;"
+                " separate them with a character such as ':'"
+            )
+
+    def subject_warnings(self, cloud: str) -> list[str]:
+        """What the request asks for that the subject format does not use (harmless, but the
+        operator expected it to matter)."""
+        if self.workspace_id is not None and "workspace_id" not in self.subject_fields:
+            return [
+                f"the subject format has no {{workspace_id}}: --workspace-id is not part of the"
+                f" {cloud} trust"
+            ]
+        return []
 
     def scope_description(self) -> str:
         workspaces = ", ".join(self.workspaces) if self.workspaces else "every workspace"
+        if self.workspace_id:
+            workspaces += f" (id {self.workspace_id})"
         phases = f"{self.phase} phase" if self.phase else "plan and apply phases"
         return f"OTF organization {self.organization}: {workspaces}; {phases}"
 
@@ -87,11 +175,19 @@ def required_providers(**providers: tuple[str, str]) -> Block:
 
 
 def header(cloud: str, request: SetupRequest) -> str:
+    if request.custom_subject:
+        form = (
+            f"Subjects have the form {request.subject_format}\n"
+            "(keysvc's tokens.subject_format; the service must keep signing with it)."
+        )
+    else:
+        form = (
+            "Subjects have OTF's form organization:<org>:workspace:<ws>:run_phase:<phase>\n"
+            "(HCP Terraform's examples add a project segment that OTF tokens do not carry)."
+        )
     return (
         f"{cloud} trust for tokens signed by keysvc ({request.issuer.url}),\n"
-        f"generated by `keysvc setup` for {request.scope_description()}.\n"
-        "Subjects have OTF's form organization:<org>:workspace:<ws>:run_phase:<phase>\n"
-        "(HCP Terraform's examples add a project segment that OTF tokens do not carry)."
+        f"generated by `keysvc setup` for {request.scope_description()}.\n" + form
     )
 
 

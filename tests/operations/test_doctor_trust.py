@@ -11,11 +11,14 @@ from urllib.parse import quote
 import pytest
 from click.testing import CliRunner
 
+from keysvc import run_identity
 from keysvc.cli import cli
+from keysvc.config import DEFAULT_SUBJECT_FORMAT, TokensConfig
 from keysvc.doctor import aws_trust, azure_trust, gcp_trust
 from keysvc.doctor.verdict import TrustInputError
 from keysvc.issuer_url import IssuerURL
 from keysvc.run_identity import RunIdentity
+from keysvc.tokens import RunContext, TokenIssuer
 
 ISSUER = "https://keys.example.com"
 HOST = "keys.example.com"
@@ -317,3 +320,120 @@ def test_cli_audience_option_applies(tmp_path: Path) -> None:
 def test_cli_bad_input_exits_2(args: tuple[str, ...], message: str) -> None:
     code, out, err = doctor(*args)
     assert code == 2 and out == "" and message in err and err.startswith("keysvc: error:")
+
+
+# --- the service's subject format -------------------------------------------------------------
+
+CUSTOM_FORMAT = "repo:{organization}/{workspace}:run:{run_id}:phase:{run_phase}"
+
+
+def test_run_identity_spells_sub_and_claims_as_the_token_minting_does() -> None:
+    """One definition: doctor's RunIdentity, setup's subject() and TokenIssuer.run_claims."""
+    for fmt in (DEFAULT_SUBJECT_FORMAT, CUSTOM_FORMAT, "org:{organization}:ws:{workspace_id}"):
+        identity = RunIdentity(ISSUER, "aud", "acme", "web", "plan", "ws-1", "run-2", fmt)
+        issuer = TokenIssuer(None, ISSUER, TokensConfig(subject_format=fmt))  # type: ignore[arg-type]
+        context = RunContext(
+            organization="acme",
+            workspace="web",
+            workspace_id="ws-1",
+            run_id="run-2",
+            run_phase="plan",
+            audience="aud",
+        )
+        assert identity.claims() == {"iss": ISSUER, **issuer.run_claims(context)}
+        assert identity.subject == identity.claims()["sub"]
+        assert identity.subject == run_identity.subject(
+            "acme", "web", "plan", workspace_id="ws-1", run_id="run-2", subject_format=fmt
+        )
+    custom = RunIdentity(ISSUER, "aud", "acme", "web", "plan", "ws-1", "run-2", CUSTOM_FORMAT)
+    assert custom.subject == "repo:acme/web:run:run-2:phase:plan"
+    assert WEB_APPLY.subject == "organization:acme:workspace:web:run_phase:apply"
+
+
+def test_unseparated_placeholders_let_names_spell_another_subject() -> None:
+    fmt = "{organization}-{workspace}:{run_phase}"
+    assert run_identity.unseparated_fields(fmt) == ("organization", "workspace")
+    one = run_identity.subject("a-b", "c", "plan", subject_format=fmt)
+    other = run_identity.subject("a", "b-c", "plan", subject_format=fmt)
+    assert one == other  # the hole setup refuses to build trust on
+    for separated in (DEFAULT_SUBJECT_FORMAT, CUSTOM_FORMAT, "{organization}/x.{workspace}"):
+        assert run_identity.unseparated_fields(separated) is None
+
+
+def custom_policy(tmp_path: Path) -> Path:
+    """IAM JSON with the sub pattern `keysvc setup aws` writes for CUSTOM_FORMAT, web, apply
+    (test_setup checks setup writes exactly this pattern)."""
+    policy = tmp_path / "trust.json"
+    sub = "repo:acme/web:run:*:phase:apply"
+    policy.write_text(
+        json.dumps(
+            {
+                "Statement": [
+                    statement(
+                        StringEquals={f"{HOST}:aud": "aws.workload.identity"},
+                        StringLike={f"{HOST}:sub": sub},
+                    )
+                ]
+            }
+        )
+    )
+    return policy
+
+
+def test_cli_evaluates_the_custom_subject_format(tmp_path: Path) -> None:
+    policy = str(custom_policy(tmp_path))
+    fmt = ("--subject-format", CUSTOM_FORMAT)
+    assert doctor(*RUN_ARGS, "--aws-trust-policy", policy)[0] == 1  # the default sub: refused
+    code, out, _ = doctor(*RUN_ARGS, *fmt, "--aws-trust-policy", policy, "--run-id", "run-9")
+    assert code == 0, out
+    other_org = ("--organization", "acme2", "--workspace", "web", "--phase", "apply")
+    code, out, _ = doctor(*other_org, *fmt, "--aws-trust-policy", policy, "--json")
+    assert code == 1
+    (finding,) = json.loads(out)["findings"]
+    assert "repo:acme2/web:run:run-keysvcdoctor:phase:apply" in finding["message"]
+    plan = ("--organization", "acme", "--workspace", "web", "--phase", "plan")
+    assert doctor(*plan, *fmt, "--aws-trust-policy", policy)[0] == 1
+
+
+def test_cli_takes_the_format_from_the_config_and_the_flag_wins(tmp_path: Path) -> None:
+    policy = str(custom_policy(tmp_path))
+    config = tmp_path / "keysvc.toml"
+    config.write_text(f'[tokens]\nsubject_format = "{CUSTOM_FORMAT}"\n')
+    assert doctor(*RUN_ARGS, "--config", str(config), "--aws-trust-policy", policy)[0] == 0
+    result = CliRunner(env={"KEYSVC_CONFIG": str(config)}).invoke(
+        cli, ["doctor", "--issuer", ISSUER, "--no-fetch", *RUN_ARGS, "--aws-trust-policy", policy]
+    )
+    assert result.exit_code == 0, result.stdout
+    flag = ("--subject-format", DEFAULT_SUBJECT_FORMAT)
+    assert doctor(*RUN_ARGS, "--config", str(config), *flag, "--aws-trust-policy", policy)[0] == 1
+
+
+def test_cli_notes_made_up_ids_and_uses_given_ones(tmp_path: Path) -> None:
+    creds = tmp_path / "fic.json"
+    creds.write_text(json.dumps([credential(subject="org:acme:ws:ws-42:apply")]))
+    fmt = ("--subject-format", "org:{organization}:ws:{workspace_id}:{run_phase}")
+    code, out, _ = doctor(*RUN_ARGS, *fmt, "--azure-credential", str(creds), "--json")
+    assert code == 1
+    (finding,) = json.loads(out)["findings"]
+    assert "org:acme:ws:ws-keysvcdoctor:apply" in finding["message"]
+    assert any("give --workspace-id" in d for d in finding["details"])
+    code, out, _ = doctor(
+        *RUN_ARGS, *fmt, "--workspace-id", "ws-42", "--azure-credential", str(creds)
+    )
+    assert code == 0, out
+    assert "--workspace-id" not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--subject-format", "org:{org}"), "--subject-format 'org:{org}': unknown placeholder"),
+        (("--subject-format", "org:{organization:>9}"), "no conversion or format spec"),
+        (("--run-id", "run:1"), "run id"),
+        (("--workspace-id", "ws/1"), "workspace id"),
+    ],
+)
+def test_cli_bad_subject_format_or_ids_exit_2(args: tuple[str, ...], message: str) -> None:
+    code, out, err = doctor(*RUN_ARGS, *args, "--gcp-condition", "true")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("keysvc: error: ") and message in err

@@ -6,16 +6,25 @@ must admit exactly the runs asked for: the generator and the checker agree on OT
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from click.testing import CliRunner
 
 from keysvc.cli import cli
+from keysvc.config import parse_config
 from keysvc.doctor import aws_trust, azure_trust, gcp_trust
 from keysvc.issuer_url import IssuerURL
 from keysvc.run_identity import RunIdentity
+from keysvc.service import Service
+from keysvc.tokens import RunContext
+from tests.conftest import write_key
 
 from . import hcl
 
@@ -449,3 +458,445 @@ def test_gcp_inline_jwks_fetched_over_https(issuer_server: Any) -> None:
         expect=2,
     )
     assert out == "" and "not trusted" in err
+
+
+# --- the service's subject format -------------------------------------------------------------
+#
+# The trust setup writes for a custom `[tokens] subject_format` is fed real tokens minted by
+# keysvc's own token code with that format: the ones asked for must be accepted, the runs of
+# other organizations, workspaces and phases refused.
+
+AWS_AUD = "aws.workload.identity"
+AZURE_AUD = "api://AzureADTokenExchange"
+GCP_AUD = "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q"
+RUN_ID_FORMAT = "repo:{organization}/{workspace}:run:{run_id}:phase:{run_phase}"
+WORKSPACE_ID_FORMAT = "org:{organization}:ws:{workspace_id}:{run_phase}"
+RUN_ID_FIRST_FORMAT = "run:{run_id}:org:{organization}:ws:{workspace}:{run_phase}"
+TIME_CLAIMS = ("iat", "nbf", "exp", "jti")
+
+
+@pytest.fixture(scope="module")
+def rsa_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An RSA key that signs at once (RSA: Azure's audience needs RS256)."""
+    directory = tmp_path_factory.mktemp("keys") / "keys"
+    directory.mkdir(mode=0o700)
+    write_key(directory, "rsa-2048", datetime.now(UTC) - timedelta(hours=1))
+    return directory
+
+
+def mint(keys: Path, subject_format: str, *runs: dict[str, str]) -> list[dict[str, Any]]:
+    """The claims of real tokens keysvc issues for `runs` with this subject format."""
+
+    async def issue_all() -> list[dict[str, Any]]:
+        config = parse_config(
+            {
+                "issuer": ISSUER,
+                "tokens": {"subject_format": subject_format},
+                "backends": [{"name": "local", "type": "file", "path": str(keys)}],
+            }
+        )
+        service = Service(config)
+        await service.start(refresh_loop=False)
+        try:
+            issued = [
+                await service.issuer.issue_for_run(RunContext.model_validate(run)) for run in runs
+            ]
+        finally:
+            await service.stop()
+        return [jwt.decode(t.token, options={"verify_signature": False}) for t in issued]
+
+    return asyncio.run(issue_all())
+
+
+def token_run(
+    org: str,
+    workspace: str,
+    phase: str,
+    audience: str,
+    workspace_id: str = "ws-web1",
+    run_id: str = "run-Yb2n8qzM4jCP",
+) -> dict[str, str]:
+    return {
+        "organization": org,
+        "workspace": workspace,
+        "workspace_id": workspace_id,
+        "run_id": run_id,
+        "run_phase": phase,
+        "audience": audience,
+    }
+
+
+def as_identity(claims: dict[str, Any], subject_format: str) -> RunIdentity:
+    """The run doctor evaluates for a token; it must carry exactly the token's claims."""
+    identity = RunIdentity(
+        claims["iss"],
+        claims["aud"],
+        claims["terraform_organization_name"],
+        claims["terraform_workspace_name"],
+        claims["terraform_run_phase"],
+        claims["terraform_workspace_id"],
+        claims["terraform_run_id"],
+        subject_format,
+    )
+    assert identity.claims() == {k: v for k, v in claims.items() if k not in TIME_CLAIMS}
+    return identity
+
+
+def judged(
+    keys: Path,
+    subject_format: str,
+    evaluate: Callable[[RunIdentity], Any],
+    accepted: list[dict[str, str]],
+    refused: list[dict[str, str]],
+) -> None:
+    tokens = mint(keys, subject_format, *accepted, *refused)
+    for claims in tokens[: len(accepted)]:
+        verdict = evaluate(as_identity(claims, subject_format))
+        assert verdict.accepted, (claims["sub"], verdict)
+    for claims in tokens[len(accepted) :]:
+        verdict = evaluate(as_identity(claims, subject_format))
+        assert not verdict.accepted, (claims["sub"], verdict)
+
+
+def test_aws_trust_for_a_run_id_format_admits_exactly_the_requested_runs(rsa_keys: Path) -> None:
+    args = ("--subject-format", RUN_ID_FORMAT, "--workspace", "web", "--phase", "apply")
+    doc = setup_hcl("aws", *args)
+    (policy_block,) = hcl.blocks(doc, "data", "aws_iam_policy_document").values()
+    sub = [c for c in policy_block["statement"][0]["condition"] if c["variable"].endswith(":sub")]
+    assert sub[0]["test"] == "StringLike"
+    assert sub[0]["values"] == ["repo:acme/web:run:*:phase:apply"]
+    policy = aws_trust.load_policy(json.dumps(aws_policy_json(doc)))
+    judged(
+        rsa_keys,
+        RUN_ID_FORMAT,
+        lambda identity: aws_trust.evaluate(policy, identity, IssuerURL(ISSUER)),
+        accepted=[
+            token_run("acme", "web", "apply", AWS_AUD),
+            token_run("acme", "web", "apply", AWS_AUD, run_id="run-other.1"),
+        ],
+        refused=[
+            token_run("acme", "web", "plan", AWS_AUD),
+            token_run("acme", "web2", "apply", AWS_AUD),
+            token_run("acme-x", "web", "apply", AWS_AUD),
+            token_run("evil", "web", "apply", AWS_AUD),
+            token_run("acme", "web", "apply", "sts.amazonaws.com"),
+        ],
+    )
+
+
+def test_aws_wildcard_run_id_cannot_reach_another_organization(rsa_keys: Path) -> None:
+    """With `{run_id}` first, its `*` stands before the organization; names without ':' keep
+    another organization's tokens (even ones naming acme as workspace or run) out."""
+    doc = setup_hcl("aws", "--subject-format", RUN_ID_FIRST_FORMAT)
+    (policy_block,) = hcl.blocks(doc, "data", "aws_iam_policy_document").values()
+    sub = [c for c in policy_block["statement"][0]["condition"] if c["variable"].endswith(":sub")]
+    assert sub[0]["values"] == ["run:*:org:acme:ws:*:*"]
+    policy = aws_trust.load_policy(json.dumps(aws_policy_json(doc)))
+    judged(
+        rsa_keys,
+        RUN_ID_FIRST_FORMAT,
+        lambda identity: aws_trust.evaluate(policy, identity, IssuerURL(ISSUER)),
+        accepted=[
+            token_run("acme", "web", "plan", AWS_AUD),
+            token_run("acme", "org", "apply", AWS_AUD, run_id="org"),
+        ],
+        refused=[
+            token_run("evil", "acme", "plan", AWS_AUD),
+            token_run("evil", "ws", "plan", AWS_AUD, run_id="acme"),
+            token_run("org", "acme", "plan", AWS_AUD, run_id="org"),
+            token_run("acme.evil", "web", "plan", AWS_AUD),
+        ],
+    )
+
+
+def test_aws_workspace_id_format_uses_the_given_id(rsa_keys: Path) -> None:
+    args = ("--subject-format", WORKSPACE_ID_FORMAT, "--workspace", "web")
+    policy = aws_trust.load_policy(
+        json.dumps(aws_policy_json(setup_hcl("aws", *args, "--workspace-id", "ws-web1")))
+    )
+    judged(
+        rsa_keys,
+        WORKSPACE_ID_FORMAT,
+        lambda identity: aws_trust.evaluate(policy, identity, IssuerURL(ISSUER)),
+        accepted=[
+            token_run("acme", "web", "plan", AWS_AUD),
+            token_run("acme", "web", "apply", AWS_AUD),
+        ],
+        refused=[
+            token_run("acme", "web", "plan", AWS_AUD, workspace_id="ws-web2"),
+            token_run("evil", "web", "plan", AWS_AUD),
+        ],
+    )
+    # without the id AWS cannot tell the workspaces apart: refused rather than widened
+    out, err = run_setup("aws", "--issuer", ISSUER, "--organization", "acme", *args, expect=2)
+    assert out == "" and "--workspace-id" in err and err.count("\n") == 1
+
+
+def test_gcp_condition_for_a_custom_format_admits_exactly_the_requested_runs(
+    rsa_keys: Path,
+) -> None:
+    args = ("--subject-format", RUN_ID_FORMAT, "--workspace", "web", "--phase", "apply")
+    doc = setup_hcl("gcp", *args)
+    condition = gcp_provider(doc)["attribute_condition"]
+    tokens = mint(rsa_keys, RUN_ID_FORMAT, token_run("acme", "web", "apply", GCP_AUD))
+    # the sub is unknown (run id): the binding names the workspace by claim, the condition the phase
+    member = hcl.blocks(doc, "resource", "google_service_account_iam_member")[
+        "keysvc_workload_identity"
+    ]["member"]
+    assert member.endswith(
+        f"/attribute.terraform_full_workspace/{tokens[0]['terraform_full_workspace']}"
+    )
+    judged(
+        rsa_keys,
+        RUN_ID_FORMAT,
+        lambda identity: gcp_trust.evaluate(condition, identity),
+        accepted=[token_run("acme", "web", "apply", GCP_AUD, run_id="run-1")],
+        refused=[
+            token_run("acme", "web", "plan", GCP_AUD),
+            token_run("acme", "web2", "apply", GCP_AUD),
+            token_run("evil", "web", "apply", GCP_AUD),
+        ],
+    )
+
+
+def test_gcp_subject_principal_is_the_tokens_sub_for_a_workspace_id_format(
+    rsa_keys: Path,
+) -> None:
+    args = ("--subject-format", WORKSPACE_ID_FORMAT, "--workspace", "web", "--phase", "plan")
+    doc = setup_hcl("gcp", *args, "--workspace-id", "ws-web1")
+    (claims,) = mint(rsa_keys, WORKSPACE_ID_FORMAT, token_run("acme", "web", "plan", GCP_AUD))
+    member = hcl.blocks(doc, "resource", "google_service_account_iam_member")[
+        "keysvc_workload_identity"
+    ]["member"]
+    assert (
+        member.endswith(f"/subject/{claims['sub']}") and claims["sub"] == "org:acme:ws:ws-web1:plan"
+    )
+    condition = gcp_provider(doc)["attribute_condition"]
+    assert 'assertion.terraform_workspace_id == "ws-web1"' in condition
+    judged(
+        rsa_keys,
+        WORKSPACE_ID_FORMAT,
+        lambda identity: gcp_trust.evaluate(condition, identity),
+        accepted=[token_run("acme", "web", "plan", GCP_AUD)],
+        refused=[
+            token_run("acme", "web", "plan", GCP_AUD, workspace_id="ws-web2"),
+            token_run("acme", "web", "apply", GCP_AUD),
+        ],
+    )
+
+
+def test_azure_credentials_for_a_custom_format_accept_exactly_their_runs(rsa_keys: Path) -> None:
+    fmt = "{run_phase}/{workspace}@{organization}"
+    doc = setup_hcl("azure", "--subject-format", fmt, "--workspace", "web", "--workspace", "db")
+    assert azure_subjects(doc) == {
+        "otf-acme-web-plan": "plan/web@acme",
+        "otf-acme-web-apply": "apply/web@acme",
+        "otf-acme-db-plan": "plan/db@acme",
+        "otf-acme-db-apply": "apply/db@acme",
+    }
+    credentials = [
+        {"name": name, "issuer": ISSUER, "subject": sub, "audiences": [AZURE_AUD]}
+        for name, sub in azure_subjects(doc).items()
+    ]
+    judged(
+        rsa_keys,
+        fmt,
+        lambda identity: azure_trust.evaluate(credentials, identity),
+        accepted=[
+            token_run("acme", "web", "plan", AZURE_AUD),
+            token_run("acme", "db", "apply", AZURE_AUD),
+        ],
+        refused=[
+            token_run("acme", "net", "plan", AZURE_AUD),
+            token_run("evil", "web", "plan", AZURE_AUD),
+        ],
+    )
+
+
+def test_azure_workspace_id_format_needs_and_uses_the_id(rsa_keys: Path) -> None:
+    args = ("--subject-format", WORKSPACE_ID_FORMAT, "--workspace", "web", "--phase", "apply")
+    out, err = run_setup("azure", "--issuer", ISSUER, "--organization", "acme", *args, expect=2)
+    assert out == "" and err.count("\n") == 1 and "--workspace-id" in err
+    doc = setup_hcl("azure", *args, "--workspace-id", "ws-web1")
+    assert azure_subjects(doc) == {"otf-acme-web-apply": "org:acme:ws:ws-web1:apply"}
+    credentials = [
+        {"issuer": ISSUER, "subject": sub, "audiences": [AZURE_AUD]}
+        for sub in azure_subjects(doc).values()
+    ]
+    judged(
+        rsa_keys,
+        WORKSPACE_ID_FORMAT,
+        lambda identity: azure_trust.evaluate(credentials, identity),
+        accepted=[token_run("acme", "web", "apply", AZURE_AUD)],
+        refused=[
+            token_run("acme", "web", "apply", AZURE_AUD, workspace_id="ws-web2"),
+            token_run("acme", "web", "plan", AZURE_AUD),
+        ],
+    )
+
+
+def test_azure_format_without_phase_needs_one_credential_per_workspace() -> None:
+    doc = setup_hcl(
+        "azure", "--subject-format", "org:{organization}:ws:{workspace}", "--workspace", "web"
+    )
+    assert azure_subjects(doc) == {"otf-acme-web": "org:acme:ws:web"}
+
+
+def test_aws_exact_workspace_without_phase_matches_both_phases() -> None:
+    """`*` for the phase needs StringLike even when every workspace is named exactly."""
+    doc = setup_hcl("aws", "--workspace", "web")
+    policy = aws_trust.load_policy(json.dumps(aws_policy_json(doc)))
+    for phase in ("plan", "apply"):
+        assert aws_trust.evaluate(policy, run("web", phase), IssuerURL(ISSUER)).accepted
+    assert not aws_trust.evaluate(policy, run("db", "plan"), IssuerURL(ISSUER)).accepted
+
+
+def test_setup_reads_the_subject_format_from_the_config_and_the_flag_wins(tmp_path: Path) -> None:
+    config = tmp_path / "keysvc.toml"
+    config.write_text(
+        'issuer = "https://x.example.com"\n[tokens]\nsubject_format = "o:{organization}:{run_phase}"\n'
+    )
+    base = ("aws", "--issuer", ISSUER, "--organization", "acme", "--phase", "plan")
+
+    def sub_values(out: str) -> list[str]:
+        (policy,) = hcl.blocks(hcl.parse(out), "data", "aws_iam_policy_document").values()
+        return [c for c in policy["statement"][0]["condition"] if c["variable"].endswith(":sub")][
+            0
+        ]["values"]
+
+    out, _ = run_setup(*base, "--config", str(config))
+    assert sub_values(out) == ["o:acme:plan"]
+    assert "Subjects have the form o:{organization}:{run_phase}" in out
+    result = CliRunner(env={"KEYSVC_CONFIG": str(config)}).invoke(cli, ["setup", *base])
+    assert result.exit_code == 0 and sub_values(result.stdout) == ["o:acme:plan"]
+    out, _ = run_setup(
+        *base, "--config", str(config), "--subject-format", "p:{organization}:{run_phase}"
+    )
+    assert sub_values(out) == ["p:acme:plan"]
+    out, _ = run_setup(*base)
+    assert sub_values(out) == ["organization:acme:workspace:*:run_phase:plan"]
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
+@pytest.mark.parametrize(
+    ("subject_format", "message"),
+    [
+        ("org:{org}", "unknown placeholder {org}"),
+        ("org:{organization", "expected '}'"),
+        ("org:{organization!r}", "no conversion"),
+        ("{}", "unknown placeholder"),
+    ],
+)
+def test_bad_subject_format_flag_is_a_one_line_error(
+    cloud: str, subject_format: str, message: str
+) -> None:
+    out, err = run_setup(
+        cloud,
+        "--issuer",
+        ISSUER,
+        "--organization",
+        "acme",
+        "--workspace",
+        "web",
+        "--subject-format",
+        subject_format,
+        expect=2,
+    )
+    assert out == ""
+    assert err.startswith("keysvc: error: --subject-format") and err.count("\n") == 1
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[tokens]\nsubject_format = "x:{org}"', "tokens.subject_format"),
+        ("[tokens]\nsubject_format = 3", "must be a string"),
+        ("tokens = 1", "must be a table"),
+        ("tokens = [", "not valid TOML"),
+    ],
+)
+def test_bad_subject_format_in_the_config_is_a_one_line_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    config = tmp_path / "keysvc.toml"
+    config.write_text(text + "\n")
+    out, err = run_setup(
+        "aws", "--issuer", ISSUER, "--organization", "acme", "--config", str(config), expect=2
+    )
+    assert out == "" and err.startswith("keysvc: error: ") and err.count("\n") == 1
+    assert message in err
+    missing = tmp_path / "missing.toml"
+    out, err = run_setup(
+        "aws", "--issuer", ISSUER, "--organization", "acme", "--config", str(missing), expect=2
+    )
+    assert "does not exist" in err
+
+
+@pytest.mark.parametrize(
+    ("cloud", "args", "message"),
+    [
+        ("azure", ("--subject-format", RUN_ID_FORMAT, "--workspace", "web"), "{run_id}"),
+        ("aws", ("--subject-format", "ws:{workspace}:{run_phase}"), "no {organization}"),
+        (
+            "azure",
+            ("--subject-format", "ws:{workspace}:{run_phase}", "--workspace", "w"),
+            "no {organization}",
+        ),
+        (
+            "aws",
+            ("--subject-format", "o:{organization}:{run_phase}", "--workspace", "web"),
+            "no {workspace}",
+        ),
+        (
+            "aws",
+            ("--subject-format", "o:{organization}:{workspace}", "--phase", "plan"),
+            "no {run_phase}",
+        ),
+        ("aws", ("--subject-format", "{organization}-{workspace}:{run_phase}"), "separate them"),
+        (
+            "azure",
+            ("--subject-format", "{organization}.{workspace}", "--workspace", "w"),
+            "separate them",
+        ),
+        ("aws", ("--subject-format", "o:{organization}:*:{workspace}"), "literal '*'"),
+        ("aws", ("--subject-format", "o:{organization}:${{x}}:{workspace}"), "policy variable"),
+        ("aws", ("--workspace-id", "ws-1"), "exactly one --workspace"),
+        ("aws", ("--workspace-id", "ws-1", "--workspace", "a", "--workspace", "b"), "exactly one"),
+        ("gcp", ("--workspace-id", "ws-1", "--workspace", "a*"), "without wildcards"),
+        ("azure", ("--workspace-id", "ws:1", "--workspace", "a"), "workspace id"),
+    ],
+)
+def test_formats_a_cloud_cannot_match_safely_are_refused(
+    cloud: str, args: tuple[str, ...], message: str
+) -> None:
+    out, err = run_setup(cloud, "--issuer", ISSUER, "--organization", "acme", *args, expect=2)
+    assert out == "" and err.startswith("keysvc: error: ") and err.count("\n") == 1
+    assert message in err
+
+
+def test_gcp_accepts_the_formats_aws_and_azure_refuse() -> None:
+    """GCP's condition reads the terraform_* claims, so sub's shape does not weaken it."""
+    for fmt in ("ws:{workspace}:{run_phase}", "{organization}-{workspace}", RUN_ID_FORMAT):
+        condition = gcp_provider(setup_hcl("gcp", "--subject-format", fmt, "--workspace", "web"))[
+            "attribute_condition"
+        ]
+        assert condition == (
+            'assertion.terraform_organization_name == "acme" && '
+            'assertion.terraform_workspace_name == "web"'
+        )
+
+
+def test_workspace_id_unused_by_the_format_is_a_warning() -> None:
+    out, err = run_setup(
+        "aws",
+        "--issuer",
+        ISSUER,
+        "--organization",
+        "acme",
+        "--workspace",
+        "web",
+        "--workspace-id",
+        "ws-1",
+    )
+    assert out and err.startswith("keysvc: warning: the subject format has no {workspace_id}")
