@@ -42,7 +42,8 @@ _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def check_subject_format(value: str) -> str:
     """The rule for `tokens.subject_format`: only the run's fields, plain (no format spec or
-    conversion). One definition for the config and for the operator tools' `--subject-format`,
+    conversion), each bounded by a character no name may hold (see
+    run_identity.unseparated_fields): otherwise the service would mint one `sub` for two runs. One definition for the config and for the operator tools' `--subject-format`,
     so `keysvc setup` and `keysvc doctor` accept exactly the formats the service can mint.
     Raises ValueError (unbalanced braces included) with a message fit for one line."""
     for _, name, spec, conv in string.Formatter().parse(value):
@@ -54,6 +55,15 @@ def check_subject_format(value: str) -> str:
             )
         if spec or conv:
             raise ValueError(f"placeholder {{{name}}} takes no conversion or format spec")
+    from keysvc.run_identity import unseparated_fields  # it imports this module
+
+    touching = unseparated_fields(value)
+    if touching:
+        raise ValueError(
+            f"{{{touching[0]}}} and {{{touching[1]}}} are joined by only letters, digits, '.', '_'"
+            " or '-', so one run's names could spell another run's sub; separate them with a"
+            " character such as ':'"
+        )
     return value
 
 

@@ -44,6 +44,9 @@ def test_example_config_is_valid() -> None:
         (base(tokens={"subject_format": "o:{org}"}), "tokens.subject_format: unknown placeholder"),
         (base(tokens={"subject_format": "o:{organization!r}"}), "no conversion or format spec"),
         (base(tokens={"subject_format": "o:{organization"}), "tokens.subject_format"),
+        # org "a-b" + workspace "c" and org "a" + workspace "b-c" would share one sub
+        (base(tokens={"subject_format": "{organization}-{workspace}"}), "separate them"),
+        (base(tokens={"subject_format": "o:{organization}.v1_{run_id}"}), "{organization} and {run_id}"),
         (base(rotation={"publish_lead": "1m", "jwks_max_age": "50s", "refresh_interval": "10s"}),
          "publish_lead"),
     ],

@@ -96,12 +96,6 @@ def _run_to_evaluate(
                 f"the subject format has {{{field}}} and doctor used {default!r};"
                 f" give {option} to judge a real run"
             )
-    touching = run_identity.unseparated_fields(subject_format)
-    if touching:
-        notes.append(
-            f"the subject format puts {{{touching[0]}}} and {{{touching[1]}}} together, so"
-            " another run's names can spell this subject"
-        )
     run = RunIdentity(
         issuer.url,
         "",

@@ -109,7 +109,6 @@ def exact_subject(request: SetupRequest, workspace: str, phase: str) -> str | No
         not fields <= known
         or not {"organization", "run_phase"} <= fields
         or not names_workspace
-        or run_identity.unseparated_fields(request.subject_format)
     ):
         return None
     return run_identity.subject(

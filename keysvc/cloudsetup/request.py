@@ -104,8 +104,8 @@ class SetupRequest:
         would admit more runs than asked for.
 
         Every restriction asked for needs its placeholder in the format (without
-        `{organization}`, every organization keysvc signs for shares the subjects), and no two
-        placeholders may touch (run_identity.unseparated_fields). Then a run's names, being
+        `{organization}`, every organization keysvc signs for shares the subjects); no two
+        placeholders touch (config.check_subject_format refuses that). Then a run's names, being
         `[A-Za-z0-9._-]`, can fill only their own places in a subject, and `*` (standing only
         for such names) cannot reach another organization's or workspace's part of it. GCP's
         condition reads the `terraform_*` claims instead and needs none of this."""
@@ -132,14 +132,6 @@ class SetupRequest:
             raise SetupError(
                 f"{shown} has no {{run_phase}}: {cloud} cannot tell plan from apply;"
                 " leave out --phase"
-            )
-        touching = run_identity.unseparated_fields(self.subject_format)
-        if touching:
-            first, second = touching
-            raise SetupError(
-                f"{shown} puts {{{first}}} and {{{second}}} together with only letters, digits,"
-                " '.', '_' or '-' between them, so one run's names can spell another's subject;"
-                " separate them with a character such as ':'"
             )
 
     def subject_warnings(self, cloud: str) -> list[str]:

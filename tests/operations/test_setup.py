@@ -854,6 +854,7 @@ def test_bad_subject_format_in_the_config_is_a_one_line_error(
             "no {run_phase}",
         ),
         ("aws", ("--subject-format", "{organization}-{workspace}:{run_phase}"), "separate them"),
+        ("gcp", ("--subject-format", "{organization}-{workspace}:{run_phase}"), "separate them"),
         (
             "azure",
             ("--subject-format", "{organization}.{workspace}", "--workspace", "w"),
@@ -877,7 +878,7 @@ def test_formats_a_cloud_cannot_match_safely_are_refused(
 
 def test_gcp_accepts_the_formats_aws_and_azure_refuse() -> None:
     """GCP's condition reads the terraform_* claims, so sub's shape does not weaken it."""
-    for fmt in ("ws:{workspace}:{run_phase}", "{organization}-{workspace}", RUN_ID_FORMAT):
+    for fmt in ("ws:{workspace}:{run_phase}", RUN_ID_FORMAT):
         condition = gcp_provider(setup_hcl("gcp", "--subject-format", fmt, "--workspace", "web"))[
             "attribute_condition"
         ]
