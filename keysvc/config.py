@@ -67,6 +67,29 @@ def check_subject_format(value: str) -> str:
     return value
 
 
+def check_issuer(value: str) -> str:
+    """The rule for the top-level `issuer` (the tokens' `iss`): an https URL (http only on the
+    loopback host), with a host and no query, fragment or trailing slash. One definition for the
+    config and for the operator tools that read `issuer` from it (keysvc.cli.loading).
+    Raises ValueError with a message fit for one line."""
+    parts = urlsplit(value)
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and local):
+        raise ValueError("must be an https URL (http only for 127.0.0.1/localhost)")
+    if not parts.hostname or parts.query or parts.fragment or value.endswith("/"):
+        raise ValueError("must be a URL with a host, no query, fragment or trailing slash")
+    return value
+
+
+def check_max_ttl(value: timedelta) -> timedelta:
+    """The rule for `tokens.max_ttl` on its own (default_ttl <= max_ttl is the section's): the
+    clouds refuse longer-lived tokens, so the service refuses to mint them. One definition for the
+    config and for `keysvc doctor`, which judges the max_ttl it reads from the config."""
+    if value > timedelta(hours=24):
+        raise ValueError("above 24h is refused (Azure accepts at most 25h, GCP 48h)")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -102,14 +125,17 @@ class TokensConfig(_Section):
     def _known_fields(cls, value: str) -> str:
         return check_subject_format(value)
 
+    @field_validator("max_ttl")
+    @classmethod
+    def _max_ttl(cls, value: timedelta) -> timedelta:
+        return check_max_ttl(value)
+
     @model_validator(mode="after")
     def _ttls(self) -> TokensConfig:
         if self.default_ttl <= timedelta(0):
             raise ValueError("default_ttl must be positive")
         if self.default_ttl > self.max_ttl:
             raise ValueError("default_ttl must not exceed max_ttl")
-        if self.max_ttl > timedelta(hours=24):
-            raise ValueError("max_ttl above 24h is refused (Azure accepts at most 25h, GCP 48h)")
         return self
 
 
@@ -213,13 +239,7 @@ class Config(_Section):
     @field_validator("issuer")
     @classmethod
     def _issuer(cls, value: str) -> str:
-        parts = urlsplit(value)
-        local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-        if parts.scheme != "https" and not (parts.scheme == "http" and local):
-            raise ValueError("must be an https URL (http only for 127.0.0.1/localhost)")
-        if not parts.hostname or parts.query or parts.fragment or value.endswith("/"):
-            raise ValueError("must be a URL with a host, no query, fragment or trailing slash")
-        return value
+        return check_issuer(value)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

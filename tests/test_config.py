@@ -40,7 +40,7 @@ def test_example_config_is_valid() -> None:
         (base(clients=[{"name": "c", "token_sha256": "a" * 64, "scopes": ["admin"]}]), "scopes"),
         (base(server={"tls_cert": "/c"}), "tls_cert and tls_key"),
         (base(server={"client_ca": "/c"}), "client_ca"),
-        (base(tokens={"max_ttl": "30h"}), "24h"),
+        (base(tokens={"max_ttl": "30h"}), "tokens.max_ttl: above 24h is refused"),
         (base(tokens={"subject_format": "o:{org}"}), "tokens.subject_format: unknown placeholder"),
         (base(tokens={"subject_format": "o:{organization!r}"}), "no conversion or format spec"),
         (base(tokens={"subject_format": "o:{organization"}), "tokens.subject_format"),

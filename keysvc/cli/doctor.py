@@ -4,7 +4,9 @@ Exit status: 0 when every check passes (warnings allowed), 1 when a check fails,
 (a malformed URL, an unreadable file, a trust configuration that is not valid JSON or CEL).
 
 The trust checks judge the token the service would mint, so its `sub` follows the service's
-`tokens.subject_format` (`--subject-format`, or `--config`), as the token minting spells it.
+`tokens.subject_format` (`--subject-format`, or `--config`), as the token minting spells it. The
+issuer, publish lead and longest token lifetime likewise come from their flags or the service's
+config (see keysvc.cli.loading.service_settings_options).
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ import click
 
 from keysvc import http_fetch, run_identity
 from keysvc.cli.common import CLIError, echo_json, json_option
-from keysvc.cli.loading import subject_format_options
-from keysvc.cli.params import DURATION
+from keysvc.cli.loading import service_settings_options
 from keysvc.clouds import ALL_CLOUDS, DEFAULT_AUDIENCE, Cloud
 from keysvc.doctor import aws_trust, azure_trust, gcp_trust
 from keysvc.doctor.findings import Finding, Status, fail, ok, skip
@@ -186,7 +187,7 @@ def _render(issuer: IssuerURL, clouds: tuple[Cloud, ...], findings: list[Finding
 
 
 @click.command()
-@click.option("--issuer", required=True, help="The issuer URL, exactly as tokens carry it.")
+@service_settings_options("issuer", "publish_lead", "max_ttl", "subject_format")
 @click.option(
     "--cloud",
     "clouds",
@@ -194,8 +195,6 @@ def _render(issuer: IssuerURL, clouds: tuple[Cloud, ...], findings: list[Finding
     type=click.Choice([c.value for c in ALL_CLOUDS]),
     help="Judge for these clouds only (repeatable; default: all).",
 )
-@click.option("--publish-lead", type=DURATION, help="keysvc's rotation.publish_lead.")
-@click.option("--max-ttl", type=DURATION, help="keysvc's tokens.max_ttl.")
 @click.option(
     "--client-token-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -233,7 +232,6 @@ def _render(issuer: IssuerURL, clouds: tuple[Cloud, ...], findings: list[Finding
     "--run-id",
     help=f"The run's id (default: {DEFAULT_RUN_ID}); in sub when the subject format has {{run_id}}.",
 )
-@subject_format_options
 @click.option("--audience", help="Token audience for the trust checks (default: the cloud's).")
 @click.option("--no-fetch", is_flag=True, help="Only evaluate the trust configuration(s).")
 @json_option

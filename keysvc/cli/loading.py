@@ -1,25 +1,34 @@
-"""Turning `--config` and otfd-style flags into a validated Config."""
+"""Turning `--config` and otfd-style flags into a validated Config; and, for the operator tools
+(setup, doctor), reading just the service settings they need from the same file."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import TypeAdapter, ValidationError
 
 from keysvc.cli.common import CLIError
+from keysvc.cli.params import DURATION
 from keysvc.config import (
     ALL_SCOPES,
-    DEFAULT_SUBJECT_FORMAT,
     Config,
     ConfigError,
+    RotationConfig,
+    TokensConfig,
+    check_issuer,
+    check_max_ttl,
     check_subject_format,
     merge,
     parse_config,
     read_config_file,
 )
+from keysvc.durations import Duration
 
 OTFD_BACKEND = "otfd"
 
@@ -108,63 +117,203 @@ def otfd_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return decorated
 
 
-def resolve_subject_format(flag: str | None, config_path: Path | None) -> str:
-    """The `sub` format the service uses: `--subject-format`, else `[tokens] subject_format` of
-    the config file, else the default. Checked by the config's own rule; CLIError otherwise.
+# --- the service settings the operator tools need -------------------------------------------
+#
+# `keysvc setup` and `keysvc doctor` write or judge the cloud side of the trust, so they must
+# assume what the service does: its issuer, the `sub` it spells, its publish lead and longest
+# token. Each is a flag, else read from a copy of the service's config (--config), where each key
+# is checked by the service's own rule. Only those keys are read, never the whole Config, so the
+# tools work on a machine without the backends' libraries or key files.
 
-    Only that one key is read from the file, so the operator tools work from a copy of the
-    service's config on a machine without its backends' libraries or key files."""
-    if flag is not None:
-        try:
-            return check_subject_format(flag)
-        except ValueError as exc:
-            raise CLIError(f"--subject-format {flag!r}: {exc}") from None
-    if config_path is None:
-        return DEFAULT_SUBJECT_FORMAT
+
+def _string(rule: Callable[[str], str]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return rule(value)
+
+    return check
+
+
+_DURATION = TypeAdapter(Duration)
+
+
+def _duration(value: Any) -> timedelta:
+    """A duration as the config's Duration type reads it."""
     try:
-        tokens = read_config_file(config_path).get("tokens", {})
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from None
-    where = f"tokens.subject_format in {config_path}"
-    if not isinstance(tokens, dict):
-        raise CLIError(f"tokens in {config_path} must be a table")
-    value = tokens.get("subject_format", DEFAULT_SUBJECT_FORMAT)
-    if not isinstance(value, str):
-        raise CLIError(f"{where} must be a string")
+        return _DURATION.validate_python(value)
+    except ValidationError as exc:
+        message = exc.errors(include_url=False)[0]["msg"]
+        raise ValueError(message.removeprefix("Value error, ")) from None
+
+
+def _max_ttl(value: Any) -> timedelta:
+    return check_max_ttl(_duration(value))
+
+
+def _checked_subject_format(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """--subject-format must be a format the service could mint (it describes the service)."""
+    if value is None:
+        return None
     try:
         return check_subject_format(value)
     except ValueError as exc:
-        raise CLIError(f"{where}: {exc}") from None
+        raise CLIError(f"--subject-format {value!r}: {exc}") from None
 
 
-def subject_format_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`--subject-format` and `--config` (env KEYSVC_CONFIG), handed to the command as one
-    checked `subject_format`: the tools that write or judge cloud trust must spell `sub` as
-    the service does (see run_identity)."""
+@dataclass(frozen=True)
+class ServiceSetting:
+    """A setting of the service's config that an operator tool also takes as a flag."""
 
-    @functools.wraps(command)
-    def with_format(*args: Any, **kwargs: Any) -> Any:
-        flag = kwargs.pop("subject_format_flag")
-        config_path = kwargs.pop("config_path")
-        return command(*args, subject_format=resolve_subject_format(flag, config_path), **kwargs)
+    key: str
+    """Its dotted key in the config file."""
+    flag: str
+    """Its flag; the command receives the setting under the flag's name (--max-ttl: max_ttl)."""
+    flag_options: dict[str, Any]
+    """The flag's click settings (help, type, ...); its value is None when not given."""
+    check: Callable[[Any], Any]
+    """The service's rule for the file's value: the value to use, or ValueError."""
+    service_default: Any
+    """What the service uses when the file leaves the key out (None: the service needs it)."""
+    default: Any = None
+    """What the tool assumes with neither flag nor config (None: unknown)."""
+    required: bool = False
+    """Whether the command cannot do without it."""
 
-    options = [
-        click.option(
-            "--subject-format",
-            "subject_format_flag",
-            metavar="FMT",
-            help="The service's tokens.subject_format (default: --config's, else OTF's).",
+    @property
+    def name(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+SERVICE_SETTINGS = {
+    setting.name: setting
+    for setting in (
+        ServiceSetting(
+            key="issuer",
+            flag="--issuer",
+            flag_options={
+                "metavar": "URL",
+                "help": "keysvc's issuer URL, exactly as tokens carry it"
+                " (default: --config's issuer).",
+            },
+            check=_string(check_issuer),
+            service_default=None,
+            required=True,
         ),
-        click.option(
-            "--config",
-            "config_path",
-            type=click.Path(path_type=Path, dir_okay=False),
-            envvar="KEYSVC_CONFIG",
-            help="The service's TOML config: only tokens.subject_format is read"
-            " (env KEYSVC_CONFIG).",
+        ServiceSetting(
+            key="tokens.subject_format",
+            flag="--subject-format",
+            flag_options={
+                "metavar": "FMT",
+                "callback": _checked_subject_format,
+                "help": "The service's tokens.subject_format (default: --config's, else OTF's).",
+            },
+            check=_string(check_subject_format),
+            service_default=TokensConfig().subject_format,
+            default=TokensConfig().subject_format,
         ),
-    ]
-    decorated: Callable[..., Any] = with_format
-    for option in reversed(options):
-        decorated = option(decorated)
-    return decorated
+        ServiceSetting(
+            key="rotation.publish_lead",
+            flag="--publish-lead",
+            flag_options={
+                "type": DURATION,
+                "help": "The service's rotation.publish_lead (default: --config's, else"
+                " /v1/keys' with --client-token-file).",
+            },
+            check=_duration,
+            service_default=RotationConfig().publish_lead,
+        ),
+        ServiceSetting(
+            key="tokens.max_ttl",
+            flag="--max-ttl",
+            flag_options={
+                "type": DURATION,
+                "help": "The service's tokens.max_ttl (default: --config's).",
+            },
+            check=_max_ttl,
+            service_default=TokensConfig().max_ttl,
+        ),
+    )
+}
+"""The service settings the operator tools need, by the name the commands receive them under."""
+
+
+def read_service_settings(config_path: Path, names: list[str]) -> dict[str, Any]:
+    """The named settings as the service would run with this config file: each key's value
+    checked by the service's rule, or the service's default when the file leaves it out. Only
+    these keys are read (see above); a bad value is a CLIError naming the key and the file."""
+    try:
+        data = read_config_file(config_path)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
+    values: dict[str, Any] = {}
+    for name in names:
+        setting = SERVICE_SETTINGS[name]
+        *sections, leaf = setting.key.split(".")
+        table: Any = data
+        for depth, section in enumerate(sections, 1):
+            table = table.get(section, {})
+            if not isinstance(table, dict):
+                raise CLIError(f"{'.'.join(sections[:depth])} in {config_path} must be a table")
+        if leaf not in table:
+            values[name] = setting.service_default
+            continue
+        try:
+            values[name] = setting.check(table[leaf])
+        except ValueError as exc:
+            raise CLIError(f"{setting.key} in {config_path}: {exc}") from None
+    return values
+
+
+def resolve_service_settings(flags: dict[str, Any], config_path: Path | None) -> dict[str, Any]:
+    """Each setting named in `flags` (which maps it to its flag's value, None when not given):
+    the flag, else the config file's value, else the tool's default. The file is read only for
+    what the flags leave open, as a flag wins anyway."""
+    settings = dict(flags)
+    open_names = [name for name, value in flags.items() if value is None]
+    if config_path is not None and open_names:
+        settings.update(read_service_settings(config_path, open_names))
+    else:
+        settings.update({name: SERVICE_SETTINGS[name].default for name in open_names})
+    for name, value in settings.items():
+        setting = SERVICE_SETTINGS[name]
+        if value is None and setting.required:
+            if config_path is None:
+                raise CLIError(f"no {setting.key}: give {setting.flag} or --config (the service's)")
+            raise CLIError(f"{config_path} has no {setting.key}: give {setting.flag}")
+    return settings
+
+
+def service_settings_options(
+    *names: str,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The flags of the named service settings and `--config` (env KEYSVC_CONFIG), handed to the
+    command as the resolved settings under their names (see resolve_service_settings)."""
+    settings = [SERVICE_SETTINGS[name] for name in names]
+    *others, last = [setting.key for setting in settings]
+    keys = f"{', '.join(others)} and {last}" if others else last
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def with_settings(*args: Any, **kwargs: Any) -> Any:
+            config_path = kwargs.pop("config_path")
+            flags = {name: kwargs.pop(f"{name}_flag") for name in names}
+            return command(*args, **resolve_service_settings(flags, config_path), **kwargs)
+
+        options = [
+            *(click.option(s.flag, f"{s.name}_flag", **s.flag_options) for s in settings),
+            click.option(
+                "--config",
+                "config_path",
+                type=click.Path(path_type=Path, dir_okay=False),
+                envvar="KEYSVC_CONFIG",
+                help=f"The service's TOML config (env KEYSVC_CONFIG), for what the flags leave"
+                f" open: only {keys} are read.",
+            ),
+        ]
+        decorated: Callable[..., Any] = with_settings
+        for option in reversed(options):
+            decorated = option(decorated)
+        return decorated
+
+    return decorate

@@ -4,6 +4,7 @@ HCP Terraform's published examples match subjects with a `project:` segment that
 not carry; these commands write the trust for OTF's own subject
 `organization:<org>:workspace:<ws>:run_phase:<phase>` so it works the first time, or for the
 service's own `tokens.subject_format` (`--subject-format`, or `--config`) when it has another.
+The issuer is `--issuer`, or the `issuer` of the service's config (`--config`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import click
 
 from keysvc import http_fetch
 from keysvc.cli.common import CLIError, json_option
-from keysvc.cli.loading import subject_format_options
+from keysvc.cli.loading import service_settings_options
 from keysvc.cloudsetup import SetupError, SetupRequest, SetupResult
 from keysvc.cloudsetup import aws as aws_setup
 from keysvc.cloudsetup import azure as azure_setup
@@ -59,7 +60,7 @@ def _request_options(command: Callable[..., Any]) -> Callable[..., Any]:
         return command(request=request, **kwargs)
 
     options = [
-        click.option("--issuer", required=True, help="keysvc's issuer URL (https, as in tokens)."),
+        service_settings_options("issuer", "subject_format"),
         click.option("--organization", required=True, help="OTF organization whose runs to trust."),
         click.option(
             "--workspace",
@@ -78,7 +79,6 @@ def _request_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="The id of the one --workspace, for a subject format with {workspace_id}"
             " (AWS writes * without it, Azure needs it); GCP's condition checks it too.",
         ),
-        subject_format_options,
         click.option("--audience", help="Token audience (default: the cloud's OTF default)."),
         click.option(
             "--name",

@@ -254,7 +254,8 @@ def check_caching(headers: Mapping[str, str], options: IssuerCheckOptions) -> li
         findings.append(
             skip(
                 "publish_lead",
-                "publish lead unknown: give --publish-lead, or --client-token-file for /v1/keys",
+                "publish lead unknown: give --publish-lead, --config, or --client-token-file for"
+                " /v1/keys",
             )
         )
     elif age >= lead:
@@ -293,7 +294,9 @@ def check_response_time(fetched: Fetched) -> Finding:
 def check_token_lifetime(options: IssuerCheckOptions) -> list[Finding]:
     clouds = [c for c in options.clouds if c in MAX_TOKEN_LIFETIME]
     if options.max_ttl is None:
-        return [skip("token_lifetime", "token lifetime unknown: give --max-ttl", *clouds)]
+        return [
+            skip("token_lifetime", "token lifetime unknown: give --max-ttl or --config", *clouds)
+        ]
     ttl = options.max_ttl
     findings = []
     for cloud in clouds:

@@ -410,3 +410,141 @@ def test_a_group_readable_client_token_file_is_bad_input(
 def test_bad_input_exits_2(args: tuple[str, ...]) -> None:
     result = CliRunner().invoke(cli, ["doctor", *args])
     assert result.exit_code == 2 and result.stdout == ""
+
+
+# --- the service's settings from its config file ----------------------------------------------
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    config = tmp_path / "keysvc.toml"
+    config.write_text(text)
+    return config
+
+
+def doctor_with_config(
+    server: IssuerServer, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], str]:
+    """doctor without --issuer: the issuer, like the rest, comes from the config."""
+    result = CliRunner(env=env).invoke(
+        cli,
+        ["doctor", "--ca-file", str(server.ca_file), "--json", "--cloud", "gcp", *args],
+        catch_exceptions=False,
+    )
+    report = json.loads(result.stdout) if result.stdout.startswith("{") else {}
+    return result.exit_code, report, result.stderr
+
+
+def test_issuer_publish_lead_and_max_ttl_come_from_the_config(
+    issuer_server: IssuerServer, rsa_jwk: dict[str, str], tmp_path: Path
+) -> None:
+    issuer_server.state.jwks = {"keys": [rsa_jwk]}
+    issuer_server.state.jwks_headers = {"Cache-Control": "public, max-age=3600"}
+    config = write_config(
+        tmp_path,
+        f'issuer = "{issuer_server.url}"\n'
+        '[rotation]\npublish_lead = "1h"\njwks_max_age = "5m"\n'
+        '[tokens]\nmax_ttl = "7h"\ndefault_ttl = "1h"\n'
+        # what doctor does not read may need libraries or files this machine lacks
+        '[[backends]]\ntype = "pkcs11"\nlibrary = "/nonexistent.so"\n',
+    )
+    code, report, _ = doctor_with_config(issuer_server, "--config", str(config))
+    assert code == 1, report
+    assert report["issuer"] == issuer_server.url
+    found = statuses(report)
+    assert found["discovery_issuer"] == ["ok"]
+    assert found["publish_lead"] == ["fail"]
+    assert "publish lead 1h" in message(report, "publish_lead")
+    assert found["token_lifetime.gcp"] == ["warn"] and "7h" in message(report, "token_lifetime.gcp")
+
+    # KEYSVC_CONFIG names the same file
+    code, from_env, _ = doctor_with_config(issuer_server, env={"KEYSVC_CONFIG": str(config)})
+    assert code == 1 and from_env["issuer"] == issuer_server.url
+    assert statuses(from_env) == found
+    for check in ("publish_lead", "token_lifetime.gcp"):
+        assert message(from_env, check) == message(report, check)
+
+    # flags win over the file
+    code, report, _ = doctor_with_config(
+        issuer_server, "--config", str(config), "--publish-lead", "1d", "--max-ttl", "1h"
+    )
+    assert code == 0, report
+    found = statuses(report)
+    assert found["publish_lead"] == ["ok"] and "publish lead 1d" in message(report, "publish_lead")
+    assert found["token_lifetime.gcp"] == ["ok"] and "1h" in message(report, "token_lifetime.gcp")
+    code, report, _ = doctor_with_config(
+        issuer_server, "--config", str(config), "--issuer", "https://127.0.0.1:1"
+    )
+    assert report["issuer"] == "https://127.0.0.1:1" and code == 1
+
+
+def test_a_config_without_the_keys_means_the_services_defaults(
+    issuer_server: IssuerServer, rsa_jwk: dict[str, str], tmp_path: Path
+) -> None:
+    """The service runs with publish_lead 24h and max_ttl 2h when its file sets neither, so
+    doctor judges those (without --config it knows neither and skips the checks)."""
+    issuer_server.state.jwks = {"keys": [rsa_jwk]}
+    config = write_config(tmp_path, f'issuer = "{issuer_server.url}"\n')
+    code, report, _ = doctor_with_config(issuer_server, "--config", str(config))
+    assert code == 0, report
+    found = statuses(report)
+    assert found["publish_lead"] == ["ok"] and "publish lead 1d" in message(report, "publish_lead")
+    assert found["token_lifetime.gcp"] == ["ok"] and "2h" in message(report, "token_lifetime.gcp")
+    _, report, _ = doctor(issuer_server, "--cloud", "gcp")
+    assert statuses(report)["publish_lead"] == ["skip"]
+    assert statuses(report)["token_lifetime"] == ["skip"]
+
+
+def test_the_configs_publish_lead_wins_over_v1_keys(
+    issuer_server: IssuerServer, rsa_jwk: dict[str, str], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(issuer_server.state.client_token)
+    token_file.chmod(0o600)
+    issuer_server.state.jwks = {"keys": [rsa_jwk]}
+    issuer_server.state.service_keys = service_keys((rsa_jwk["kid"], "active", timedelta(days=2)))
+    config = write_config(
+        tmp_path, f'issuer = "{issuer_server.url}"\n[rotation]\npublish_lead = "2h"\n'
+    )
+    code, report, _ = doctor_with_config(
+        issuer_server, "--config", str(config), "--client-token-file", str(token_file)
+    )
+    assert code == 0, report
+    assert statuses(report)["service_keys"] == ["ok"]  # /v1/keys says 6h
+    assert "publish lead 2h" in message(report, "publish_lead")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ('[rotation]\npublish_lead = "soon"', "rotation.publish_lead", "invalid duration 'soon'"),
+        ("[rotation]\npublish_lead = true", "rotation.publish_lead", "expected a duration"),
+        ('[tokens]\nmax_ttl = "2 hours"', "tokens.max_ttl", "invalid duration '2 hours'"),
+        ('[tokens]\nmax_ttl = "30h"', "tokens.max_ttl", "above 24h is refused"),
+        ("[tokens]\nmax_ttl = -5", "tokens.max_ttl", "cannot be negative"),
+        ('rotation = "1h"', "rotation", "must be a table"),
+    ],
+)
+def test_bad_values_in_the_config_exit_2_before_any_request(
+    issuer_server: IssuerServer, tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    config = write_config(tmp_path, f'issuer = "{issuer_server.url}"\n{text}\n')
+    code, report, stderr = doctor_with_config(issuer_server, "--config", str(config))
+    assert code == 2 and report == {} and stderr.count("\n") == 1
+    assert stderr.startswith(f"keysvc: error: {key} in {config}") and problem in stderr
+    assert issuer_server.state.requests == []
+
+
+@pytest.mark.parametrize(
+    ("issuer", "problem"),
+    [
+        ("ftp://127.0.0.1", "must be an https URL"),
+        ("http://keys.example.com", "must be an https URL"),
+        ("https://keys.example.com/", "trailing slash"),
+    ],
+)
+def test_a_bad_issuer_in_the_config_exits_2(tmp_path: Path, issuer: str, problem: str) -> None:
+    config = write_config(tmp_path, f'issuer = "{issuer}"\n')
+    result = CliRunner().invoke(cli, ["doctor", "--config", str(config)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"keysvc: error: issuer in {config}: ")
+    assert problem in result.stderr and result.stderr.count("\n") == 1

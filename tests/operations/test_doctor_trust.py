@@ -408,6 +408,40 @@ def test_cli_takes_the_format_from_the_config_and_the_flag_wins(tmp_path: Path) 
     assert doctor(*RUN_ARGS, "--config", str(config), *flag, "--aws-trust-policy", policy)[0] == 1
 
 
+def test_cli_takes_the_issuer_from_the_config_for_the_trust_checks(tmp_path: Path) -> None:
+    """The AWS trust names the issuer's OIDC provider: the config's issuer decides the verdict."""
+    policy = tmp_path / "trust.json"
+    policy.write_text(json.dumps({"Statement": [statement(StringLike={f"{HOST}:sub": "*"})]}))
+    config = tmp_path / "keysvc.toml"
+    args = ["doctor", "--no-fetch", *RUN_ARGS, "--aws-trust-policy", str(policy), "--json"]
+
+    config.write_text(f'issuer = "{ISSUER}"\n')
+    result = CliRunner().invoke(cli, [*args, "--config", str(config)])
+    assert result.exit_code == 0, result.stdout
+    assert json.loads(result.stdout)["issuer"] == ISSUER
+    result = CliRunner(env={"KEYSVC_CONFIG": str(config)}).invoke(cli, args)
+    assert result.exit_code == 0, result.stdout
+
+    config.write_text('issuer = "https://other.example.com"\n')
+    result = CliRunner().invoke(cli, [*args, "--config", str(config)])
+    assert result.exit_code == 1, result.stdout
+    assert json.loads(result.stdout)["issuer"] == "https://other.example.com"
+    result = CliRunner().invoke(cli, [*args, "--config", str(config), "--issuer", ISSUER])
+    assert result.exit_code == 0, result.stdout
+
+
+def test_cli_without_an_issuer_exits_2(tmp_path: Path) -> None:
+    args = ["doctor", "--no-fetch", *RUN_ARGS, "--gcp-condition", "true"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == "keysvc: error: no issuer: give --issuer or --config (the service's)\n"
+    config = tmp_path / "keysvc.toml"
+    config.write_text('[tokens]\nmax_ttl = "1h"\n')
+    result = CliRunner(env={"KEYSVC_CONFIG": str(config)}).invoke(cli, args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == f"keysvc: error: {config} has no issuer: give --issuer\n"
+
+
 def test_cli_notes_made_up_ids_and_uses_given_ones(tmp_path: Path) -> None:
     creds = tmp_path / "fic.json"
     creds.write_text(json.dumps([credential(subject="org:acme:ws:ws-42:apply")]))

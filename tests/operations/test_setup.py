@@ -833,6 +833,85 @@ def test_bad_subject_format_in_the_config_is_a_one_line_error(
     assert "does not exist" in err
 
 
+# --- the issuer from the service's config -----------------------------------------------------
+
+CONFIG_ISSUER = "https://otf-keys.example.net"
+
+
+def aws_provider_url(out: str) -> str:
+    (provider,) = hcl.blocks(hcl.parse(out), "resource", "aws_iam_openid_connect_provider").values()
+    return str(provider["url"])
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
+def test_setup_takes_the_issuer_from_the_config(tmp_path: Path, cloud: str) -> None:
+    config = tmp_path / "keysvc.toml"
+    # the rest of a real config (backends needing libraries and key files) is not read
+    config.write_text(
+        f'issuer = "{CONFIG_ISSUER}"\n[[backends]]\ntype = "pkcs11"\nlibrary = "/nonexistent.so"\n'
+    )
+    out, _ = run_setup(
+        cloud, "--organization", "acme", "--workspace", "web", "--config", str(config)
+    )
+    assert CONFIG_ISSUER in out and ISSUER not in out
+
+
+def test_setup_issuer_flag_wins_over_the_config_and_env_config_works(tmp_path: Path) -> None:
+    config = tmp_path / "keysvc.toml"
+    config.write_text(f'issuer = "{CONFIG_ISSUER}"\n')
+    out, _ = run_setup("aws", "--organization", "acme", "--config", str(config))
+    assert aws_provider_url(out) == CONFIG_ISSUER
+    out, _ = run_setup("aws", "--organization", "acme", "--config", str(config), "--issuer", ISSUER)
+    assert aws_provider_url(out) == ISSUER
+    result = CliRunner(env={"KEYSVC_CONFIG": str(config)}).invoke(
+        cli, ["setup", "aws", "--organization", "acme"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert aws_provider_url(result.stdout) == CONFIG_ISSUER
+    # the flag wins, so the file's value is not even judged: a bad one does not get in the way
+    config.write_text('issuer = "http://otf-keys.example.net"\n')
+    out, _ = run_setup("aws", "--organization", "acme", "--config", str(config), "--issuer", ISSUER)
+    assert aws_provider_url(out) == ISSUER
+
+
+def test_setup_without_an_issuer_is_a_one_line_error(tmp_path: Path) -> None:
+    out, err = run_setup("aws", "--organization", "acme", expect=2)
+    assert out == "" and err.count("\n") == 1
+    assert err == "keysvc: error: no issuer: give --issuer or --config (the service's)\n"
+    config = tmp_path / "keysvc.toml"
+    config.write_text('[tokens]\nsubject_format = "o:{organization}:{workspace}:{run_phase}"\n')
+    out, err = run_setup("aws", "--organization", "acme", "--config", str(config), expect=2)
+    assert out == "" and err == f"keysvc: error: {config} has no issuer: give --issuer\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('issuer = "http://keys.example.com"', "must be an https URL"),
+        ('issuer = "https://keys.example.com/"', "no query, fragment or trailing slash"),
+        ('issuer = "https://keys.example.com?x=1"', "no query, fragment or trailing slash"),
+        ("issuer = 443", "must be a string"),
+    ],
+)
+def test_bad_issuer_in_the_config_is_a_one_line_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    config = tmp_path / "keysvc.toml"
+    config.write_text(text + "\n")
+    out, err = run_setup("aws", "--organization", "acme", "--config", str(config), expect=2)
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"keysvc: error: issuer in {config}: ") and message in err
+
+
+def test_setup_refuses_a_loopback_http_issuer_the_service_accepts(tmp_path: Path) -> None:
+    """The service runs on http://127.0.0.1 in development, but no cloud fetches keys over http:
+    setup's own https rule still applies to the issuer it read from the config."""
+    config = tmp_path / "keysvc.toml"
+    config.write_text('issuer = "http://127.0.0.1:8080"\n')
+    out, err = run_setup("aws", "--organization", "acme", "--config", str(config), expect=2)
+    assert out == "" and "must use https" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     ("cloud", "args", "message"),
     [
