@@ -41,7 +41,9 @@ class Authenticator:
         """The client whose token this `Authorization` header carries, or None."""
         if not authorization or not authorization.startswith("Bearer "):
             return None
-        token = authorization[7:].strip().encode()
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape: encoding back the same
+        # way hashes exactly the bytes sent, and bytes that are not UTF-8 simply do not match.
+        token = authorization[7:].strip().encode("utf-8", "surrogateescape")
         if not token:
             return None
         presented = hashlib.sha256(token).digest()

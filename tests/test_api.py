@@ -3,11 +3,13 @@ service served."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -108,6 +110,24 @@ async def test_discovery_and_jwks_caching(key_dir: Path) -> None:
             "GET", "/.well-known/jwks", headers={"If-None-Match": '"other"'}
         )
         assert status == 200
+
+
+async def test_bearer_bytes_that_are_not_utf8_get_401(key_dir: Path) -> None:
+    """Header bytes are whatever a client sends: a latin-1 token must be refused, not a 500."""
+    async with start_service(file_config(key_dir)) as svc:
+        parts = urlsplit(svc.url)
+        body = json.dumps(RUN).encode()
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(
+            b"POST /v1/tokens HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Authorization: Bearer t\xf6k\xe9n\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        reply = await reader.read()
+        writer.close()
+        head, _, payload = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 401"), head
+        assert json.loads(payload)["error"]["code"] == "unauthorized"
 
 
 async def test_auth(key_dir: Path, tmp_path: Path) -> None:
