@@ -23,8 +23,10 @@ import enum
 import functools
 import logging
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from datetime import UTC, datetime, timedelta
 
@@ -73,6 +75,8 @@ class RingKey:
     signs_from: datetime
     jwk: dict[str, str] = field(compare=False, repr=False)
     header_b64: bytes = field(compare=False, repr=False)
+    ecdsa_size: int = field(default=0, compare=False, repr=False)
+    """The length of a JWS ECDSA signature (r‖s) with this key; 0 for RSA and EdDSA."""
 
     @property
     def backend_name(self) -> str:
@@ -114,6 +118,14 @@ class RingView:
             }
             for s in self.keys
         ]
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """An unexpected exception for the log without its text, which may carry request details
+    or secrets: its type and where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"unexpected {type(exc).__name__}{where}"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -200,15 +212,31 @@ class KeyRing:
             signs_from=version.created_at + self.lifecycle.publish_lead,
             jwk=jose.public_jwk(version.public_key, alg),
             header_b64=jose.encode_header(kid, alg),
+            ecdsa_size=2 * alg.ec_coordinate_size if alg.is_ecdsa else 0,
         )
         self._derived[cache_key] = key
         return key
+
+    def _check_times(self, backend: KeyBackend, version: KeyVersion) -> None:
+        """Refuse a version whose creation time the lifecycle cannot use: without a time zone
+        (it cannot be compared with the others or the clock), or so late that its lifecycle
+        dates fall outside datetime's range. Only that backend's refresh fails; the ring keeps
+        its last good versions."""
+        created = version.created_at
+        where = f"backend {backend.name!r}, key version {version.version_id}"
+        if not isinstance(created, datetime) or created.utcoffset() is None:
+            raise BackendError(f"{where}: created_at has no time zone")
+        try:
+            created + self.lifecycle.publish_lead + self.lifecycle.retention
+        except OverflowError:
+            raise BackendError(f"{where}: created_at {_iso(created)} is out of range") from None
 
     async def _refresh_backend(self, backend: KeyBackend, quiet: bool) -> None:
         try:
             versions = await asyncio.wait_for(backend.list_versions(), self.list_timeout)
             keys: list[RingKey] = []
             for version in versions:
+                self._check_times(backend, version)
                 try:
                     keys.append(self._ring_key(backend, version))
                 except jose.UnsupportedKeyError as exc:
@@ -275,6 +303,8 @@ class KeyRing:
                 await self.refresh()
             except ConfigError as exc:
                 log.error("key ring refresh refused: %s", exc)
+            except Exception as exc:  # a bug: keep refreshing, or the ring would freeze for good
+                log.error("key ring refresh failed: %s", describe_unexpected(exc))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -287,6 +317,11 @@ class KeyRing:
         ):
             by_kid.setdefault(key.kid, key)
         return list(by_kid.values())
+
+    def versions_of(self, kid: str) -> list[RingKey]:
+        """Every version with this kid in every backend, duplicates included (`all_keys` keeps
+        one per kid): what must all be disabled to revoke the kid."""
+        return [k for keys in self._versions.values() for k in keys if k.kid == kid]
 
     def view(self, now: datetime | None = None) -> RingView:
         """The ring now (cached until the next state change or refresh)."""
@@ -346,9 +381,24 @@ class KeyRing:
             log.error("backend %s failed to sign: %s", backend.name, type(exc).__name__)
             raise BackendUnavailable(f"backend {backend.name!r} failed to sign") from None
         self._sign_seconds(backend.name).observe(time.perf_counter() - started)
-        if backend.signature_encoding == "der" and key.alg.is_ecdsa:
-            signature = jose.der_to_raw(signature, key.alg)
+        size = key.ecdsa_size
+        if size:
+            if backend.signature_encoding == "der":
+                try:
+                    signature = jose.der_to_raw(signature, key.alg)
+                except (ValueError, OverflowError, TypeError):  # not DER, cut short, r/s too wide
+                    raise self._malformed(backend, key.alg) from None
+            elif not isinstance(signature, (bytes, bytearray)) or len(signature) != size:
+                raise self._malformed(backend, key.alg)
+        elif not isinstance(signature, (bytes, bytearray)) or not signature:
+            raise self._malformed(backend, key.alg)
         return signature
+
+    @staticmethod
+    def _malformed(backend: KeyBackend, alg: jose.Algorithm) -> BackendError:
+        metrics.BACKEND_ERRORS.labels(backend.name, "sign").inc()
+        log.error("backend %s returned a malformed %s signature", backend.name, alg.value)
+        return BackendError(f"backend {backend.name!r} returned a malformed signature")
 
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self.backends), return_exceptions=True)

@@ -16,7 +16,7 @@ from keysvc.backends import KeyBackend, load_backend_class
 from keysvc.backends.base import BackendUnavailable
 from keysvc.config import Config
 from keysvc.errors import ConfigError
-from keysvc.keyring import KeyRing, Lifecycle
+from keysvc.keyring import KeyRing, Lifecycle, describe_unexpected
 from keysvc.tokens import TokenIssuer
 
 log = logging.getLogger("keysvc.service")
@@ -60,17 +60,27 @@ class Service:
         for name, exc in errors.items():
             if isinstance(exc, ConfigError):
                 raise exc
-            log.warning("backend %s not available at start: %s", name, exc)
+            # The ring's own account: a library's raw text may carry request details.
+            message = self.ring.last_errors.get(name) or f"unexpected {type(exc).__name__}"
+            log.warning("backend %s not available at start: %s", name, message)
         if refresh_loop:
             interval = self.config.rotation.refresh_interval.total_seconds()
             self._refresher = asyncio.create_task(self.ring.run(interval), name="ring-refresh")
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-        await self.ring.close()
+        """Stop the refresh loop and close the backends, whatever state the loop is in."""
+        refresher, self._refresher = self._refresher, None
+        try:
+            if refresher is not None:
+                refresher.cancel()
+                await asyncio.wait([refresher])  # never raises the task's own exception
+                if not refresher.cancelled() and refresher.exception() is not None:
+                    log.error(
+                        "the key ring refresh loop had stopped: %s",
+                        describe_unexpected(refresher.exception()),
+                    )
+        finally:
+            await self.ring.close()
 
 
 async def open_backends(backends: list[KeyBackend]) -> None:
