@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import ipaddress
 import re
 import string
 import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -38,6 +39,9 @@ DEFAULT_SUBJECT_FORMAT = "organization:{organization}:workspace:{workspace}:run_
 SUBJECT_FIELDS = frozenset({"organization", "workspace", "workspace_id", "run_id", "run_phase"})
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+"""The characters RFC 3986 allows in a URI: no spaces, controls, quotes or non-ASCII."""
+_HOST = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 def check_subject_format(value: str) -> str:
@@ -71,22 +75,70 @@ def check_issuer(value: str) -> str:
     """The rule for the top-level `issuer` (the tokens' `iss`): an https URL (http only on the
     loopback host), with a host and no query, fragment or trailing slash. One definition for the
     config and for the operator tools that read `issuer` from it (keysvc.cli.loading).
-    Raises ValueError with a message fit for one line."""
-    parts = urlsplit(value)
+
+    Verifiers compare `iss` as a string and append `/.well-known/...` to it, so the URL must
+    read back exactly as written: no spaces or other characters a URL cannot hold, no `?` or
+    `#` even when empty, no user name or password (they would travel in every token), a port
+    only when it is a number from 1 to 65535.
+    Raises ValueError with a message fit for one line (it never repeats the value, which could
+    hold a password)."""
+    if not _URL_CHARS.fullmatch(value):
+        raise ValueError(
+            "must be a URL of printable ASCII characters without spaces"
+            " (write an international host name in its xn-- form)"
+        )
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # a bracketed host that is no IPv6 address
+        raise ValueError("is not a valid URL") from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
     local = parts.hostname in ("127.0.0.1", "localhost", "::1")
     if parts.scheme != "https" and not (parts.scheme == "http" and local):
         raise ValueError("must be an https URL (http only for 127.0.0.1/localhost)")
-    if not parts.hostname or parts.query or parts.fragment or value.endswith("/"):
+    if not parts.hostname or "?" in value or "#" in value or value.endswith("/"):
         raise ValueError("must be a URL with a host, no query, fragment or trailing slash")
+    if "@" in parts.netloc:
+        raise ValueError("must not hold a user name or password: every token would carry it")
+    if port == 0 or parts.netloc.endswith(":"):  # 0 also stands for a port out of range
+        raise ValueError("has a port that is not a number from 1 to 65535")
+    if not (_HOST.fullmatch(parts.hostname) or _is_ipv6_literal(parts.netloc, parts.hostname)):
+        raise ValueError("has a host that is not a DNS name or IP address")
+    if urlunsplit(parts) != value:
+        raise ValueError(
+            "does not read back as written (an upper-case scheme?): write it exactly as the"
+            " tokens' iss should be"
+        )
     return value
+
+
+def _is_ipv6_literal(netloc: str, hostname: str) -> bool:
+    if not netloc.startswith("["):
+        return False
+    try:
+        ipaddress.IPv6Address(hostname)
+    except ValueError:
+        return False
+    return True
 
 
 def check_max_ttl(value: timedelta) -> timedelta:
     """The rule for `tokens.max_ttl` on its own (default_ttl <= max_ttl is the section's): the
     clouds refuse longer-lived tokens, so the service refuses to mint them. One definition for the
     config and for `keysvc doctor`, which judges the max_ttl it reads from the config."""
+    check_token_lifetime(value)
     if value > timedelta(hours=24):
         raise ValueError("above 24h is refused (Azure accepts at most 25h, GCP 48h)")
+    return value
+
+
+def check_token_lifetime(value: timedelta) -> timedelta:
+    """A token lifetime (`tokens.default_ttl`, `tokens.max_ttl`): whole seconds, at least one,
+    since a JWT's `iat` and `exp` are whole seconds (a 500ms lifetime would give exp == iat)."""
+    if value < timedelta(seconds=1) or value % timedelta(seconds=1):
+        raise ValueError("must be a whole number of seconds, at least 1s")
     return value
 
 
@@ -130,10 +182,13 @@ class TokensConfig(_Section):
     def _max_ttl(cls, value: timedelta) -> timedelta:
         return check_max_ttl(value)
 
+    @field_validator("default_ttl")
+    @classmethod
+    def _default_ttl(cls, value: timedelta) -> timedelta:
+        return check_token_lifetime(value)
+
     @model_validator(mode="after")
     def _ttls(self) -> TokensConfig:
-        if self.default_ttl <= timedelta(0):
-            raise ValueError("default_ttl must be positive")
         if self.default_ttl > self.max_ttl:
             raise ValueError("default_ttl must not exceed max_ttl")
         return self

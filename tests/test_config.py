@@ -49,6 +49,18 @@ def test_example_config_is_valid() -> None:
         (base(tokens={"subject_format": "o:{organization}.v1_{run_id}"}), "{organization} and {run_id}"),
         (base(rotation={"publish_lead": "1m", "jwks_max_age": "50s", "refresh_interval": "10s"}),
          "publish_lead"),
+        # a duration far beyond datetime's range is a config error, not an OverflowError
+        (base(rotation={"publish_lead": "99999999999999d"}), "rotation.publish_lead: duration"),
+        (base(rotation={"publish_lead": 1e30}), "rotation.publish_lead: duration 1e+30 is too long"),
+        (base(rotation={"jwks_max_age": float("inf")}), "rotation.jwks_max_age: duration inf is too"),
+        (base(rotation={"jwks_max_age": float("nan")}), "rotation.jwks_max_age: duration nan is not"),
+        (base(rotation={"publish_lead": "3651d"}), "at most 3650d"),
+        # a JWT's iat and exp are whole seconds
+        (base(tokens={"default_ttl": "500ms"}), "tokens.default_ttl: must be a whole number of seconds"),
+        (base(tokens={"default_ttl": "1500ms"}), "tokens.default_ttl: must be a whole number"),
+        (base(tokens={"default_ttl": "0s"}), "tokens.default_ttl: must be a whole number"),
+        (base(tokens={"max_ttl": "900ms", "default_ttl": "1s"}), "tokens.max_ttl: must be a whole"),
+        (base(tokens={"default_ttl": "3h", "max_ttl": "1h"}), "default_ttl must not exceed max_ttl"),
     ],
 )
 def test_invalid(data: dict, fragment: str) -> None:
@@ -65,3 +77,86 @@ def test_token_file_must_be_private(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         config.clients[0].token_digest()
     assert "chmod 600" in str(info.value) and "secret-value" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("issuer", "problem"),
+    [
+        ("https://otf.example.com?", "no query, fragment"),
+        ("https://otf.example.com#", "no query, fragment"),
+        ("https://otf.example.com/?", "no query, fragment"),
+        ("https://otf.example.com ", "printable ASCII characters without spaces"),
+        (" https://otf.example.com", "printable ASCII characters without spaces"),
+        ("https://otf.example.com\n", "printable ASCII characters without spaces"),
+        ("https://otf.example.com/a\tb", "printable ASCII characters without spaces"),
+        ("https://otf.exa mple.com", "printable ASCII characters without spaces"),
+        ("https://bücher.example", "xn--"),
+        ("https://user:pw-in-the-url@otf.example.com", "user name or password"),
+        ("https://user@otf.example.com", "user name or password"),
+        ("https://otf.example.com:99999", "port that is not a number from 1 to 65535"),
+        ("https://otf.example.com:0", "port that is not a number"),
+        ("https://otf.example.com:", "port that is not a number"),
+        ("https://otf.example.com:https", "port that is not a number"),
+        ("https://otf%2eexample.com", "host that is not a DNS name"),
+        ("https://otf..example.com", "host that is not a DNS name"),
+        ("https://[not-ipv6]", "not a valid URL"),
+        ("HTTPS://otf.example.com", "does not read back as written"),
+        ("https:///otf.example.com", "with a host"),
+        ("http://otf.example.com", "must be an https URL"),
+        ("", "must be an https URL"),
+    ],
+)
+def test_issuer_must_read_back_as_written(issuer: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(base(issuer=issuer))
+    message = str(info.value)
+    assert message.startswith("issuer: ") and problem in message
+    assert "pw-in-the-url" not in message  # the value is never repeated: it may hold a password
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "https://otf.example.com",
+        "https://otf.example.com/tenant/keys",  # a path prefix, no trailing slash
+        "https://otf.example.com:8443/keys",
+        "https://xn--bcher-kva.example",
+        "https://10.0.0.7",
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+        "http://[::1]:8080",
+    ],
+)
+def test_valid_issuers(issuer: str) -> None:
+    assert parse_config(base(issuer=issuer)).issuer == issuer
+
+
+def test_durations_and_ttls_at_their_limits() -> None:
+    config = parse_config(base(
+        tokens={"default_ttl": "1s", "max_ttl": "24h"},
+        rotation={"publish_lead": "3650d", "jwks_max_age": "1500ms", "refresh_interval": "500ms"},
+    ))
+    assert config.tokens.default_ttl.total_seconds() == 1
+    assert config.rotation.publish_lead.days == 3650
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ('[rotation]\npublish_lead = "99999999999999d"', "rotation.publish_lead: duration"),
+        ("[rotation]\npublish_lead = 1e30", "rotation.publish_lead: duration 1e+30 is too long"),
+        ('[tokens]\ndefault_ttl = "500ms"', "tokens.default_ttl: must be a whole number"),
+        ('issuer = "https://user:pw@otf.example.com"', "issuer: must not hold a user name"),
+    ],
+)
+def test_out_of_range_config_exits_2_on_one_line(tmp_path: Path, table: str, fragment: str) -> None:
+    from tests.cli import assert_one_line_error, run
+
+    path = tmp_path / "keysvc.toml"
+    issuer = "" if table.startswith("issuer") else 'issuer = "https://otf.example.com"\n'
+    path.write_text(
+        f'{issuer}{table}\n[[backends]]\nname = "k"\ntype = "file"\npath = "{tmp_path}"\n'
+    )
+    result = run("keys", "list", "--config", str(path))
+    assert_one_line_error(result, fragment)
+    assert "pw@" not in result.stderr

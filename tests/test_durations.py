@@ -26,3 +26,29 @@ def test_refuse(text: object) -> None:
 @pytest.mark.parametrize("text", ["500ms", "90s", "15m", "1h", "7d", "1500ms"])
 def test_format_roundtrip(text: str) -> None:
     assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("99999999999999d", "too long: at most 3650d"),
+        ("3651d", "too long"),
+        pytest.param("9" * 400 + "s", "too long", id="400-digits"),  # float() of it is inf
+        (1e30, "too long"),
+        pytest.param(10**400, "too long", id="int-beyond-float"),  # compared as an int
+        (float("inf"), "too long"),
+        (float("nan"), "not a number"),
+        (float("-inf"), "negative"),
+        (timedelta(days=4000), "'4000d' is too long"),
+        (timedelta(seconds=-1), "negative"),
+    ],
+)
+def test_out_of_range_is_a_value_error(value: object, problem: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration(value)  # type: ignore[arg-type]
+    assert problem in str(info.value) and len(str(info.value)) < 120
+
+
+def test_longest_duration() -> None:
+    assert parse_duration("3650d") == timedelta(days=3650)
+    assert parse_duration(3650 * 86400) == timedelta(days=3650)
