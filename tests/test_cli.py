@@ -253,3 +253,297 @@ def test_help_everywhere() -> None:
         result = run(*args)
         assert result.returncode == 0 and "Usage:" in result.stdout, args
     assert run("nonsense").returncode == 2
+
+
+def _symlinked_dir(tmp_path: Path) -> Path:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "alias").symlink_to(real)
+    return tmp_path / "alias"
+
+
+def test_generate_public_out_never_replaces_a_file_or_the_private_key(tmp_path: Path) -> None:
+    existing = tmp_path / "existing.pem"
+    existing.write_text("someone else's file\n")
+    dangling = tmp_path / "dangling.pem"
+    dangling.symlink_to(tmp_path / "nowhere")
+    alias = _symlinked_dir(tmp_path)
+    refusals = [
+        (tmp_path / "gen.pem", tmp_path / "gen.pem", "private key's path"),
+        (tmp_path / "gen.pem", tmp_path / "." / "gen.pem", "private key's path"),
+        (tmp_path / "real" / "gen.pem", alias / "gen.pem", "private key's path"),
+        (tmp_path / "gen.pem", existing, "refusing to overwrite"),
+        (tmp_path / "gen.pem", dangling, "refusing to overwrite"),
+        (tmp_path / "gen.pem", tmp_path / "missing" / "pub.pem", "does not exist"),
+    ]
+    for out, public_out, fragment in refusals:
+        result = run("keys", "generate", "--type", "ec-p256", "--out", str(out),
+                     "--public-out", str(public_out))
+        assert_one_line_error(result, fragment)
+        assert not out.exists(), (out, public_out)  # refused before anything was written
+    assert existing.read_text() == "someone else's file\n"
+    assert dangling.is_symlink() and not (tmp_path / "nowhere").exists()
+
+
+def test_generate_removes_the_private_key_when_the_public_key_cannot_be_written(
+    tmp_path: Path,
+) -> None:
+    # A name that fits (255 bytes) while its temp file's name does not: the public write fails
+    # after the private key was written, even for root.
+    public_out = tmp_path / ("p" * 250)
+    out = tmp_path / "gen.pem"
+    result = run("keys", "generate", "--type", "ec-p256", "--out", str(out),
+                 "--public-out", str(public_out))
+    assert_one_line_error(result, "File name too long")
+    assert sorted(tmp_path.iterdir()) == []  # neither key, nor a temp file
+
+
+def test_generate_public_out_writes_the_matching_public_key(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    public_out = tmp_path / "public.pem"
+    result = run("keys", "generate", "--type", "ec-p256", "--out", str(keys),
+                 "--public-out", str(public_out), "--json")
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert stat.S_IMODE(public_out.stat().st_mode) == 0o644
+    assert stat.S_IMODE(Path(reply["path"]).stat().st_mode) == 0o600
+    from cryptography.hazmat.primitives import serialization
+
+    public = serialization.load_pem_public_key(public_out.read_bytes())
+    assert jose.thumbprint(public) == reply["kid"]  # type: ignore[arg-type]
+    assert reply["public_path"] == str(public_out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys", "public.pem"]  # no temp left
+
+
+def _two_backends(tmp_path: Path, first: Path, second: Path) -> Path:
+    path = config_file(tmp_path, first)
+    path.write_text(path.read_text() + f'[[backends]]\nname = "b"\ntype = "file"\npath = "{second}"\n')
+    return path
+
+
+def test_revoke_disables_every_copy_of_the_key(tmp_path: Path) -> None:
+    """The ring shows one entry per kid; two files of one key in the key directory and a third
+    copy in another backend must all be disabled, or the kid keeps signing."""
+    keys, other = tmp_path / "keys", tmp_path / "other"
+    keys.mkdir()
+    other.mkdir()
+    now = datetime.now(UTC)
+    key = keygen.generate("ec-p256")
+    pem, kid = keygen.private_pem(key), jose.thumbprint(key.public_key())  # type: ignore[arg-type]
+    copies = [keys / name_for(now - timedelta(days=3)), keys / name_for(now - timedelta(days=2)),
+              other / name_for(now - timedelta(days=1))]
+    for copy in copies:
+        write_private_file(copy, pem)
+    write_key(keys, "ec-p256", now - timedelta(hours=1))  # the key that signs afterwards
+    path = _two_backends(tmp_path, keys, other)
+    listing = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
+    assert [k["kid"] for k in listing].count(kid) == 1 and len(listing) == 2
+    result = run("keys", "revoke", "--config", str(path), kid, "--json")
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert reply["disabled_versions"] == 3 and reply["backends"] == ["b", "local"]
+    assert sorted(v["version"] for v in reply["versions"]) == sorted(c.name for c in copies)
+    assert reply["signing_kid"] not in (None, kid)
+    assert not any(c.exists() for c in copies)
+    assert all(c.with_name(c.name + ".revoked").exists() for c in copies)
+    listing = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
+    assert kid not in [k["kid"] for k in listing]
+    human = run("keys", "revoke", "--config", str(path), reply["signing_kid"])
+    assert human.returncode == 0 and "(1 version disabled) in backend local" in human.stdout
+
+
+def test_revoke_fails_while_a_copy_still_signs(tmp_path: Path) -> None:
+    """A copy the backend cannot disable (a single key file, as otfd uses) keeps the kid in the
+    ring: exit 2 naming it, never "revoked"."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    pem = keygen.private_pem(keygen.generate("ec-p256"))
+    in_dir = keys / name_for(datetime.now(UTC) - timedelta(days=1))
+    write_private_file(in_dir, pem)
+    single = tmp_path / "otfd.pem"
+    write_private_file(single, pem)
+    path = _two_backends(tmp_path, keys, single)
+    (listed,) = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
+    result = run("keys", "revoke", "--config", str(path), listed["kid"])
+    assert_one_line_error(result, "disabled 1 of 2 versions", "still listed: backend b version otfd.pem",
+                          "single key file")
+    assert result.stdout == "" and not in_dir.exists() and single.exists()
+
+
+def test_impossible_timestamp_in_a_key_file_name_is_a_one_line_error(
+    tmp_path: Path, key_dir: Path
+) -> None:
+    bad = key_dir / "key-20261399T999999Z.pem"
+    write_private_file(bad, keygen.private_pem(keygen.generate("ec-p256")))
+    result = run("keys", "list", "--issuer", "http://127.0.0.1:8080", "--private-key-path",
+                 str(key_dir))
+    assert_one_line_error(result, str(bad), "not a valid UTC date")
+    served = run("serve", "--config", str(config_file(tmp_path, key_dir, port=free_port())),
+                 timeout=30)  # refuses to start rather than staying unready
+    assert served.returncode == 2 and "Traceback" not in served.stderr, served.stderr
+    last = served.stderr.strip().splitlines()[-1]
+    assert last.startswith("keysvc: error: ") and str(bad) in last
+
+
+@pytest.mark.parametrize(
+    ("issuer", "fragment"),
+    [
+        ("http://127.0.0.1:abc", "port"),
+        ("http://127.0.0.1:99999", "port"),
+        ("ftp://example.com", "https"),
+        ("http://example.com", "https"),
+        ("https://example.com/", "trailing slash"),
+    ],
+)
+def test_init_refuses_a_bad_issuer_before_writing_anything(
+    tmp_path: Path, issuer: str, fragment: str
+) -> None:
+    target = tmp_path / "a" / "dev"
+    assert_one_line_error(run("init", "--dir", str(target), "--issuer", issuer), "--issuer", fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_writes_valid_toml_for_any_path(tmp_path: Path) -> None:
+    import tomllib
+
+    issuer = "http://127.0.0.1:8443/dev"
+    target = tmp_path / 'odd "dir" \\ name\n#'
+    result = run("init", "--dir", str(target), "--issuer", issuer, "--key-type", "ec-p256")
+    assert result.returncode == 0, result.stderr
+    config = tomllib.loads((target / "keysvc.toml").read_text())
+    assert config["issuer"] == issuer and config["server"] == {"host": "127.0.0.1", "port": 8443}
+    assert config["backends"][0]["path"] == str(target / "keys")
+    assert config["clients"][0]["token_file"] == str(target / "client-token")
+    listing = run("keys", "list", "--config", str(target / "keysvc.toml"), "--json")
+    assert listing.returncode == 0, listing.stderr
+
+
+def test_init_never_writes_invalid_toml_for_a_quote_in_the_issuer(tmp_path: Path) -> None:
+    import tomllib
+
+    issuer = 'http://127.0.0.1:8080/x"y'
+    target = tmp_path / "dev"
+    result = run("init", "--dir", str(target), "--issuer", issuer, "--key-type", "ec-p256")
+    if result.returncode == 0:  # an issuer the service accepts is written as TOML can hold it
+        assert tomllib.loads((target / "keysvc.toml").read_text())["issuer"] == issuer
+    else:  # or it is refused, before anything is written
+        assert_one_line_error(result, "--issuer")
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_init_removes_what_it_wrote_when_a_later_write_fails(tmp_path: Path) -> None:
+    """keysvc.toml (~700 bytes) is written last; with files capped at 500 bytes its write fails
+    after the key and the client token were written, and init removes both and its directories,
+    so a re-run starts from nothing."""
+    import os
+    import resource
+    import subprocess
+
+    from tests.cli import KEYSVC
+
+    def cap_file_size() -> None:  # Python ignores SIGXFSZ: a write past it fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (500, 500))
+
+    target = tmp_path / "a" / "dev"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYSVC_", "OTF_"))}
+    result = subprocess.run(
+        [*KEYSVC, "init", "--dir", str(target), "--key-type", "ec-p256"], capture_output=True,
+        text=True, env=env, timeout=60, preexec_fn=cap_file_size,
+    )
+    assert_one_line_error(result, "File too large")
+    assert list(tmp_path.iterdir()) == []
+    again = run("init", "--dir", str(target), "--key-type", "ec-p256")
+    assert again.returncode == 0, again.stderr
+    assert len(list((target / "keys").iterdir())) == 1
+
+
+def test_init_refuses_an_unfinished_setup(tmp_path: Path) -> None:
+    """keys or a client token without keysvc.toml (a set-up that crashed halfway): init does not
+    add a second key or replace the token."""
+    target = tmp_path / "dev"
+    target.mkdir()
+    token = private(target / "client-token", "kept\n")
+    assert_one_line_error(run("init", "--dir", str(target)), "unfinished")
+    assert token.read_text() == "kept\n" and sorted(target.iterdir()) == [token]
+    token.unlink()
+    (target / "keys").mkdir()
+    write_key(target / "keys")
+    assert_one_line_error(run("init", "--dir", str(target)), "unfinished")
+    assert len(list((target / "keys").iterdir())) == 1 and not (target / "keysvc.toml").exists()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "plain", 'q"uote', "back\\slash", "new\nline", "tab\tand\x00nul\x1f\x7f", "ünï ✓ 😀",
+     "'single'", '"""', "\\u0041"],
+)
+def test_toml_string_round_trips(value: str) -> None:
+    import tomllib
+
+    from keysvc.cli.init import toml_string
+
+    assert tomllib.loads(f"v = {toml_string(value)}\n")["v"] == value
+    assert "\n" not in toml_string(value)
+
+
+def test_toml_string_refuses_what_toml_cannot_hold() -> None:
+    from keysvc.cli.init import toml_string
+
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        toml_string("bad\udcff")
+
+
+class _Documents:
+    """A plain-HTTP server on 127.0.0.1 answering fixed bodies by path, in a thread."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.bodies: dict[str, bytes] = {}
+        documents = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                body = documents.bodies.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body or b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_token_verify_bad_input_is_a_one_line_error(tmp_path: Path) -> None:
+    assert_one_line_error(run("token", "verify", "t", "--issuer", "http://127.0.0.1:abc"),
+                          "--issuer", "not a valid URL")
+    assert_one_line_error(run("token", "verify", "t", "--issuer", "file:///etc"), "http(s)")
+    leaky = run("token", "verify", "t", "--issuer", "http://u:s3cret@127.0.0.1:x")
+    assert_one_line_error(leaky, "not a valid URL")
+    assert "s3cret" not in leaky.stderr
+    documents = _Documents()
+    try:
+        discovery = "/.well-known/openid-configuration"
+        documents.bodies[discovery] = b'["not", "an", "object"]'
+        assert_one_line_error(run("token", "verify", "t", "--issuer", documents.url),
+                              "not a JSON object")
+        secret = tmp_path / "jwks.json"
+        secret.write_text('{"keys": []}')
+        for jwks_uri, fragment in [(secret.as_uri(), "must be an http(s) URL with a host (not file:)"),
+                                   ("http://127.0.0.1:abc/jwks", "not a valid URL")]:
+            documents.bodies[discovery] = json.dumps(
+                {"issuer": documents.url, "jwks_uri": jwks_uri}).encode()
+            assert_one_line_error(run("token", "verify", "t", "--issuer", documents.url),
+                                  "jwks_uri", fragment)
+    finally:
+        documents.close()

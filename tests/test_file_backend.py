@@ -98,6 +98,28 @@ def test_creation_time_from_name() -> None:
     assert created_at_from_name("otfd.pem") == EPOCH
 
 
+@pytest.mark.parametrize(
+    "name", ["key-20261399T999999Z.pem", "key-20260230T000000Z.pem", "key-00001127T145700Z.pem"]
+)
+async def test_impossible_timestamp_in_a_name_is_a_config_error(tmp_path: Path, name: str) -> None:
+    """A name whose stamp is no date (month 13, February 30th, year 0) fails the listing with
+    the file named, as an unreadable key does: no bare ValueError, no guessed creation time."""
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    secret = keygen.private_pem(keygen.generate("ec-p256"))
+    write(directory / "key-20260101T000000Z.pem", keygen.private_pem(keygen.generate("ec-p256")))
+    write(directory / name, secret)
+    backend = FileBackend("f", FileSettings(path=directory))
+    with pytest.raises(ConfigError) as info:
+        await backend.list_versions()
+    message = str(info.value)
+    assert str(directory / name) in message and "not a valid UTC date" in message
+    assert "PRIVATE" not in message
+    (directory / name).rename(directory / "key-20260102T000000Z.pem")
+    assert len(await backend.list_versions()) == 2  # renamed, it loads with the others
+    await backend.close()
+
+
 async def test_rotation_is_atomic_private_and_survives_a_copy(tmp_path: Path) -> None:
     directory = tmp_path / "keys"
     directory.mkdir()

@@ -50,7 +50,13 @@ def created_at_from_name(name: str) -> datetime:
         return EPOCH
     stamp = match.group(1)
     fmt = _STAMP_FORMAT if "." in stamp else "%Y%m%dT%H%M%SZ"
-    return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
+    try:
+        return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(
+            f"the timestamp {stamp} in its name is not a valid UTC date and time "
+            "(key-YYYYMMDDTHHMMSSZ.pem)"
+        ) from None
 
 
 def name_for(created_at: datetime) -> str:
@@ -108,10 +114,14 @@ class FileBackend(KeyBackend):
         cached = self._cache.get(path)
         if cached and cached[0] == stamp:
             return cached[1]
+        try:
+            created_at = created_at_from_name(path.name)
+        except ValueError as exc:  # one mistyped name is the operator's to fix, as a bad key is
+            raise ConfigError(f"private key {path}: {exc}") from None
         key = load_private_key(path, path.read_bytes())
         version = KeyVersion(
             version_id=path.name,
-            created_at=created_at_from_name(path.name),
+            created_at=created_at,
             public_key=key.public_key(),
             handle=key,
         )

@@ -51,12 +51,20 @@ def label_for(prefix: str, created_at: datetime) -> str:
 
 def created_at_of(label: str, start_date: date | None) -> datetime:
     """A key's creation time, the same on every replica: the timestamp ending its label, else
-    its CKA_START_DATE (midnight UTC), else the Unix epoch (an old key, signing at once)."""
+    its CKA_START_DATE (midnight UTC), else the Unix epoch (an old key, signing at once).
+    A label ending in a timestamp that is no valid date and time is a ConfigError: guessing
+    another creation time would change which key signs."""
     match = _LABEL_STAMP.search(label)
     if match:
         stamp = match.group(1)
         fmt = _STAMP_FORMAT if "." in stamp else "%Y%m%dT%H%M%SZ"
-        return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
+        try:
+            return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            raise ConfigError(
+                f"key label {label!r}: the timestamp {stamp} is not a valid UTC date and time "
+                "(<prefix>-YYYYMMDDTHHMMSSZ); relabel the key"
+            ) from None
     if start_date is not None:
         return datetime.combine(start_date, time(0), tzinfo=UTC)
     return EPOCH

@@ -34,7 +34,7 @@ def run_cli(group: click.Group) -> int:
         exc.show()
         return exc.exit_code
     except (ConfigError, BackendError, OSError) as exc:
-        CLIError(_one_line(exc)).show()
+        CLIError(one_line(exc)).show()
         return 2
     except KeyboardInterrupt:
         return 130
@@ -43,7 +43,8 @@ def run_cli(group: click.Group) -> int:
     return 0
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of text (for `keysvc: error: ...`)."""
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror}"
     return " ".join(str(exc).split()) or type(exc).__name__

@@ -10,8 +10,17 @@ from typing import Any
 import click
 
 from keysvc import jose, keygen
+from keysvc.atomic_write import write_atomically
 from keysvc.backends.file import name_for
-from keysvc.cli.common import CLIError, DashArgumentCommand, config_option, echo_json, json_option
+from keysvc.cli.common import (
+    CLIError,
+    DashArgumentCommand,
+    config_option,
+    echo_json,
+    json_option,
+    one_line,
+)
+from keysvc.errors import BackendError, ConfigError
 from keysvc.cli.loading import load, otfd_options
 from keysvc.secrets import write_private_file
 from keysvc.service import local_ring
@@ -98,27 +107,56 @@ def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) ->
 def revoke(config_path: Path | None, kid: str, as_json: bool) -> None:
     """Emergency: stop KID from signing and from being published, on every replica.
 
-    The backend disables the version; each replica drops it at its next refresh. Verifiers that
-    cached the JWKS keep accepting tokens it signed until their cache expires (jwks_max_age)."""
+    Every version with that kid is disabled, in every backend (the same key may be held twice:
+    two files in a key directory, or one key in two backends). Each replica drops it at its next
+    refresh. Verifiers that cached the JWKS keep accepting tokens it signed until their cache
+    expires (jwks_max_age)."""
     config = _config(config_path)
 
     async def run() -> dict[str, Any]:
         async with local_ring(config) as ring:
-            matches = [k for k in ring.all_keys() if k.kid == kid]
+            matches = ring.versions_of(kid)
             if not matches:
                 raise CLIError(f"no key with kid {kid} in the ring")
-            key = matches[0]
-            await key.backend.disable_version(key.version)
-            await ring.refresh(raise_errors=True, quiet=True)
+            disabled: list[dict[str, str]] = []
+            failures: list[str] = []
+            for key in matches:
+                where = f"backend {key.backend_name} version {key.version.version_id}"
+                try:
+                    await key.backend.disable_version(key.version)
+                except (BackendError, ConfigError, OSError) as exc:
+                    failures.append(f"{where}: {one_line(exc)}")
+                else:
+                    disabled.append({"backend": key.backend_name,
+                                     "version": key.version.version_id})
+            done = f"disabled {len(disabled)} of {len(matches)} versions of {kid}"
+            try:
+                await ring.refresh(raise_errors=True, quiet=True)
+            except (BackendError, ConfigError, OSError) as exc:
+                raise CLIError(f"{done}, then the ring could not be re-read: {one_line(exc)}"
+                               ) from None
+            # The outcome that counts is the ring's: a failure that left no copy (two backends
+            # over one key directory, say) revoked nothing less.
+            remaining = ring.versions_of(kid)
+            if remaining:
+                where = ", ".join(
+                    f"backend {k.backend_name} version {k.version.version_id}" for k in remaining
+                )
+                why = "; ".join(failures) or "listed again after it was disabled"
+                raise CLIError(f"{done}; still listed: {where} ({why})")
             signer = ring.view().signer
-            return {"revoked": kid, "backend": key.backend_name,
+            return {"revoked": kid, "backend": matches[0].backend_name,
+                    "backends": sorted({k.backend_name for k in matches}),
+                    "disabled_versions": len(disabled), "versions": disabled,
                     "signing_kid": signer.kid if signer else None}
 
     result = asyncio.run(run())
     if as_json:
         echo_json(result)
     else:
-        click.echo(f"revoked {kid} in backend {result['backend']}; "
+        count, backends = result["disabled_versions"], result["backends"]
+        click.echo(f"revoked {kid} ({count} version{'s' if count != 1 else ''} disabled) in "
+                   f"backend{'s' if len(backends) != 1 else ''} {', '.join(backends)}; "
                    f"now signing with {result['signing_kid'] or 'no key (add one!)'}")
 
 
@@ -132,18 +170,32 @@ def revoke(config_path: Path | None, kid: str, as_json: bool) -> None:
 @json_option
 def generate(key_type: str, out: Path, public_out: Path | None, as_json: bool) -> None:
     """Generate a private key file (mode 0600) for the file backend or otfd."""
-    key = keygen.generate(key_type)  # type: ignore[arg-type]
     path = out / name_for(datetime.now(UTC)) if out.is_dir() else out
-    if path.exists():
-        raise CLIError(f"{path} exists; refusing to overwrite a key")
-    if not path.parent.is_dir():
-        raise CLIError(f"directory {path.parent} does not exist")
+    _check_new_file(path, "a key")
+    if public_out is not None:
+        _check_new_file(public_out, "it")
+        if public_out.resolve() == path.resolve():
+            raise CLIError(f"--public-out {public_out} is the private key's path {path}")
+    key = keygen.generate(key_type)  # type: ignore[arg-type]
     write_private_file(path, keygen.private_pem(key))
     if public_out is not None:
-        public_out.write_bytes(keygen.public_pem(key.public_key()))
+        try:
+            write_atomically(public_out, keygen.public_pem(key.public_key()), 0o644)
+        except BaseException:
+            path.unlink(missing_ok=True)  # no private key without the public key asked for
+            raise
     kid = jose.thumbprint(key.public_key())
     if as_json:
         echo_json({"path": str(path), "public_path": str(public_out) if public_out else None,
                    "kid": kid, "type": key_type})
     else:
-        click.echo(f"wrote {path} ({key_type}, kid {kid})")
+        also = f" and public key {public_out}" if public_out is not None else ""
+        click.echo(f"wrote {path}{also} ({key_type}, kid {kid})")
+
+
+def _check_new_file(path: Path, what: str) -> None:
+    """Refuse a path that exists (or is a symlink, even a dangling one) or has no directory."""
+    if path.exists() or path.is_symlink():
+        raise CLIError(f"{path} exists; refusing to overwrite {what}")
+    if not path.parent.is_dir():
+        raise CLIError(f"directory {path.parent} does not exist")

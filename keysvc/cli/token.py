@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import sys
 import time
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from pydantic import ValidationError
@@ -67,14 +69,40 @@ def issue(
         click.echo(reply["token"])
 
 
-def _fetch_json(url: str, timeout: float) -> Any:
+def _http_url(url: str, what: str) -> str:
+    """`url` if it is an http(s) URL with a host and a valid port, else a one-line error (which
+    does not repeat the URL: it may hold a password)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only)
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise CLIError(f"{what} is not a valid URL (bad port or host)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        scheme = f" (not {parts.scheme}:)" if parts.scheme.isalnum() else ""
+        raise CLIError(f"{what} must be an http(s) URL with a host{scheme}")
+    return url
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to another http(s) URL (urllib would also follow one to ftp)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        _http_url(newurl, f"{req.full_url} redirects to")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _fetch_json(url: str, timeout: float) -> Any:
+    _http_url(url, "URL")
+    opener = urllib.request.build_opener(_HttpOnlyRedirects)
+    try:
+        with opener.open(url, timeout=timeout) as response:
             return json.load(response)
     except urllib.error.HTTPError as exc:
         raise CLIError(f"{url}: HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise CLIError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    except http.client.HTTPException as exc:  # e.g. a body cut short
+        raise CLIError(f"{url}: {type(exc).__name__}") from None
     except ValueError:
         raise CLIError(f"{url}: not JSON") from None
 
@@ -91,17 +119,20 @@ def verify(token_value: str | None, issuer: str, audience: str | None, timeout: 
     from jwcrypto import jwk, jwt
     from jwcrypto.common import JWException
 
-    if not issuer.startswith(("https://", "http://")):
-        raise CLIError("--issuer must be an http(s) URL")
+    _http_url(issuer, "--issuer")
     raw = (token_value or sys.stdin.read()).strip()
     if not raw:
         raise CLIError("no token given")
-    discovery = _fetch_json(issuer.rstrip("/") + "/.well-known/openid-configuration", timeout)
-    if not isinstance(discovery, dict) or discovery.get("issuer") != issuer.rstrip("/"):
+    discovery_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    discovery = _fetch_json(discovery_url, timeout)
+    if not isinstance(discovery, dict):
+        raise CLIError(f"{discovery_url}: the discovery document is not a JSON object")
+    if discovery.get("issuer") != issuer.rstrip("/"):
         raise CLIError(f"discovery issuer {discovery.get('issuer')!r} does not equal {issuer!r}")
     jwks_uri = discovery.get("jwks_uri")
     if not isinstance(jwks_uri, str):
         raise CLIError("discovery document has no jwks_uri")
+    _http_url(jwks_uri, "discovery jwks_uri")
     try:
         keyset = jwk.JWKSet.from_json(json.dumps(_fetch_json(jwks_uri, timeout)))
     except JWException:

@@ -119,6 +119,21 @@ async def test_discovery_by_prefix_ignores_other_labels(
     assert labels == ["keysvc", "keysvc-20250101T000000Z"]  # epoch first, then by time
 
 
+async def test_impossible_timestamp_in_a_label_is_a_config_error(
+    softhsm: SoftHsmToken, make_backend: BackendFactory
+) -> None:
+    """A label ending in a stamp that is no date fails the listing with the label named (a
+    ConfigError: the CLI exits 2, serve refuses to start), rather than a bare ValueError that
+    left the service unready, or a guessed creation time that would change which key signs."""
+    softhsm.make_key("keysvc-20250101T000000Z")
+    softhsm.make_key("keysvc-20261399T999999Z")
+    backend = make_backend()
+    with pytest.raises(ConfigError) as info:
+        await backend.list_versions()
+    assert "'keysvc-20261399T999999Z'" in str(info.value)
+    assert "not a valid UTC date" in str(info.value) and softhsm.pin not in str(info.value)
+
+
 async def test_explicit_labels_and_creation_time_without_a_stamp(
     softhsm: SoftHsmToken, make_backend: BackendFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -365,3 +380,6 @@ def test_timestamp_labels_round_trip() -> None:
     assert created_at_of("keysvc", when.date()) == datetime(2026, 11, 27, tzinfo=UTC)
     assert created_at_of("keysvc-20261127T145700Z-copy", None) == EPOCH  # a stamp ends the label
     assert label_for("k", when.astimezone(UTC) + timedelta(hours=1)).endswith("155700.123456Z")
+    for label in ("keysvc-20261399T999999Z", "keysvc-20260230T000000.5Z"):
+        with pytest.raises(ConfigError, match=f"key label '{label}'.*not a valid UTC date"):
+            created_at_of(label, when.date())  # the start date does not hide a bad stamp

@@ -52,3 +52,18 @@ def test_world_readable_pin_file_is_a_one_line_error(tmp_path: Path, softhsm: So
     softhsm.pin_file.chmod(0o640)
     config = str(write_config(tmp_path, softhsm.table()))
     assert_one_line_error(run("keys", "rotate", "--config", config), "chmod 600")
+
+
+def test_impossible_timestamp_in_a_label_is_a_one_line_error(
+    tmp_path: Path, softhsm: SoftHsmToken
+) -> None:
+    softhsm.make_key("keysvc-20250101T000000Z")
+    softhsm.make_key("keysvc-20261399T999999Z")
+    config = str(write_config(tmp_path, softhsm.table()))
+    assert_one_line_error(
+        run("keys", "list", "--config", config), "'keysvc-20261399T999999Z'", "not a valid UTC date"
+    )
+    served = run("serve", "--config", config)  # refuses to start (logs the login first)
+    assert served.returncode == 2 and "Traceback" not in served.stderr, served.stderr
+    last = served.stderr.strip().splitlines()[-1]
+    assert last.startswith("keysvc: error: ") and "'keysvc-20261399T999999Z'" in last
