@@ -1,12 +1,15 @@
 """A small JSON-over-HTTP POST with brief retries, on the standard library only: the run side
 runs inside a Terraform run and must not pull in the service's dependencies.
 
-Retried: connection failures, timeouts, and 502/503/504 (honouring a short `Retry-After`).
-Every other answer is returned to the caller, which knows what it means.
+Retried: connection failures, timeouts, answers cut short, and 502/503/504 (honouring a short
+`Retry-After`). Every other answer is returned to the caller, which knows what it means. A
+request that cannot be sent (a bad URL or header value) or an answer that is not HTTP is
+`Unreachable` at once, with a message that quotes neither (they may hold a token).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import time
@@ -55,6 +58,18 @@ def _parse(raw: bytes) -> Any:
         return None
 
 
+def _send(
+    request: urllib.request.Request, timeout: float, ssl_context: ssl.SSLContext | None
+) -> tuple[Reply, str | None]:
+    """One attempt: the answer and its Retry-After (for an HTTP error status)."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=ssl_context) as response:
+            return Reply(response.status, _parse(response.read())), None
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return Reply(exc.code, _parse(exc.read())), exc.headers.get("Retry-After")
+
+
 def post_json(
     url: str,
     body: Mapping[str, Any],
@@ -67,31 +82,43 @@ def post_json(
     data = json.dumps(body).encode()
     last = "no attempt made"
     for attempt in range(1, retry.attempts + 1):
-        request = urllib.request.Request(
-            url,
-            data=data,
-            method="POST",
-            headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
-        )
         retry_after: str | None = None
         try:
-            with urllib.request.urlopen(request, timeout=timeout, context=ssl_context) as response:
-                return Reply(response.status, _parse(response.read()))
-        except urllib.error.HTTPError as exc:
-            with exc:
-                reply = Reply(exc.code, _parse(exc.read()))
-                if exc.code not in RETRY_STATUSES:
-                    return reply
-                retry_after = exc.headers.get("Retry-After")
-            last = f"HTTP {exc.code}" + _error_detail(reply.body)
+            request = urllib.request.Request(
+                url,
+                data=data,
+                method="POST",
+                headers={
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    **headers,
+                },
+            )
+            reply, retry_after = _send(request, timeout, ssl_context)
+            if reply.status not in RETRY_STATUSES:
+                return reply
+            last = f"HTTP {reply.status}" + _error_detail(reply.body)
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, ssl.SSLError):
                 raise Unreachable(f"TLS error: {exc.reason}") from None
             last = str(exc.reason)
+        except http.client.IncompleteRead:
+            last = "the answer was cut short"
         except TimeoutError:
             last = f"no answer within {timeout:g}s"
-        except OSError as exc:
+        except OSError as exc:  # also RemoteDisconnected: closed without an answer
             last = exc.strerror or type(exc).__name__
+        except http.client.InvalidURL:
+            # its message, like ValueError's below, quotes the URL or a header value, which
+            # may be a token: only the kind of failure is told
+            raise Unreachable("the URL is not valid for HTTP") from None
+        except http.client.HTTPException as exc:  # BadStatusLine, LineTooLong, ...
+            raise Unreachable(f"the answer is not valid HTTP ({type(exc).__name__})") from None
+        except ValueError:  # a control character in a header, an unknown URL scheme, ...
+            raise Unreachable(
+                "the request could not be sent: the URL or a header holds a character HTTP"
+                " does not allow"
+            ) from None
         if attempt < retry.attempts:
             time.sleep(retry.delay(attempt, retry_after))
     raise Unreachable(f"{last} (after {retry.attempts} attempts)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from keysvc.creds.variables import suffix, tag_of
+from keysvc.creds.variables import checked, suffix, tag_of
 
 PREFIX = "TFC_WORKLOAD_IDENTITY_AUDIENCE"
 
@@ -23,7 +23,7 @@ class ManualToken:
 
 def requested(env: Mapping[str, str]) -> list[ManualToken]:
     wanted = [
-        ManualToken(tag_of(name, PREFIX), value)
+        ManualToken(tag_of(name, PREFIX), checked(name, value))
         for name, value in env.items()
         if name.startswith(PREFIX) and value
     ]

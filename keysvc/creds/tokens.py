@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ssl
-import urllib.parse
 from pathlib import Path
 
+from keysvc.creds.checks import is_token68, shown_url, url_problem
 from keysvc.creds.context import RunContext
 from keysvc.creds.errors import CredsError, TokenRequestError
 from keysvc.creds.http import DEFAULT_RETRY, RetryPolicy, Unreachable, error_detail, post_json
 from keysvc.errors import ConfigError
 from keysvc.secrets import read_secret_file
+
+TOKEN_RULE = (
+    "it must be one line of letters, digits and - . _ ~ + / (then optional =),"
+    " as RFC 6750 allows for a bearer token"
+)
 
 
 class TokenClient:
@@ -23,11 +28,13 @@ class TokenClient:
         retry: RetryPolicy = DEFAULT_RETRY,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise CredsError(f"the keysvc URL must be http:// or https://HOST[:PORT], not {url!r}")
+        problem = url_problem(url)
+        if problem is not None:
+            raise CredsError(f"the keysvc URL{shown_url(url)} {problem}")
         if not bearer_token:
             raise CredsError("the keysvc client token is empty")
+        if not is_token68(bearer_token):
+            raise CredsError(f"the keysvc client token is not valid: {TOKEN_RULE}")
         self.url = url.rstrip("/")
         self._bearer = bearer_token
         self.timeout = timeout
@@ -38,9 +45,20 @@ class TokenClient:
     def from_token_file(cls, url: str, token_file: Path, **kwargs: object) -> TokenClient:
         """A client whose bearer token is read from a file only its owner may read."""
         try:
-            token = read_secret_file(Path(token_file), "client token file").decode().strip()
+            raw = read_secret_file(Path(token_file), "client token file")
         except ConfigError as exc:
             raise CredsError(str(exc)) from None
+        try:
+            token = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            token = None
+        if token is None or (token and not is_token68(token)):
+            # neither the token nor the decoder's message (which quotes bytes of it) is shown
+            raise CredsError(
+                f"the client token file {token_file} does not hold a valid token: {TOKEN_RULE}"
+            ) from None
+        if not token:
+            raise CredsError(f"the client token file {token_file} is empty")
         return cls(url, token, **kwargs)  # type: ignore[arg-type]
 
     def issue(self, context: RunContext, audience: str) -> str:
@@ -62,5 +80,9 @@ class TokenClient:
             raise TokenRequestError(
                 f"keysvc at {self.url} refused a token for audience {audience!r}: "
                 f"{error_detail(reply)}"
+            )
+        if not is_token68(token):  # it goes into files, variables and headers as it is
+            raise TokenRequestError(
+                f"keysvc at {self.url} answered with a malformed token for audience {audience!r}"
             )
         return token

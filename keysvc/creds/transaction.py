@@ -12,13 +12,25 @@ from pathlib import Path
 from typing import Any
 
 from keysvc.creds import manifest, revocation
+from keysvc.creds.checks import text_problem
 from keysvc.creds.errors import WorkdirError
 from keysvc.creds.manifest import Manifest
 from keysvc.secrets import write_private_file
 
 
-def check_workdir(workdir: Path) -> Path:
+def _checked_path(workdir: Path) -> Path:
+    """The absolute work directory, refused when it is not one line of printable characters:
+    its path goes into the files (AWS's config.ini is line-based), the printed variables and
+    one-line errors."""
     workdir = Path(workdir).absolute()
+    problem = text_problem(str(workdir))
+    if problem is not None:
+        raise WorkdirError(f"the work directory path {problem}")
+    return workdir
+
+
+def check_workdir(workdir: Path) -> Path:
+    workdir = _checked_path(workdir)
     if not workdir.is_dir():
         raise WorkdirError(f"work directory {workdir} does not exist or is not a directory")
     return workdir
@@ -60,7 +72,7 @@ def replace(
     previous = manifest.read(workdir) or Manifest()
     names = sorted(files)
     check_free(workdir, names, previous)
-    old_tokens = revocation.pending(workdir, previous.vault)
+    old_tokens = revocation.pending(workdir, previous.vault, warn)
     everything = sorted(set(previous.files) | set(names))
     where = workdir
     try:
@@ -87,13 +99,13 @@ def replace(
 
 def clean(workdir: Path, warn: revocation.Warn) -> list[Path]:
     """Revoke and remove what `apply` wrote in `workdir`; returns the files removed."""
-    workdir = Path(workdir).absolute()
+    workdir = _checked_path(workdir)
     if not workdir.is_dir():
         return []
     recorded = manifest.read(workdir)
     if recorded is None:
         return []
-    revocation.revoke_all(revocation.pending(workdir, recorded.vault), warn)
+    revocation.revoke_all(revocation.pending(workdir, recorded.vault, warn), warn)
     present = [n for n in recorded.files if os.path.lexists(workdir / n)]
     failed = _remove(workdir, recorded.files)
     if failed:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from keysvc.creds.checks import text_problem
 from keysvc.creds.errors import VariableError
 
 # Go's strconv.ParseBool, which OTF uses: the same spellings behave the same here.
@@ -27,6 +28,16 @@ def parse_bool(name: str, value: str) -> bool:
         return False
     shown = value if len(value) <= 20 else value[:20] + "..."
     raise VariableError(name, f"{shown!r} is not a boolean (use true or false)")
+
+
+def checked(name: str, value: str) -> str:
+    """`value` of variable `name` if it is one line of printable characters: every setting
+    ends up in a file, a header, a URL, a request or the printed variables, where a newline
+    or control character would add a line or break the request."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise VariableError(name, problem)
+    return value
 
 
 def tag_of(name: str, prefix: str) -> str:
@@ -103,19 +114,20 @@ class Settings:
             f"TFC_DEFAULT_{self.provider}_{name}",
         ]
 
-    def first(self, names: list[str]) -> Found | None:
-        """The first of `names` set to a non-empty value."""
+    def first(self, names: list[str], *, multiline: bool = False) -> Found | None:
+        """The first of `names` set to a non-empty value, checked to be one line of printable
+        characters unless `multiline` (for a value the caller decodes and checks itself)."""
         for name in names:
             value = self.env.get(name, "")
             if value:
-                return Found(name, value)
+                return Found(name, value if multiline else checked(name, value))
         return None
 
     def run(self, name: str) -> Found | None:
         return self.first(self.run_names(name))
 
-    def static(self, name: str) -> Found | None:
-        return self.first(self.static_names(name))
+    def static(self, name: str, *, multiline: bool = False) -> Found | None:
+        return self.first(self.static_names(name), multiline=multiline)
 
     def require(self, names: list[str], preferred: str | None = None) -> Found:
         found = self.first(names)

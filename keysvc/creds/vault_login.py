@@ -8,6 +8,7 @@ import ssl
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from keysvc.creds.checks import is_token68
 from keysvc.creds.errors import VaultLoginError
 from keysvc.creds.http import RetryPolicy, Unreachable, error_detail, post_json
 
@@ -52,9 +53,12 @@ def login(endpoint: VaultEndpoint, auth_path: str, role: str, jwt: str) -> str:
     except Unreachable as exc:
         raise VaultLoginError(f"{where} failed: {exc}") from None
     body = reply.body if isinstance(reply.body, dict) else {}
-    token = (body.get("auth") or {}).get("client_token")
+    auth = body.get("auth")
+    token = auth.get("client_token") if isinstance(auth, dict) else None
     if reply.status != 200 or not isinstance(token, str) or not token:
         raise VaultLoginError(f"{where} failed: {error_detail(reply)}")
+    if not is_token68(token):  # it goes into a file, VAULT_TOKEN and the X-Vault-Token header
+        raise VaultLoginError(f"{where} failed: Vault answered with a malformed token")
     return token
 
 

@@ -126,3 +126,147 @@ def test_manifest_cannot_point_outside_the_workdir(workdir: Path, tmp_path: Path
     with pytest.raises(WorkdirError, match="is not a keysvc credentials manifest"):
         clean(workdir)
     assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"[]", "is not a keysvc credentials manifest"),
+        (b'"aws_token"', "is not a keysvc credentials manifest"),
+        (b"null", "is not a keysvc credentials manifest"),
+        (b"\xff\xfe not json", "cannot be read (it is not JSON)"),
+        (b"[" * 100_000, "cannot be read (it is not JSON)"),
+        (
+            json.dumps(
+                {
+                    "keysvc_creds": 1,
+                    "files": ["vault_token"],
+                    "vault": [{"token_file": "vault_token", "ca_cert_file": "/etc/passwd"}],
+                }
+            ).encode(),
+            "is not a keysvc credentials manifest",
+        ),
+        (
+            json.dumps({"keysvc_creds": 1, "files": ["aws\ntoken"], "vault": []}).encode(),
+            "is not a keysvc credentials manifest",
+        ),
+    ],
+    ids=["list", "string", "null", "not-utf8", "deep", "ca-outside", "newline-name"],
+)
+async def test_unreadable_manifest_is_one_line_and_nothing_is_removed(
+    content: bytes, problem: str, workdir: Path
+) -> None:
+    """Was an AttributeError traceback for a JSON list. `clean` cannot know what `apply` wrote,
+    so it removes nothing at all (not even files with keysvc's names) and says so; `apply`
+    refuses the directory the same way rather than overwrite what it cannot account for."""
+    user_files(workdir)
+    (workdir / "aws_token").write_text("a credential, or the user's own file\n")
+    (workdir / MANIFEST_NAME).write_bytes(content)
+    before = snapshot(workdir)
+    code, out, err = await run_cli("creds", "clean", "--workdir", str(workdir), env={})
+    assert (code, out) == (2, "")
+    assert err == (
+        f"keysvc: error: {workdir / MANIFEST_NAME} {problem}; nothing was removed or replaced"
+        " (remove the files keysvc wrote there, then this file, by hand)\n"
+    )
+    assert snapshot(workdir) == before
+
+
+async def test_apply_refuses_a_workdir_with_an_unreadable_manifest(
+    keysvc: RunningService, workdir: Path
+) -> None:
+    (workdir / MANIFEST_NAME).write_text("[]")
+    with pytest.raises(WorkdirError, match="is not a keysvc credentials manifest; nothing was"):
+        await run_apply(keysvc, EVERYTHING, workdir)
+    assert [p.name for p in workdir.iterdir()] == [MANIFEST_NAME]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"namespace": "a\nb"},
+        {"namespace": ["team"]},
+        {"timeout": [1]},
+        {"timeout": "soon"},
+        {"address": "http://127.0.0.1:abc"},
+        {"address": "http://root:s3cret@127.0.0.1:1"},
+        {"address": 8200},
+        {"address": "https://127.0.0.1:1", "ca_cert_file": "vault_ca_cert.pem"},  # not a cert
+    ],
+    ids=lambda r: "-".join(f"{k}={v!r}" for k, v in r.items()),
+)
+async def test_clean_with_an_edited_vault_record_removes_files_without_sending_the_token(
+    record: dict[str, object], workdir: Path
+) -> None:
+    """A manifest whose Vault record apply could not have written (bad header, timeout or
+    address, a CA file that does not load): the token is not sent anywhere, a warning says it
+    was not revoked, the files still go. Were TypeError/ValueError/SSLError tracebacks (or an
+    exit 2 leaving the files), one of them quoting the Vault token."""
+    token = "hvs.s3cretVaultToken"
+    (workdir / "vault_token").write_text(token)
+    (workdir / "vault_ca_cert.pem").write_text("not a certificate\n")
+    manifest = {
+        "keysvc_creds": 1,
+        "files": ["vault_ca_cert.pem", "vault_token"],
+        "vault": [
+            {
+                "address": "http://127.0.0.1:1",
+                "namespace": None,
+                "timeout": 1,
+                "token_file": "vault_token",
+                "ca_cert_file": None,
+                **record,
+            }
+        ],
+    }
+    (workdir / MANIFEST_NAME).write_text(json.dumps(manifest))
+    code, out, err = await run_cli("creds", "clean", "--workdir", str(workdir), env={})
+    assert (code, out) == (0, "")
+    assert err == (
+        "keysvc: warning: the Vault token in vault_token was not revoked: its record in the"
+        " manifest was not written by keysvc\n"
+    )
+    assert list(workdir.iterdir()) == []
+
+
+async def test_clean_never_sends_a_token_file_that_is_not_one_token(workdir: Path) -> None:
+    """The token file was edited to hold a second line: it is not sent as a header (http.client
+    would refuse it with a message quoting it, in a traceback); the files still go."""
+    (workdir / "vault_token").write_text("hvs.s3cretVaultToken\nX-Injected: 1\n")
+    manifest = {
+        "keysvc_creds": 1,
+        "files": ["vault_token"],
+        "vault": [
+            {
+                "address": "http://127.0.0.1:1",
+                "namespace": None,
+                "timeout": 1,
+                "token_file": "vault_token",
+                "ca_cert_file": None,
+            }
+        ],
+    }
+    (workdir / MANIFEST_NAME).write_text(json.dumps(manifest))
+    code, out, err = await run_cli("creds", "clean", "--workdir", str(workdir), env={})
+    assert (code, out) == (0, "")
+    assert err == (
+        "keysvc: warning: the Vault token in vault_token was not revoked: the file was not"
+        " written by keysvc\n"
+    )
+    assert list(workdir.iterdir()) == []
+
+
+async def test_workdir_path_with_a_newline_is_refused(
+    keysvc: RunningService, tmp_path: Path
+) -> None:
+    """Its path goes into aws_config.ini, a line-based file: a newline there would add a line."""
+    workdir = tmp_path / "work\nrole_arn = arn:aws:iam::2:role"
+    workdir.mkdir()
+    token = token_file_for(keysvc, tmp_path)
+    code, out, err = await run_cli(*cli_apply_args(keysvc, token, workdir), env=EVERYTHING)
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        "keysvc: error: the work directory path must be a single line of printable characters"
+    )
+    assert err.count("\n") == 1
+    assert list(workdir.iterdir()) == []

@@ -120,9 +120,79 @@ BAD = [
             "TFC_VAULT_PROVIDER_AUTH": "true",
             "TFC_VAULT_ADDR": "https://127.0.0.1:9",
             "TFC_VAULT_RUN_ROLE": "r",
+            "TFC_VAULT_CLIENT_TIMEOUT": "\u00b2",  # isdigit(), but int() refuses it
+        },
+        "TFC_VAULT_CLIENT_TIMEOUT: must be a whole number of seconds from 1 to 3600",
+    ),
+    (
+        {
+            "TFC_VAULT_PROVIDER_AUTH": "true",
+            "TFC_VAULT_ADDR": "https://127.0.0.1:9",
+            "TFC_VAULT_RUN_ROLE": "r",
             "TFC_VAULT_AUTH_PATH": "../sys",
         },
         "TFC_VAULT_AUTH_PATH: must be a Vault mount path",
+    ),
+    # every setting gets the same one-line check, not only the AWS role ARN
+    (
+        {"TFC_AZURE_PROVIDER_AUTH": "true", "TFC_AZURE_RUN_CLIENT_ID": "a\nb"},
+        "TFC_AZURE_RUN_CLIENT_ID: must be a single line of printable characters (U+000A at"
+        " character 2)",
+    ),
+    (
+        {"TFC_AZURE_PROVIDER_AUTH": "true", "TFC_AZURE_RUN_CLIENT_ID": "a\udcffb"},
+        "TFC_AZURE_RUN_CLIENT_ID: must be a single line of printable characters (a byte that"
+        " is not UTF-8",
+    ),
+    (
+        {**GCP_OK, "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "t@iam.google.com\nx"},
+        "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL: must be a single line",
+    ),
+    (
+        {**GCP_OK, "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "a/b:c@iam.google.com"},
+        "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL: must be a service account email",
+    ),
+    (
+        {**GCP_OK, "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "terraform"},
+        "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL: must be a service account email",
+    ),
+    (
+        {"TFC_WORKLOAD_IDENTITY_AUDIENCE_X": "a\rb"},
+        "TFC_WORKLOAD_IDENTITY_AUDIENCE_X: must be a single line",
+    ),
+    (
+        {
+            "TFC_VAULT_PROVIDER_AUTH": "true",
+            "TFC_VAULT_ADDR": "http://127.0.0.1:abc",
+            "TFC_VAULT_RUN_ROLE": "r",
+        },
+        "TFC_VAULT_ADDR: has a bad port",
+    ),
+    (
+        {
+            "TFC_VAULT_PROVIDER_AUTH": "true",
+            "TFC_VAULT_ADDR": "https://admin:s3cret@vault.example.com",
+            "TFC_VAULT_RUN_ROLE": "r",
+        },
+        "TFC_VAULT_ADDR: must not contain a user name or password",
+    ),
+    (
+        {
+            "TFC_VAULT_PROVIDER_AUTH": "true",
+            "TFC_VAULT_ADDR": "https://127.0.0.1:9",
+            "TFC_VAULT_RUN_ROLE": "r",
+            "TFC_VAULT_NAMESPACE": "a\nb",
+        },
+        "TFC_VAULT_NAMESPACE: must be a single line",
+    ),
+    (
+        {
+            "TFC_VAULT_PROVIDER_AUTH": "true",
+            "TFC_VAULT_ADDR": "https://127.0.0.1:9",
+            "TFC_VAULT_RUN_ROLE": "r",
+            "TFC_VAULT_NAMESPACE": "\u00e9quipe",
+        },
+        "TFC_VAULT_NAMESPACE: must be printable ASCII without spaces",
     ),
 ]
 
@@ -155,6 +225,7 @@ def test_bad_variable_is_one_line_exit_2_nothing_written(
     assert out == ""
     assert err.startswith(f"keysvc: error: {message}"), err
     assert err.count("\n") == 1 and "Traceback" not in err
+    assert "s3cret" not in err
     assert snapshot(workdir) == before
 
 

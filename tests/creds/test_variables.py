@@ -87,3 +87,48 @@ def test_plan_validates_everything_before_anything_else() -> None:
     }
     with pytest.raises(VariableError, match="TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE"):
         make_plan(env, "plan")
+
+
+# A value for every setting each provider reads (the GCP provider name in its three parts too)
+EVERY_SETTING = {
+    "TFC_AWS_RUN_ROLE_ARN": "arn:aws:iam::1:role/r",
+    "TFC_AWS_WORKLOAD_IDENTITY_AUDIENCE": "aws.aud",
+    "TFC_AZURE_RUN_CLIENT_ID": "00000000-0000-0000-0000-000000000001",
+    "TFC_AZURE_WORKLOAD_IDENTITY_AUDIENCE": "azure.aud",
+    "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "t@p.iam.gserviceaccount.com",
+    "TFC_GCP_PROJECT_NUMBER": "1",
+    "TFC_GCP_WORKLOAD_POOL_ID": "pool",
+    "TFC_GCP_WORKLOAD_PROVIDER_ID": "provider",
+    "TFC_GCP_PRINCIPAL_TYPE": "service_account",
+    "TFC_GCP_WORKLOAD_IDENTITY_AUDIENCE": "gcp.aud",
+    "TFC_VAULT_ADDR": "https://vault.example.com:8200",
+    "TFC_VAULT_RUN_ROLE": "role",
+    "TFC_VAULT_AUTH_PATH": "jwt",
+    "TFC_VAULT_NAMESPACE": "team",
+    "TFC_VAULT_CLIENT_TIMEOUT": "30",
+    "TFC_VAULT_WORKLOAD_IDENTITY_AUDIENCE": "vault.aud",
+    "TFC_KUBERNETES_WORKLOAD_IDENTITY_AUDIENCE": "k8s.aud",
+    "TFC_WORKLOAD_IDENTITY_AUDIENCE_MANUAL": "manual.aud",
+}
+SWITCHES = {
+    f"TFC_{p}_PROVIDER_AUTH": "true" for p in ("AWS", "AZURE", "GCP", "VAULT", "KUBERNETES")
+}
+
+
+def test_every_setting_passes_as_given() -> None:
+    plan = make_plan({**SWITCHES, **EVERY_SETTING}, "plan")
+    assert [p.provider for p in plan.providers] == ["aws", "azure", "gcp", "vault", "kubernetes"]
+    assert [m.audience for m in plan.manual] == ["manual.aud"]
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_SETTING))
+@pytest.mark.parametrize("bad", ["\n", "\r", "\0", "\x1b", "\u2028", "\u202e", "\udcff"])
+def test_every_setting_gets_the_one_line_check(name: str, bad: str) -> None:
+    """A newline, a control or invisible character, or an undecodable byte, appended to any
+    one setting (the others valid) is refused, naming that setting and not showing the value."""
+    env = {**SWITCHES, **EVERY_SETTING, name: EVERY_SETTING[name] + bad + "x-private"}
+    with pytest.raises(VariableError) as caught:
+        make_plan(env, "plan")
+    assert caught.value.variable == name
+    assert "must be a single line of printable characters" in str(caught.value)
+    assert "x-private" not in str(caught.value) and bad not in str(caught.value)

@@ -17,6 +17,8 @@ PROVIDER_NAME = re.compile(
 PROVIDER_NAME_FORM = (
     "projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>"
 )
+# It is put into the impersonation URL's path as it is: nothing there may end the path segment.
+SERVICE_ACCOUNT_EMAIL = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 PRINCIPAL_TYPES = ("service_account", "workload_pool")
 STS_URL = "https://sts.googleapis.com/v1/token"
 IMPERSONATION_URL = (
@@ -58,7 +60,13 @@ class GcpConfiguration(Configuration):
             raise VariableError(principal.name, "must be service_account or workload_pool")
         self.service_account_email: str | None = None
         if self.principal_type == "service_account":
-            self.service_account_email = settings.require_run("SERVICE_ACCOUNT_EMAIL").value
+            email = settings.require_run("SERVICE_ACCOUNT_EMAIL")
+            if not SERVICE_ACCOUNT_EMAIL.fullmatch(email.value):
+                raise VariableError(
+                    email.name,
+                    "must be a service account email: NAME@PROJECT.iam.gserviceaccount.com",
+                )
+            self.service_account_email = email.value
 
     def credential_config(self, token_file: str) -> dict[str, object]:
         config: dict[str, object] = {

@@ -10,6 +10,7 @@ import re
 import ssl
 
 from keysvc.creds import vault_login
+from keysvc.creds.checks import VISIBLE_ASCII, url_problem
 from keysvc.creds.errors import VariableError
 from keysvc.creds.providers.base import Configuration, FileNames, Rendered
 from keysvc.creds.variables import Found, Settings
@@ -17,7 +18,7 @@ from keysvc.creds.variables import Found, Settings
 DEFAULT_AUDIENCE = "vault.workload.identity"
 DEFAULT_AUTH_PATH = "jwt"
 DEFAULT_TIMEOUT = 60
-_ADDRESS = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+MAX_TIMEOUT = 3600
 _SEGMENT = r"(?!\.{1,2}(?:/|$))[A-Za-z0-9_.-]+"
 _AUTH_PATH = re.compile(rf"{_SEGMENT}(/{_SEGMENT})*")
 
@@ -39,8 +40,11 @@ def _ca_pem(found: Found | None) -> str | None:
 def _timeout(found: Found | None) -> int:
     if found is None:
         return DEFAULT_TIMEOUT
-    if not found.value.isdigit() or int(found.value) <= 0:
-        raise VariableError(found.name, "must be a whole number of seconds above 0")
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+    if not re.fullmatch(r"[0-9]{1,6}", found.value) or not 0 < int(found.value) <= MAX_TIMEOUT:
+        raise VariableError(
+            found.name, f"must be a whole number of seconds from 1 to {MAX_TIMEOUT}"
+        )
     return int(found.value)
 
 
@@ -51,18 +55,25 @@ class VaultConfiguration(Configuration):
         super().__init__(settings)
         self.audience = settings.audience(DEFAULT_AUDIENCE)
         address = settings.require(settings.static_names("ADDR"))
-        if not _ADDRESS.fullmatch(address.value):
-            raise VariableError(address.name, "must be an http:// or https:// URL")
+        problem = url_problem(address.value)
+        if problem is not None:
+            raise VariableError(address.name, problem)
         self.role = settings.require_run("ROLE").value
         auth_path = settings.static("AUTH_PATH")
         self.auth_path = auth_path.value.strip("/") if auth_path else DEFAULT_AUTH_PATH
         if auth_path and not _AUTH_PATH.fullmatch(self.auth_path):
             raise VariableError(auth_path.name, "must be a Vault mount path such as jwt")
         namespace = settings.static("NAMESPACE")
+        if namespace and not VISIBLE_ASCII.fullmatch(namespace.value):
+            raise VariableError(
+                namespace.name,
+                "must be printable ASCII without spaces (it is sent as the X-Vault-Namespace"
+                " header)",
+            )
         self.endpoint = vault_login.VaultEndpoint(
             address=address.value.rstrip("/"),
             namespace=namespace.value if namespace else None,
-            ca_pem=_ca_pem(settings.static("ENCODED_CACERT")),
+            ca_pem=_ca_pem(settings.static("ENCODED_CACERT", multiline=True)),
             timeout=_timeout(settings.static("CLIENT_TIMEOUT")),
         )
 
