@@ -9,14 +9,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from pydantic import ValidationError
 
-from keysvc import metrics
+from keysvc import logs, metrics
 from keysvc.audit import AuditTrail
 from keysvc.auth import Client
 from keysvc.backends.base import BackendError, BackendUnavailable
@@ -112,6 +113,24 @@ async def _not_found(request: web.Request) -> web.Response:
     return error_response(404, *_HTTP_CODES[404])
 
 
+def backend_failure(summary: str, exc: BaseException) -> str:
+    """The client's message for a failed signature, and the operator's log line with the details.
+
+    A backend's message names key paths, resources and identities, and may quote the backend's
+    own error text: fit for keysvc's log, not for every client. Both carry one error id, so an
+    operator can find the log line a client reports."""
+    error_id = os.urandom(4).hex()
+    log.warning("signing failed (error id %s): %s", error_id, exc)
+    return f"{summary} (error id {error_id}; the details are in keysvc's log)"
+
+
+def matches_etag(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 13.1.2: `*`, or a list of entity tags compared weakly (W/ ignored)."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+
+
 class Endpoints:
     """Request handlers over one Service. Public documents are rebuilt only when the ring's
     view changes, and served as precomputed bytes."""
@@ -156,7 +175,11 @@ class Endpoints:
         length = request.content_length
         if length is not None and length > self._max_body:
             raise APIError(413, "body_too_large", f"request body exceeds {self._max_body} bytes")
-        return await request.read()
+        try:
+            return await request.read()
+        except (ConnectionResetError, ClientPayloadError):
+            # The client sent less than it announced and went away: its mistake, not ours.
+            raise APIError(400, "incomplete_body", "the request body ended early") from None
 
     @staticmethod
     def invalid(exc: ValidationError) -> APIError:
@@ -183,12 +206,17 @@ class Endpoints:
             raise APIError(
                 503,
                 "backend_unavailable",
-                str(exc),
+                backend_failure("the signing backend is unavailable; retry later", exc),
                 {"Retry-After": str(max(1, round(exc.retry_after)))},
             ) from None
         except BackendError as exc:
             metrics.TOKENS_ISSUED.labels(endpoint, "", "", "error").inc()
-            raise APIError(503, "backend_error", str(exc), {"Retry-After": "5"}) from None
+            raise APIError(
+                503,
+                "backend_error",
+                backend_failure("the signing backend refused to sign", exc),
+                {"Retry-After": "5"},
+            ) from None
 
     def issued(self, endpoint: str, client: Client, issued: IssuedToken) -> web.Response:
         self._issued_counter(endpoint, issued.kid, issued.backend).inc()
@@ -208,7 +236,8 @@ class Endpoints:
 
     def _serve(self, request: web.Request, document: Document) -> web.Response:
         headers = {"Cache-Control": document.cache_control, "ETag": document.etag}
-        if document.etag in request.headers.get("If-None-Match", ""):
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match and matches_etag(if_none_match, document.etag):
             return web.Response(status=304, headers=headers)
         return web.Response(body=document.body, content_type=_JSON, headers=headers)
 
@@ -286,6 +315,7 @@ def create_app(service: Service) -> web.Application:
 
     Routes go through add_routes (no middleware), so a route added elsewhere must too to keep
     the JSON error shape."""
+    logs.redact_request_parse_errors()
     app = web.Application(client_max_size=service.config.server.max_body_bytes)
     app[SERVICE_KEY] = service
     endpoints = Endpoints(service)

@@ -39,7 +39,8 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None) -> Client | None:
         """The client whose token this `Authorization` header carries, or None."""
-        if not authorization or not authorization.startswith("Bearer "):
+        # The scheme is case-insensitive (RFC 9110 11.1): "bearer x" is the same as "Bearer x".
+        if not authorization or authorization[:7].lower() != "bearer ":
             return None
         # aiohttp decodes header bytes as UTF-8 with surrogateescape: encoding back the same
         # way hashes exactly the bytes sent, and bytes that are not UTF-8 simply do not match.

@@ -35,7 +35,7 @@ class InvalidRunName(ValueError):
 def check_name(kind: str, value: str, *, pattern: bool = False) -> str:
     """Refuse names outside `[A-Za-z0-9._-]` (a `:` would forge another subject)."""
     regex = NAME_PATTERN if pattern else NAME
-    if not regex.match(value):
+    if not regex.fullmatch(value):  # match() with `$` would let a trailing newline through
         allowed = "letters, digits, '.', '_', '-'" + (" and the wildcards * ?" if pattern else "")
         raise InvalidRunName(f"{kind} {value!r} may only contain {allowed}")
     return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -31,6 +32,17 @@ RUN = {
     "run_phase": "plan",
     "audience": "aws.workload.identity",
 }
+
+
+def backend_detail(caplog: Any, body: dict[str, Any]) -> str:
+    """The keysvc log line behind a 503: what the backend said, which the client does not get
+    (its message carries only an error id to find this line by)."""
+    message = body["error"]["message"]
+    found = re.search(r"error id ([0-9a-f]{8})", message)
+    assert found, message
+    lines = [r.getMessage() for r in caplog.records if f"error id {found[1]})" in r.getMessage()]
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def free_port() -> int:

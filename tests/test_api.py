@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.conftest import file_config, write_key
 from tests.service import RUN, start_service
@@ -110,6 +111,16 @@ async def test_discovery_and_jwks_caching(key_dir: Path) -> None:
             "GET", "/.well-known/jwks", headers={"If-None-Match": '"other"'}
         )
         assert status == 200
+        etag = headers["ETag"]
+        for matching in ("*", f'"a", W/{etag}', f' {etag} , "b"'):  # RFC 9110 13.1.2
+            status, _, _ = await svc.request(
+                "GET", "/.well-known/jwks", headers={"If-None-Match": matching}
+            )
+            assert status == 304, matching
+        status, _, _ = await svc.request(
+            "GET", "/.well-known/jwks", headers={"If-None-Match": f'"x{etag[1:]}'}
+        )
+        assert status == 200  # a tag that merely contains ours is not ours
 
 
 async def test_bearer_bytes_that_are_not_utf8_get_401(key_dir: Path) -> None:
@@ -128,6 +139,59 @@ async def test_bearer_bytes_that_are_not_utf8_get_401(key_dir: Path) -> None:
         head, _, payload = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 401"), head
         assert json.loads(payload)["error"]["code"] == "unauthorized"
+
+
+async def test_bearer_scheme_is_case_insensitive(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        for scheme in ("bearer", "BEARER", "Bearer"):
+            headers = {"Authorization": f"{scheme} {svc.client_token}"}
+            async with svc.session.post(svc.url + "/v1/tokens", json=RUN, headers=headers) as r:
+                assert r.status == 200, scheme
+
+
+async def test_a_body_cut_short_is_a_400_not_an_internal_error(
+    key_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def rejected(code: str) -> float:
+        return REGISTRY.get_sample_value("keysvc_requests_rejected_total", {"code": code}) or 0.0
+
+    before = {code: rejected(code) for code in ("incomplete_body", "internal_error")}
+    async with start_service(file_config(key_dir)) as svc:
+        parts = urlsplit(svc.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(
+            b"POST /v1/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + svc.client_token.encode() + b"\r\n"
+            b"Content-Length: 500\r\n\r\n{\"organization\": "
+        )
+        await writer.drain()
+        writer.close()  # gone before the 500 bytes it announced
+        await writer.wait_closed()
+        for _ in range(100):
+            if rejected("incomplete_body") > before["incomplete_body"]:
+                break
+            await asyncio.sleep(0.02)
+        assert rejected("incomplete_body") == before["incomplete_body"] + 1
+        assert rejected("internal_error") == before["internal_error"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_header_aiohttp_cannot_parse_keeps_the_token_out_of_the_log(
+    key_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        parts = urlsplit(svc.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(
+            b"GET /v1/keys HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Authorization: Bearer secret-token-value\x7f\r\n\r\n"
+        )
+        reply = await reader.read()
+        writer.close()
+    assert reply.split(b" ", 2)[1] == b"400"  # aiohttp's own plain-text 400 (to the sender)
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records and all(r.levelno == logging.INFO and not r.exc_info for r in records)
+    assert "secret-token-value" not in caplog.text
 
 
 async def test_auth(key_dir: Path, tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ class GcpKmsSettings(BackendSettings):
             raise ValueError(
                 "must name the CryptoKey, not one version: drop '/cryptoKeyVersions/...'"
             )
-        if not _KEY_NAME.match(value):
+        if not _KEY_NAME.fullmatch(value):
             raise ValueError(
                 "must be projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY"
             )

@@ -98,7 +98,7 @@ class Pkcs11Settings(BackendSettings):
     @field_validator("label_prefix")
     @classmethod
     def _prefix(cls, value: str | None) -> str | None:
-        if value is not None and not _PREFIX.match(value):
+        if value is not None and not _PREFIX.fullmatch(value):
             raise ValueError("must be 1-64 letters, digits, '.', '_', ':' or '-'")
         return value
 
@@ -114,7 +114,7 @@ class Pkcs11Settings(BackendSettings):
     @field_validator("pin_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
+        if value is not None and not _ENV_NAME.fullmatch(value):
             raise ValueError("must be the name of an environment variable (not the PIN itself)")
         return value
 

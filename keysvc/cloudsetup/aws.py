@@ -65,7 +65,7 @@ def generate(
             " serve the issuer on the default https port"
         )
     role_name = role_name or f"otf-{request.organization}"[:64]
-    if not _ROLE_NAME.match(role_name):
+    if not _ROLE_NAME.fullmatch(role_name):
         raise SetupError(f"role name {role_name!r} is not a valid IAM role name")
     patterns = subject_patterns(request)
     name = request.name

@@ -216,9 +216,9 @@ def generate(
     jwks: Any = None,
 ) -> SetupResult:
     for label, value in (("pool id", pool_id), ("provider id", provider_id)):
-        if not _POOL_ID.match(value) or value.startswith("gcp-"):
+        if not _POOL_ID.fullmatch(value) or value.startswith("gcp-"):
             raise SetupError(f"{label} {value!r} must be 4-32 of a-z, 0-9, '-' (not 'gcp-...')")
-    if not _ACCOUNT_ID.match(service_account_id):
+    if not _ACCOUNT_ID.fullmatch(service_account_id):
         raise SetupError(
             f"service account id {service_account_id!r} must be 6-30 of a-z, 0-9, '-',"
             " starting with a letter"

@@ -59,7 +59,7 @@ class SetupRequest:
             raise SetupError(f"phase must be plan or apply, not {self.phase!r}")
         if self.audience is not None and not self.audience.strip():
             raise SetupError("audience must not be empty")
-        if not _TERRAFORM_NAME.match(self.name):
+        if not _TERRAFORM_NAME.fullmatch(self.name):
             raise SetupError(
                 f"name {self.name!r} must be a Terraform identifier (letters, digits, '_')"
             )

@@ -120,7 +120,7 @@ def _template(value: Template) -> str:
 
 
 def _key(name: str) -> str:
-    return name if _IDENTIFIER.match(name) else _string(name)
+    return name if _IDENTIFIER.fullmatch(name) else _string(name)
 
 
 def _render_value(value: Value, indent: str) -> str:

@@ -21,7 +21,7 @@ from tests.azure.conftest import CLIENT_ID, KEY, TENANT
 from tests.cli import run
 from tests.conftest import FAST_ROTATION
 from tests.fakes.azure_kv import OPERATIONS, FakeKeyVault, Fault
-from tests.service import RUN, RunningService, start_service
+from tests.service import RUN, RunningService, backend_detail, start_service
 from tests.verification import assert_rotation_without_failures, verify_once
 
 SECRET = "Zq8~service-test-client-secret"
@@ -169,6 +169,7 @@ async def test_vault_faults_are_503_while_the_jwks_stays_then_recover(
     fault: Fault | str,
     retry_after: str | None,
     message: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     vault.create_key(KEY, "RSA-HSM", created=HOUR_AGO)
     async with start_service(azure_config(vault, azure_ca_file, secret_path)) as svc:
@@ -180,7 +181,8 @@ async def test_vault_faults_are_503_while_the_jwks_stays_then_recover(
             assert isinstance(fault, Fault)
             vault.inject(fault)
         body = await expect_503(svc, retry_after)
-        assert message in body["error"]["message"]
+        assert message in backend_detail(caplog, body)
+        assert message not in body["error"]["message"]
 
         # A refresh fails meanwhile; the JWKS is served from the last good ring.
         deadline = time.monotonic() + 6
@@ -216,7 +218,7 @@ async def test_short_throttling_is_absorbed(
 
 
 async def test_missing_sign_permission_is_a_clear_503(
-    vault: FakeKeyVault, azure_ca_file: Path, secret_path: Path
+    vault: FakeKeyVault, azure_ca_file: Path, secret_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     vault.create_key(KEY, "RSA-HSM", created=HOUR_AGO)
     config = azure_config(vault, azure_ca_file, secret_path, operations=frozenset({"get", "list"}))
@@ -224,7 +226,7 @@ async def test_missing_sign_permission_is_a_clear_503(
         status, headers, body = await svc.request("POST", "/v1/tokens", json=RUN)
         assert status == 503 and headers["Retry-After"]
         assert body["error"]["code"] == "backend_error"
-        assert "Key Vault Crypto User" in body["error"]["message"]
+        assert "Key Vault Crypto User" in backend_detail(caplog, body)
 
 
 async def test_keys_cli_rotates_lists_and_revokes_in_the_vault(

@@ -18,7 +18,7 @@ from keysvc.config import merge
 from tests.conftest import FAST_ROTATION
 from tests.fakes.gcp_kms import FakeCloudKms
 from tests.gcp.conftest import KEY, local_settings
-from tests.service import RUN, RunningService, start_service
+from tests.service import RUN, RunningService, backend_detail, start_service
 from tests.verification import assert_rotation_without_failures, verify_once
 
 AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
@@ -104,7 +104,9 @@ FAULTS = ["down", "unavailable", "internal", "throttled", "slow", "corrupt"]
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-async def test_faults_give_503_keep_the_jwks_and_recover(kms: FakeCloudKms, fault: str) -> None:
+async def test_faults_give_503_keep_the_jwks_and_recover(
+    kms: FakeCloudKms, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
     # One active version and one pending (created now): both published.
     kms.add_key(KEY, "EC_SIGN_P256_SHA256", versions=2, created=[AN_HOUR_AGO, datetime.now(UTC)])
     config = gcp_config(kms, timeout="1s", retry_budget="0.5s")
@@ -119,12 +121,14 @@ async def test_faults_give_503_keep_the_jwks_and_recover(kms: FakeCloudKms, faul
         assert time.monotonic() - started < 4.5  # bounded by the backend's own deadlines
         assert status == 503, body
         assert body["error"]["code"] == "backend_unavailable"
-        assert "Cloud KMS" in body["error"]["message"]
+        detail = backend_detail(caplog, body)
+        assert "Cloud KMS" in detail and KEY in detail
+        assert "Cloud KMS" not in body["error"]["message"] and KEY not in body["error"]["message"]
         assert int(headers["Retry-After"]) >= 1
         if fault == "throttled":  # Google's RetryInfo delay is passed on
             assert headers["Retry-After"] == "3"
         if fault == "corrupt":
-            assert "integrity check" in body["error"]["message"]
+            assert "integrity check" in detail
 
         # The ring cannot refresh now, yet the JWKS is still served from the last good ring.
         # (A corrupted signature does not stop listing: public keys are cached and checked.)

@@ -980,3 +980,17 @@ def test_workspace_id_unused_by_the_format_is_a_warning() -> None:
         "ws-1",
     )
     assert out and err.startswith("keysvc: warning: the subject format has no {workspace_id}")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--organization", "acme\n"),
+        ("--organization", "acme", "--workspace", "web\n"),
+        ("--organization", "acme", "--name", "otf_acme\n"),
+    ],
+)
+def test_a_trailing_newline_is_not_a_name(args: tuple[str, ...]) -> None:
+    """`re.match` with `$` accepts "acme\n": a sub with a newline and broken HCL."""
+    out, err = run_setup("aws", "--issuer", ISSUER, *args, expect=2)
+    assert out == "" and err.startswith("keysvc: error: ") and err.count("\n") == 1
