@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from keysvc.config import ClientConfig
+from keysvc.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,16 @@ class Authenticator:
         self.clients = [
             Client(c.name, c.token_digest(), frozenset(c.scopes), c) for c in clients
         ]
+        # One token for two clients would act with whichever scopes and organizations the last
+        # one has: refuse it rather than let the order of [[clients]] decide.
+        seen: dict[bytes, str] = {}
+        for client in self.clients:
+            if client.digest in seen:
+                raise ConfigError(
+                    f"clients {seen[client.digest]!r} and {client.name!r} have the same bearer"
+                    " token: give each client its own"
+                )
+            seen[client.digest] = client.name
 
     def authenticate(self, authorization: str | None) -> Client | None:
         """The client whose token this `Authorization` header carries, or None."""

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from keysvc.auth import Authenticator
 from keysvc.backends import KeyBackend, load_backend_class
-from keysvc.backends.base import BackendUnavailable
+from keysvc.backends.base import BackendError, BackendUnavailable
 from keysvc.config import Config
 from keysvc.errors import ConfigError
 from keysvc.keyring import KeyRing, Lifecycle, describe_unexpected
@@ -84,20 +84,38 @@ class Service:
 
 
 async def open_backends(backends: list[KeyBackend]) -> None:
+    """Open every backend; one that cannot open now is left to the ring's refreshes, which keep
+    retrying it, so the service starts (unready if no key is usable) instead of exiting."""
     for backend in backends:
         try:
             await backend.open()
         except BackendUnavailable as exc:
             log.warning("backend %s not reachable at start: %s", backend.name, exc)
+        except (ConfigError, BackendError):
+            raise
+        except Exception as exc:  # a plugin's bug: its text may carry request details
+            log.warning("backend %s failed to open: %s", backend.name, describe_unexpected(exc))
+            log.debug("backend %s failed to open", backend.name, exc_info=True)
 
 
 @contextlib.asynccontextmanager
-async def local_ring(config: Config) -> AsyncIterator[KeyRing]:
-    """A ring for one CLI command: opened, loaded (errors raised), closed afterwards."""
-    ring = build_ring(config)
+async def local_ring(
+    config: Config, backends: list[KeyBackend] | None = None
+) -> AsyncIterator[KeyRing]:
+    """A ring for one CLI command: opened, loaded (errors raised), closed afterwards.
+    `backends` as for Service: instances instead of the config's (an embedding program's)."""
+    ring = build_ring(config, backends)
     try:
         for backend in ring.backends:
-            await backend.open()
+            try:
+                await backend.open()
+            except (ConfigError, BackendError):
+                raise
+            except Exception as exc:  # a plugin's bug: a one-line error, not a traceback
+                log.debug("backend %s failed to open", backend.name, exc_info=True)
+                raise BackendError(
+                    f"backend {backend.name!r} failed to open: {describe_unexpected(exc)}"
+                ) from None
         await ring.refresh(raise_errors=True, quiet=True)
         yield ring
     finally:

@@ -87,6 +87,18 @@ def test_otfd_flags_mismatched_pair_and_world_readable(tmp_path: Path) -> None:
     assert published["alg"] == "RS256" and published["kty"] == "RSA"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_refuses_two_clients_with_one_token(tmp_path: Path, key_dir: Path, workers: int) -> None:
+    """The same token for two clients would act with whichever client came last."""
+    same = private(tmp_path / "same-token", "cli-test-token\n")
+    extra = f'[[clients]]\nname = "twin"\ntoken_file = "{same}"\nscopes = ["keys:read"]\n'
+    path = config_file(tmp_path, key_dir, port=free_port())
+    path.write_text(path.read_text() + extra)
+    result = run("serve", "--config", str(path), "--workers", str(workers), timeout=60)
+    assert_one_line_error(result, "clients 't' and 'twin' have the same bearer token")
+    assert "cli-test-token" not in result.stderr
+
+
 def test_serve_with_otfd_flags_issues_verifiable_tokens(tmp_path: Path) -> None:
     key = keygen.generate("rsa-2048")
     private_key = private(tmp_path / "otfd.pem", keygen.private_pem(key).decode())

@@ -254,3 +254,31 @@ async def test_malformed_signature_answers_503_not_500(tmp_path: Path) -> None:
         assert body["error"]["code"] == "backend_error"
     finally:
         await service.stop()
+
+
+class FailingOpenBackend(PluginBackend):
+    async def open(self) -> None:
+        raise RuntimeError(f"GET https://kms.example/?{SECRET} failed")
+
+
+async def test_a_backend_that_fails_to_open_leaves_the_service_starting_unready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FailingOpenBackend()
+    backend.add(datetime.now(UTC) - timedelta(days=3))
+    service = Service(service_config(tmp_path), backends=[backend])
+    await service.start(refresh_loop=False)
+    try:
+        assert "failed to open: unexpected RuntimeError" in caplog.text
+        assert SECRET not in caplog.text
+    finally:
+        await service.stop()
+
+
+async def test_a_backend_that_fails_to_open_is_a_one_line_error_for_the_cli(tmp_path: Path) -> None:
+    from keysvc.service import local_ring
+
+    with pytest.raises(BackendError, match="failed to open: unexpected RuntimeError") as err:
+        async with local_ring(service_config(tmp_path), backends=[FailingOpenBackend()]):
+            pass
+    assert SECRET not in str(err.value)
