@@ -13,7 +13,7 @@ from keysvc.backends import pkcs11_library
 from keysvc.config import merge
 from tests.conftest import FAST_ROTATION
 from tests.pkcs11.conftest import SoftHsmToken
-from tests.service import RUN, start_service
+from tests.service import RUN, backend_detail, start_service
 from tests.verification import assert_rotation_without_failures, verify_once
 
 
@@ -71,7 +71,9 @@ async def test_two_rotations_without_a_failed_verification(softhsm: SoftHsmToken
         await assert_rotation_without_failures(svc, backend.create_version)
 
 
-async def test_vanished_token_answers_503_with_retry_after(softhsm: SoftHsmToken) -> None:
+async def test_vanished_token_answers_503_with_retry_after(
+    softhsm: SoftHsmToken, caplog: pytest.LogCaptureFixture
+) -> None:
     async with start_service(hsm_config(softhsm, key_type="ec-p256"), refresh_loop=False) as svc:
         await svc.ring.backend("hsm").create_version()
         await svc.ring.refresh()
@@ -82,8 +84,9 @@ async def test_vanished_token_answers_503_with_retry_after(softhsm: SoftHsmToken
         assert status == 503, body
         assert int(headers["Retry-After"]) >= 1
         assert set(body["error"]) == {"code", "message"}
-        assert "keysvc-test" in body["error"]["message"]
-        assert softhsm.pin not in body["error"]["message"]
+        detail = backend_detail(caplog, body)
+        assert "keysvc-test" in detail and "keysvc-test" not in body["error"]["message"]
+        assert softhsm.pin not in detail and softhsm.pin not in body["error"]["message"]
         # The JWKS stays served from the last good listing.
         errors = await svc.ring.refresh()
         assert "hsm" in errors

@@ -21,7 +21,7 @@ from keysvc.backends.base import BackendUnavailable
 from keysvc.backends.vault import VaultBackend
 from keysvc.secrets import write_private_file
 from tests.conftest import FAST_ROTATION
-from tests.service import RUN, start_service
+from tests.service import RUN, backend_detail, start_service
 from tests.vault.bao import BaoServer
 from tests.vault.conftest import settings, token_file
 from tests.vault.local_http import LocalHTTPApp
@@ -210,14 +210,15 @@ def service_config(bao: BaoServer, token_path: Path) -> dict:
     }
 
 
-async def assert_503_while_jwks_served(svc, kids: list[str], match: str) -> None:
+async def assert_503_while_jwks_served(svc, kids: list[str], match: str, caplog) -> None:
     started = time.monotonic()
     status, headers, body = await svc.request("POST", "/v1/tokens", json=RUN)
     assert time.monotonic() - started < 3
     assert status == 503, body
     assert int(headers["Retry-After"]) >= 1
     assert body["error"]["code"] == "backend_unavailable"
-    assert re.search(match, body["error"]["message"]), body
+    assert re.search(match, backend_detail(caplog, body)), body
+    assert not re.search(match, body["error"]["message"]), body  # details only in the log
     assert await svc.kids() == kids  # the last good ring is still published
 
 
@@ -242,20 +243,20 @@ async def test_service_sealed_stopped_and_denied(healthy: BaoServer, tmp_path: P
         kids = await svc.kids()
 
         healthy.seal()
-        await assert_503_while_jwks_served(svc, kids, "sealed")
+        await assert_503_while_jwks_served(svc, kids, "sealed", caplog)
         await asyncio.sleep(1.5)  # a refresh fails meanwhile: the ring keeps its keys
         assert await svc.kids() == kids
         healthy.unseal()
         await eventually_issues(svc)
 
         healthy.stop()
-        await assert_503_while_jwks_served(svc, kids, "unreachable")
+        await assert_503_while_jwks_served(svc, kids, "unreachable", caplog)
         healthy.start()
         issued = await eventually_issues(svc)
         await verify_once(svc.url, issued["token"], RUN["audience"])
 
         healthy.request("POST", "auth/token/revoke", {"token": token})
-        await assert_503_while_jwks_served(svc, kids, "HTTP 403")
+        await assert_503_while_jwks_served(svc, kids, "HTTP 403", caplog)
         write_private_file(path, healthy.create_token(["root"]).encode())  # the agent's new token
         await eventually_issues(svc)
     assert token not in caplog.text
