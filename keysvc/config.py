@@ -71,7 +71,7 @@ def check_subject_format(value: str) -> str:
     return value
 
 
-def check_issuer(value: str) -> str:
+def check_issuer(value: str, *, http_anywhere: bool = False) -> str:
     """The rule for the top-level `issuer` (the tokens' `iss`): an https URL (http only on the
     loopback host), with a host and no query, fragment or trailing slash. One definition for the
     config and for the operator tools that read `issuer` from it (keysvc.cli.loading).
@@ -81,7 +81,8 @@ def check_issuer(value: str) -> str:
     `#` even when empty, no user name or password (they would travel in every token), a port
     only when it is a number from 1 to 65535.
     Raises ValueError with a message fit for one line (it never repeats the value, which could
-    hold a password)."""
+    hold a password). `http_anywhere` accepts http on any host: for `keysvc doctor`, which
+    judges an issuer (and reports http as a finding) rather than configures one."""
     if not _URL_CHARS.fullmatch(value):
         raise ValueError(
             "must be a URL of printable ASCII characters without spaces"
@@ -96,7 +97,7 @@ def check_issuer(value: str) -> str:
     except ValueError:
         port = 0
     local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if parts.scheme != "https" and not (parts.scheme == "http" and local):
+    if parts.scheme != "https" and not (parts.scheme == "http" and (local or http_anywhere)):
         raise ValueError("must be an https URL (http only for 127.0.0.1/localhost)")
     if not parts.hostname or "?" in value or "#" in value or value.endswith("/"):
         raise ValueError("must be a URL with a host, no query, fragment or trailing slash")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from keysvc.config import check_issuer
+
 
 class InvalidIssuer(ValueError):
     pass
@@ -20,24 +22,15 @@ class IssuerURL:
 
     @classmethod
     def parse(cls, value: str, *, require_https: bool = True) -> IssuerURL:
-        """Parse and check an issuer: absolute https URL, no query, fragment or trailing slash."""
+        """Parse and check an issuer by the service's own rule (config.check_issuer: a host,
+        no query, fragment, user info or trailing slash, reads back as written), and https
+        unless `require_https` is False (doctor judges http issuers too)."""
         try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a malformed port
-        except ValueError:
-            raise InvalidIssuer(f"issuer {value!r} is not a valid URL") from None
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise InvalidIssuer(f"issuer {value!r} must be an absolute https:// URL")
-        if require_https and parts.scheme != "https":
-            raise InvalidIssuer(
-                f"issuer {value!r} must use https: the clouds fetch keys over https"
-            )
-        if parts.query or parts.fragment or "@" in parts.netloc:
-            raise InvalidIssuer(f"issuer {value!r} must not have a query, fragment or user info")
-        if value.endswith("/"):
-            raise InvalidIssuer(
-                f"issuer {value!r} must not end with '/': the token's iss has no trailing slash"
-            )
+            check_issuer(value, http_anywhere=not require_https)
+        except ValueError as exc:
+            raise InvalidIssuer(f"issuer {exc}") from None
+        if require_https and not value.startswith("https://"):
+            raise InvalidIssuer("issuer must use https: the clouds fetch keys over https")
         return cls(value)
 
     @property

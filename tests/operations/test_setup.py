@@ -994,3 +994,15 @@ def test_a_trailing_newline_is_not_a_name(args: tuple[str, ...]) -> None:
     """`re.match` with `$` accepts "acme\n": a sub with a newline and broken HCL."""
     out, err = run_setup("aws", "--issuer", ISSUER, *args, expect=2)
     assert out == "" and err.startswith("keysvc: error: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["https://otf.example.com?", "https://otf.example.com#", "https://otf.example.com ",
+     "https://u:p@otf.example.com", "https://otf.example.com:99999", "HTTPS://otf.example.com"],
+)
+def test_issuer_flag_gets_the_services_rule(issuer: str) -> None:
+    """--issuer is checked as the service checks its own issuer (config.check_issuer)."""
+    out, err = run_setup("aws", "--issuer", issuer, "--organization", "acme", expect=2)
+    assert out == "" and err.startswith("keysvc: error: issuer ") and err.count("\n") == 1
+    assert "u:p" not in err
