@@ -27,12 +27,11 @@ from keysvc.backends.base import (
     KeyVersion,
     OperationNotSupported,
 )
+from keysvc.backends.stamps import EPOCH, STAMP, format_stamp, parse_stamp
 from keysvc.errors import ConfigError
 from keysvc.secrets import InsecureFileError, check_private, write_private_file
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_STAMP = re.compile(r"(\d{8}T\d{6}(?:\.\d{1,6})?Z)")
-_STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+_STAMP = re.compile(f"({STAMP})")
 REVOKED_SUFFIX = ".revoked"
 
 
@@ -48,19 +47,14 @@ def created_at_from_name(name: str) -> datetime:
     match = _STAMP.search(name)
     if not match:
         return EPOCH
-    stamp = match.group(1)
-    fmt = _STAMP_FORMAT if "." in stamp else "%Y%m%dT%H%M%SZ"
     try:
-        return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
-    except ValueError:
-        raise ValueError(
-            f"the timestamp {stamp} in its name is not a valid UTC date and time "
-            "(key-YYYYMMDDTHHMMSSZ.pem)"
-        ) from None
+        return parse_stamp(match.group(1))
+    except ValueError as exc:
+        raise ValueError(f"{exc} in its name (key-YYYYMMDDTHHMMSSZ.pem)") from None
 
 
 def name_for(created_at: datetime) -> str:
-    return f"key-{created_at.strftime(_STAMP_FORMAT)}.pem"
+    return f"key-{format_stamp(created_at)}.pem"
 
 
 def load_private_key(path: Path, data: bytes) -> jose.PrivateKey:
