@@ -66,7 +66,6 @@ def test_exit_status_maps_signals_as_a_shell_does(exitcode: int | None, status: 
     assert exit_status(exitcode) == status
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
 def test_a_killed_worker_stops_the_service_with_its_status(tmp_path: Path, key_dir: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -89,7 +88,6 @@ def test_a_killed_worker_stops_the_service_with_its_status(tmp_path: Path, key_d
     assert "Traceback" not in stderr
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
 def test_sigterm_stops_every_worker_with_status_0(tmp_path: Path, key_dir: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
