@@ -222,7 +222,7 @@ class ClientConfig(_Section):
     @field_validator("token_sha256")
     @classmethod
     def _hex(cls, value: str | None) -> str | None:
-        if value is not None and not _HEX64.match(value.lower()):
+        if value is not None and not _HEX64.fullmatch(value.lower()):
             raise ValueError("must be the 64-digit hex SHA-256 of the bearer token")
         return None if value is None else value.lower()
 
@@ -278,7 +278,7 @@ class BackendConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("name must be 1-64 characters of letters, digits, '.', '_' or '-'")
         return value
 

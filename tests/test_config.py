@@ -34,6 +34,8 @@ def test_example_config_is_valid() -> None:
         (base(backends=[{"type": "file"}]), "backends[0]: path"),
         (base(backends=[{"type": "file", "path": "/k", "colour": "red"}]), "colour"),
         (base(backends=[{"name": "a", "type": "file", "path": "/k"}] * 2), "duplicate name 'a'"),
+        # `re.match` with `$` would let a trailing newline through
+        (base(backends=[{"name": "a\n", "type": "file", "path": "/k"}]), "backends[0].name"),
         (base(backends=[{"name": "a b", "type": "file", "path": "/k"}]), "backends[0].name"),
         (base(clients=[{"name": "c", "scopes": ["sign"]}]), "exactly one of token_sha256"),
         (base(clients=[{"name": "c", "token_sha256": "abc", "scopes": ["sign"]}]), "token_sha256"),
