@@ -65,3 +65,18 @@ def private(path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(0o600)
     return path
+
+
+def config_file(tmp_path: Path, keys: Path, extra: str = "", port: int = 8080) -> Path:
+    """A keysvc.toml on the file backend `keys`, with one client (token `cli-test-token`,
+    every scope); `extra` goes in at the top level, before the first table."""
+    token = private(tmp_path / "token", "cli-test-token\n")
+    path = tmp_path / "keysvc.toml"
+    path.write_text(
+        f'issuer = "http://127.0.0.1:{port}"\n{extra}\n'
+        f'[server]\nport = {port}\n'
+        f'[[clients]]\nname = "t"\ntoken_file = "{token}"\n'
+        f'scopes = ["tokens:issue", "keys:read", "keys:rotate", "sign"]\n'
+        f'[[backends]]\nname = "local"\ntype = "file"\npath = "{keys}"\n'
+    )
+    return path

@@ -14,22 +14,9 @@ import pytest
 from keysvc import jose, keygen
 from keysvc.backends.file import name_for
 from keysvc.secrets import write_private_file
-from tests.cli import assert_one_line_error, private, run, serving
+from tests.cli import assert_one_line_error, config_file, private, run, serving
 from tests.conftest import write_key
 from tests.service import RUN, free_port
-
-
-def config_file(tmp_path: Path, keys: Path, extra: str = "", port: int = 8080) -> Path:
-    token = private(tmp_path / "token", "cli-test-token\n")
-    path = tmp_path / "keysvc.toml"
-    path.write_text(
-        f'issuer = "http://127.0.0.1:{port}"\n{extra}\n'
-        f'[server]\nport = {port}\n'
-        f'[[clients]]\nname = "t"\ntoken_file = "{token}"\n'
-        f'scopes = ["tokens:issue", "keys:read", "keys:rotate", "sign"]\n'
-        f'[[backends]]\nname = "local"\ntype = "file"\npath = "{keys}"\n'
-    )
-    return path
 
 
 @pytest.mark.parametrize(

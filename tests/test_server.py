@@ -13,20 +13,8 @@ from pathlib import Path
 import pytest
 
 from keysvc.server import exit_status
-from tests.cli import private, serving
+from tests.cli import config_file, serving
 from tests.service import free_port
-
-
-def config_file(tmp_path: Path, keys: Path, port: int) -> Path:
-    token = private(tmp_path / "token", "server-test-token\n")
-    path = tmp_path / "keysvc.toml"
-    path.write_text(
-        f'issuer = "http://127.0.0.1:{port}"\n'
-        f'[server]\nport = {port}\nworkers = 2\n'
-        f'[[clients]]\nname = "t"\ntoken_file = "{token}"\nscopes = ["keys:read"]\n'
-        f'[[backends]]\nname = "local"\ntype = "file"\npath = "{keys}"\n'
-    )
-    return path
 
 
 def workers_of(pid: int) -> list[int]:
@@ -69,7 +57,9 @@ def test_exit_status_maps_signals_as_a_shell_does(exitcode: int | None, status: 
 def test_a_killed_worker_stops_the_service_with_its_status(tmp_path: Path, key_dir: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with serving("--config", str(config_file(tmp_path, key_dir, port)), url=url) as process:
+    with serving(
+        "--config", str(config_file(tmp_path, key_dir, port=port)), "--workers", "2", url=url
+    ) as process:
         wait_for(lambda: len(workers_of(process.pid)) == 2)
         victim, survivor = workers_of(process.pid)
         with urllib.request.urlopen(url + "/.well-known/jwks") as response:
@@ -91,7 +81,9 @@ def test_a_killed_worker_stops_the_service_with_its_status(tmp_path: Path, key_d
 def test_sigterm_stops_every_worker_with_status_0(tmp_path: Path, key_dir: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with serving("--config", str(config_file(tmp_path, key_dir, port)), url=url) as process:
+    with serving(
+        "--config", str(config_file(tmp_path, key_dir, port=port)), "--workers", "2", url=url
+    ) as process:
         wait_for(lambda: len(workers_of(process.pid)) == 2)
         workers = workers_of(process.pid)
         process.terminate()
