@@ -181,6 +181,32 @@ async def test_apply_refuses_a_workdir_with_an_unreadable_manifest(
     assert [p.name for p in workdir.iterdir()] == [MANIFEST_NAME]
 
 
+async def clean_with_vault_record(
+    workdir: Path, files: list[str], record: dict[str, object]
+) -> str:
+    """`creds clean` over a manifest listing `files` and one Vault token record (a valid one,
+    with `record`'s fields over it): it must succeed and leave the workdir empty. Its stderr."""
+    manifest = {
+        "keysvc_creds": 1,
+        "files": files,
+        "vault": [
+            {
+                "address": "http://127.0.0.1:1",
+                "namespace": None,
+                "timeout": 1,
+                "token_file": "vault_token",
+                "ca_cert_file": None,
+                **record,
+            }
+        ],
+    }
+    (workdir / MANIFEST_NAME).write_text(json.dumps(manifest))
+    code, out, err = await run_cli("creds", "clean", "--workdir", str(workdir), env={})
+    assert (code, out) == (0, "")
+    assert list(workdir.iterdir()) == []
+    return err
+
+
 @pytest.mark.parametrize(
     "record",
     [
@@ -205,55 +231,22 @@ async def test_clean_with_an_edited_vault_record_removes_files_without_sending_t
     token = "hvs.s3cretVaultToken"
     (workdir / "vault_token").write_text(token)
     (workdir / "vault_ca_cert.pem").write_text("not a certificate\n")
-    manifest = {
-        "keysvc_creds": 1,
-        "files": ["vault_ca_cert.pem", "vault_token"],
-        "vault": [
-            {
-                "address": "http://127.0.0.1:1",
-                "namespace": None,
-                "timeout": 1,
-                "token_file": "vault_token",
-                "ca_cert_file": None,
-                **record,
-            }
-        ],
-    }
-    (workdir / MANIFEST_NAME).write_text(json.dumps(manifest))
-    code, out, err = await run_cli("creds", "clean", "--workdir", str(workdir), env={})
-    assert (code, out) == (0, "")
+    err = await clean_with_vault_record(workdir, ["vault_ca_cert.pem", "vault_token"], record)
     assert err == (
         "keysvc: warning: the Vault token in vault_token was not revoked: its record in the"
         " manifest was not written by keysvc\n"
     )
-    assert list(workdir.iterdir()) == []
 
 
 async def test_clean_never_sends_a_token_file_that_is_not_one_token(workdir: Path) -> None:
     """The token file was edited to hold a second line: it is not sent as a header (http.client
     would refuse it with a message quoting it, in a traceback); the files still go."""
     (workdir / "vault_token").write_text("hvs.s3cretVaultToken\nX-Injected: 1\n")
-    manifest = {
-        "keysvc_creds": 1,
-        "files": ["vault_token"],
-        "vault": [
-            {
-                "address": "http://127.0.0.1:1",
-                "namespace": None,
-                "timeout": 1,
-                "token_file": "vault_token",
-                "ca_cert_file": None,
-            }
-        ],
-    }
-    (workdir / MANIFEST_NAME).write_text(json.dumps(manifest))
-    code, out, err = await run_cli("creds", "clean", "--workdir", str(workdir), env={})
-    assert (code, out) == (0, "")
+    err = await clean_with_vault_record(workdir, ["vault_token"], {})
     assert err == (
         "keysvc: warning: the Vault token in vault_token was not revoked: the file was not"
         " written by keysvc\n"
     )
-    assert list(workdir.iterdir()) == []
 
 
 async def test_workdir_path_with_a_newline_is_refused(
