@@ -78,13 +78,7 @@ def federated_subjects(request: SetupRequest) -> dict[str, str]:
     subjects: dict[str, str] = {}
     for workspace in workspaces:
         for phase in phases:
-            sub = run_identity.subject(
-                request.organization,
-                workspace or run_identity.ANY,
-                phase or run_identity.ANY,
-                workspace_id=request.workspace_id or run_identity.ANY,
-                subject_format=request.subject_format,
-            )
+            sub = request.subject(workspace or run_identity.ANY, phase or run_identity.ANY)
             if len(sub) > AZURE_MAX_SUBJECT_CHARS:
                 raise SetupError(
                     f"subject {sub!r} is over Azure's {AZURE_MAX_SUBJECT_CHARS} characters"

@@ -111,13 +111,7 @@ def exact_subject(request: SetupRequest, workspace: str, phase: str) -> str | No
         or not names_workspace
     ):
         return None
-    return run_identity.subject(
-        request.organization,
-        workspace,
-        phase,
-        workspace_id=request.workspace_id or run_identity.ANY,
-        subject_format=request.subject_format,
-    )
+    return request.subject(workspace, phase)
 
 
 def _long_subject_warnings(request: SetupRequest) -> list[str]:
@@ -127,13 +121,7 @@ def _long_subject_warnings(request: SetupRequest) -> list[str]:
     if "run_id" in fields or ("workspace_id" in fields and request.workspace_id is None):
         return []
     subjects = {
-        run_identity.subject(
-            request.organization,
-            workspace,
-            phase,
-            workspace_id=request.workspace_id or run_identity.ANY,
-            subject_format=request.subject_format,
-        ): None
+        request.subject(workspace, phase): None
         for workspace in request.workspaces
         if not run_identity.is_wildcard(workspace)
         for phase in request.phases

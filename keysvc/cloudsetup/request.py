@@ -81,22 +81,25 @@ class SetupRequest:
     def custom_subject(self) -> bool:
         return self.subject_format != DEFAULT_SUBJECT_FORMAT
 
+    def subject(self, workspace: str, phase: str) -> str:
+        """The `sub` of `workspace`'s `phase` runs in this organization, in the service's format,
+        with `*` for what setup cannot know: the run id, and the workspace id unless given.
+        (A `*` workspace or phase makes it a pattern of them.)"""
+        return run_identity.subject(
+            self.organization,
+            workspace,
+            phase,
+            workspace_id=self.workspace_id or run_identity.ANY,
+            run_id=run_identity.ANY,
+            subject_format=self.subject_format,
+        )
+
     def subject_patterns(self) -> list[str]:
         """Subjects this trust admits, as StringLike patterns: `*` stands for any workspace or
         phase not asked for, and for what setup cannot know (the run id; the workspace id
         unless given). Formats without a field give the same pattern for every value of it."""
         phase = self.phase or run_identity.ANY
-        patterns = (
-            run_identity.subject(
-                self.organization,
-                workspace,
-                phase,
-                workspace_id=self.workspace_id or run_identity.ANY,
-                run_id=run_identity.ANY,
-                subject_format=self.subject_format,
-            )
-            for workspace in self.workspace_patterns
-        )
+        patterns = (self.subject(workspace, phase) for workspace in self.workspace_patterns)
         return list(dict.fromkeys(patterns))
 
     def check_subject_only_trust(self, cloud: str) -> None:
