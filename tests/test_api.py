@@ -4,6 +4,7 @@ service served."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -402,3 +403,85 @@ async def test_unsupported_content_never_500(key_dir: Path) -> None:
                 data=json.dumps(RUN),
             ) as response:
                 assert response.status == 200
+
+
+ENDPOINT_SCOPES = {
+    "tokens:issue": ("POST", "/v1/tokens", {"json": RUN}),
+    "sign": ("POST", "/v1/sign", {"json": {"claims": {"sub": "svc:x", "aud": "a"}}}),
+    "keys:read": ("GET", "/v1/keys", {}),
+}
+
+
+async def test_each_endpoint_needs_its_own_scope(key_dir: Path) -> None:
+    """A client holding only `tokens:issue` must not sign arbitrary claims, and so on for every
+    scope: each endpoint answers 200 to a client holding just its scope, and 403 to one holding
+    every scope but its own."""
+    from keysvc.config import ALL_SCOPES
+
+    clients = []
+    for scope in ALL_SCOPES:
+        for name, scopes in ((f"only {scope}", [scope]),
+                             (f"all but {scope}", [s for s in ALL_SCOPES if s != scope])):
+            digest = hashlib.sha256(name.encode()).hexdigest()
+            clients.append({"name": name, "token_sha256": digest, "scopes": scopes})
+    async with start_service({**file_config(key_dir), "clients": clients}) as svc:
+        for scope, (method, path, kwargs) in ENDPOINT_SCOPES.items():
+            status, _, body = await svc.request(method, path, token=f"only {scope}", **kwargs)
+            assert status == 200, (scope, body)
+            for other in ALL_SCOPES:
+                if other != scope:
+                    status, _, body = await svc.request(method, path, token=f"only {other}", **kwargs)
+                    assert (status, body["error"]["code"]) == (403, "forbidden"), (path, other)
+            status, _, body = await svc.request(method, path, token=f"all but {scope}", **kwargs)
+            assert (status, body["error"]["code"]) == (403, "forbidden"), (path, body)
+            assert repr(scope) in body["error"]["message"]
+
+
+async def test_organization_limits_are_case_sensitive(key_dir: Path) -> None:
+    """OTF organization names are case-sensitive: a client limited to `acme` is not `ACME`'s.
+    Only the part a `*` stands for may be anything."""
+    client = {
+        "name": "acme-only",
+        "token_sha256": hashlib.sha256(b"acme-token").hexdigest(),
+        "scopes": ["tokens:issue"],
+        "organizations": ["acme", "acme-*"],
+    }
+    async with start_service({**file_config(key_dir), "clients": [client]}) as svc:
+        for org, expected in (("ACME", 403), ("Acme", 403), ("ACME-dev", 403), ("acme-DEV", 200)):
+            status, _, body = await svc.request(
+                "POST", "/v1/tokens", token="acme-token", json={**RUN, "organization": org}
+            )
+            assert status == expected, (org, body)
+            if expected == 403:
+                assert body["error"]["code"] == "organization_forbidden"
+
+
+async def test_the_bearer_scheme_is_required(key_dir: Path) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        token = svc.client_token
+        basic = base64.b64encode(f"test:{token}".encode()).decode()
+        for header in (f"Basic {token}", f"Basic {basic}", token, f"Token {token}"):
+            async with svc.session.post(
+                svc.url + "/v1/tokens", json=RUN, headers={"Authorization": header}
+            ) as response:
+                assert response.status == 401, header.split()[0]
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                assert (await response.json())["error"]["code"] == "unauthorized"
+
+
+async def test_ttl_seconds_up_to_max_ttl_is_accepted(key_dir: Path) -> None:
+    config = {**file_config(key_dir), "tokens": {"default_ttl": "1m", "max_ttl": "10m"}}
+    requests = {
+        "/v1/tokens": lambda ttl: {**RUN, "ttl_seconds": ttl},
+        "/v1/sign": lambda ttl: {"claims": {"sub": "s", "aud": RUN["audience"]}, "ttl_seconds": ttl},
+    }
+    async with start_service(config) as svc:
+        for path, body_for in requests.items():
+            for ttl in (600, 1):  # max_ttl itself, and the shortest
+                status, _, body = await svc.request("POST", path, json=body_for(ttl))
+                assert status == 200, (path, ttl, body)
+                claims = await verify_once(svc.url, body["token"], RUN["audience"])
+                assert claims["exp"] - claims["iat"] == ttl, path
+            status, _, body = await svc.request("POST", path, json=body_for(601))
+            assert (status, body["error"]["code"]) == (400, "ttl_too_long"), path
+            assert body["error"]["message"] == "ttl_seconds 601 exceeds max_ttl (600s)"
