@@ -128,6 +128,21 @@ def describe_unexpected(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}{where}"
 
 
+async def open_backend(backend: KeyBackend) -> None:
+    """Open `backend`. Its own errors (ConfigError, BackendError) pass through; anything else (a
+    plugin's bug, an unmapped library error) becomes a one-line BackendError naming the
+    exception's type and place but not its text, which may carry request details."""
+    try:
+        await backend.open()
+    except (ConfigError, BackendError):
+        raise
+    except Exception as exc:
+        log.debug("backend %s failed to open", backend.name, exc_info=True)
+        raise BackendError(
+            f"backend {backend.name!r} failed to open: {describe_unexpected(exc)}"
+        ) from None
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
@@ -186,6 +201,8 @@ class KeyRing:
         self.list_timeout = list_timeout
         self.clock = clock
         self._versions: dict[str, list[RingKey]] = {}
+        self._unopened: set[str] = set()
+        """Backends whose open() failed (see open_later): opened again before being listed."""
         self._derived: dict[tuple[str, str, bytes], RingKey] = {}
         self._generation = 0
         self._view: RingView | None = None
@@ -231,8 +248,17 @@ class KeyRing:
         except OverflowError:
             raise BackendError(f"{where}: created_at {_iso(created)} is out of range") from None
 
+    def open_later(self, backend: KeyBackend) -> None:
+        """Leave `backend`, whose open() failed, to the refreshes: each one calls open() again
+        before listing it, and until one succeeds the backend has no keys in the ring (one that
+        never opened has nothing trustworthy to list)."""
+        self._unopened.add(backend.name)
+
     async def _refresh_backend(self, backend: KeyBackend, quiet: bool) -> None:
         try:
+            if backend.name in self._unopened:
+                await asyncio.wait_for(open_backend(backend), self.list_timeout)
+                self._unopened.discard(backend.name)
             versions = await asyncio.wait_for(backend.list_versions(), self.list_timeout)
             keys: list[RingKey] = []
             for version in versions:

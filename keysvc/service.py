@@ -16,7 +16,7 @@ from keysvc.backends import KeyBackend, load_backend_class
 from keysvc.backends.base import BackendError, BackendUnavailable
 from keysvc.config import Config
 from keysvc.errors import ConfigError
-from keysvc.keyring import KeyRing, Lifecycle, describe_unexpected
+from keysvc.keyring import KeyRing, Lifecycle, describe_unexpected, open_backend
 from keysvc.tokens import TokenIssuer
 
 log = logging.getLogger("keysvc.service")
@@ -55,7 +55,7 @@ class Service:
 
         A ConfigError (a world-readable key, a mismatched pair, an unsupported key) stops the
         start; an unreachable backend does not: the service starts unready and keeps trying."""
-        await open_backends(self.ring.backends)
+        await open_backends(self.ring)
         errors = await self.ring.refresh(quiet=True)
         for name, exc in errors.items():
             if isinstance(exc, ConfigError):
@@ -83,10 +83,13 @@ class Service:
             await self.ring.close()
 
 
-async def open_backends(backends: list[KeyBackend]) -> None:
-    """Open every backend; one that cannot open now is left to the ring's refreshes, which keep
-    retrying it, so the service starts (unready if no key is usable) instead of exiting."""
-    for backend in backends:
+async def open_backends(ring: KeyRing) -> None:
+    """Open every backend of the ring; one that cannot open now is left to the ring's refreshes,
+    which keep retrying it, so the service starts (unready if no key is usable) instead of
+    exiting. An unreachable backend keeps trying by itself (BackendUnavailable's contract); one
+    whose open() failed otherwise (a plugin's bug) is opened again by each refresh, and has no
+    keys in the ring until that succeeds."""
+    for backend in ring.backends:
         try:
             await backend.open()
         except BackendUnavailable as exc:
@@ -96,6 +99,7 @@ async def open_backends(backends: list[KeyBackend]) -> None:
         except Exception as exc:  # a plugin's bug: its text may carry request details
             log.warning("backend %s failed to open: %s", backend.name, describe_unexpected(exc))
             log.debug("backend %s failed to open", backend.name, exc_info=True)
+            ring.open_later(backend)
 
 
 @contextlib.asynccontextmanager
@@ -107,15 +111,7 @@ async def local_ring(
     ring = build_ring(config, backends)
     try:
         for backend in ring.backends:
-            try:
-                await backend.open()
-            except (ConfigError, BackendError):
-                raise
-            except Exception as exc:  # a plugin's bug: a one-line error, not a traceback
-                log.debug("backend %s failed to open", backend.name, exc_info=True)
-                raise BackendError(
-                    f"backend {backend.name!r} failed to open: {describe_unexpected(exc)}"
-                ) from None
+            await open_backend(backend)  # a plugin's bug: a one-line error, not a traceback
         await ring.refresh(raise_errors=True, quiet=True)
         yield ring
     finally:

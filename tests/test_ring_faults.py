@@ -139,12 +139,12 @@ async def test_refresh_loop_keeps_going_after_an_unexpected_error(
     loop = asyncio.create_task(ring.run(0.01))
     try:
         with caplog.at_level(logging.ERROR, logger="keysvc.keyring"):
-            for _ in range(200):
+            for _ in range(1000):
                 if failures == 0 and not loop.done():
                     break
                 await asyncio.sleep(0.01)
             new = backend.add(datetime.now(UTC) - timedelta(days=1))
-            for _ in range(200):
+            for _ in range(1000):
                 if any(k.version is new for k in ring.all_keys()) or loop.done():
                     break
                 await asyncio.sleep(0.01)
@@ -257,20 +257,59 @@ async def test_malformed_signature_answers_503_not_500(tmp_path: Path) -> None:
 
 
 class FailingOpenBackend(PluginBackend):
+    """A plugin whose open() raises (with a secret in its text) until `broken` is cleared, and
+    that counts the listings it was asked for while not open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = True
+        self.opened = False
+        self.listed_unopened = 0
+
     async def open(self) -> None:
-        raise RuntimeError(f"GET https://kms.example/?{SECRET} failed")
+        if self.broken:
+            raise RuntimeError(f"GET https://kms.example/?{SECRET} failed")
+        self.opened = True
+
+    async def list_versions(self) -> list[KeyVersion]:
+        self.listed_unopened += not self.opened
+        return await super().list_versions()
 
 
-async def test_a_backend_that_fails_to_open_leaves_the_service_starting_unready(
+async def test_a_backend_that_fails_to_open_leaves_the_service_unready_until_a_refresh_opens_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The service's only backend failed to open: it has no key, so it starts unready (it does
+    not list a backend that never opened), and each refresh opens it again until that works."""
+    from keysvc.app import create_app
+
     backend = FailingOpenBackend()
     backend.add(datetime.now(UTC) - timedelta(days=3))
     service = Service(service_config(tmp_path), backends=[backend])
     await service.start(refresh_loop=False)
+    auth = {"Authorization": "Bearer client-token"}
     try:
+        async with TestClient(TestServer(create_app(service), host="127.0.0.1")) as client:
+            assert (await client.get("/readyz")).status == 503
+            assert await (await client.get("/.well-known/jwks")).json() == {"keys": []}
+            response = await client.post("/v1/tokens", json=RUN, headers=auth)
+            assert response.status == 503
+            assert (await response.json())["error"]["code"] == "backend_unavailable"
+
+            errors = await service.ring.refresh()  # still failing: still unready
+            assert str(errors["plugin"]).startswith(
+                "backend 'plugin' failed to open: unexpected RuntimeError at test_ring_faults.py:"
+            )
+            assert not service.ring.ready and backend.listed_unopened == 0
+
+            backend.broken = False
+            assert await service.ring.refresh() == {}
+            assert backend.opened and backend.listed_unopened == 0
+            assert (await client.get("/readyz")).status == 200
+            response = await client.post("/v1/tokens", json=RUN, headers=auth)
+            assert response.status == 200, await response.text()
         assert "failed to open: unexpected RuntimeError" in caplog.text
-        assert SECRET not in caplog.text
+        assert SECRET not in caplog.text and SECRET not in str(service.ring.last_errors)
     finally:
         await service.stop()
 

@@ -71,7 +71,11 @@ class KeyBackend(abc.ABC):
         self.settings = settings
 
     async def open(self) -> None:
-        """Connect and authenticate. Called once before the first other call."""
+        """Connect and authenticate, before the first other call. A remote that cannot be
+        reached now raises BackendUnavailable (and the backend keeps trying by itself); a
+        ConfigError or BackendError stops the start. Anything else raised here leaves the
+        backend without keys in the ring, and the ring calls open() again at each refresh
+        until it returns."""
 
     @abc.abstractmethod
     async def list_versions(self) -> list[KeyVersion]:
