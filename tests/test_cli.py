@@ -418,17 +418,25 @@ def test_init_writes_valid_toml_for_any_path(tmp_path: Path) -> None:
     assert listing.returncode == 0, listing.stderr
 
 
-def test_init_never_writes_invalid_toml_for_a_quote_in_the_issuer(tmp_path: Path) -> None:
-    import tomllib
-
-    issuer = 'http://127.0.0.1:8080/x"y'
+@pytest.mark.parametrize("issuer", ['http://127.0.0.1:8080/x"y', "http://127.0.0.1:8080/x\\y"])
+def test_init_refuses_an_issuer_with_a_quote_or_backslash_before_writing(
+    tmp_path: Path, issuer: str
+) -> None:
+    """No issuer the service accepts holds either (they are not URL characters)."""
     target = tmp_path / "dev"
     result = run("init", "--dir", str(target), "--issuer", issuer, "--key-type", "ec-p256")
-    if result.returncode == 0:  # an issuer the service accepts is written as TOML can hold it
-        assert tomllib.loads((target / "keysvc.toml").read_text())["issuer"] == issuer
-    else:  # or it is refused, before anything is written
-        assert_one_line_error(result, "--issuer")
-        assert list(tmp_path.iterdir()) == []
+    assert_one_line_error(result, "--issuer: must be a URL of printable ASCII characters")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_writes_an_issuer_as_toml_reads_it_back(tmp_path: Path) -> None:
+    import tomllib
+
+    issuer = "http://127.0.0.1:8080/a'b%22c$d"  # what the service accepts, quotes and all
+    target = tmp_path / "dev"
+    result = run("init", "--dir", str(target), "--issuer", issuer, "--key-type", "ec-p256")
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads((target / "keysvc.toml").read_text())["issuer"] == issuer
 
 
 def test_init_removes_what_it_wrote_when_a_later_write_fails(tmp_path: Path) -> None:

@@ -3,12 +3,18 @@ rotations, and retired keys leave the JWKS on time."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
+from keysvc import jose
 from keysvc.config import merge
 from tests.conftest import FAST_ROTATION, file_config
 from tests.service import start_service
 from tests.verification import assert_rotation_without_failures
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 async def test_two_rotations_without_a_failed_verification(tmp_path: Path) -> None:
@@ -27,15 +33,23 @@ async def test_new_key_published_before_it_signs(tmp_path: Path) -> None:
     directory.mkdir()
     config = merge(FAST_ROTATION, file_config(directory, key_type="ec-p256"))
     async with start_service(config, refresh_loop=False) as svc:
-        first = await svc.ring.backend("local").create_version()
+        backend = svc.ring.backend("local")
+        first = await backend.create_version()
         await svc.ring.refresh()
-        old_kid = (await svc.issue())["kid"]
-        await svc.ring.backend("local").create_version()
+        first_kid = jose.thumbprint(first.public_key)
+        # The only key signs at once (a first start), though it is younger than publish_lead.
+        assert (await svc.issue())["kid"] == first_kid
+        second = await backend.create_version()
         await svc.ring.refresh()
-        kids = await svc.kids()
-        assert len(kids) == 2  # published at once...
-        assert (await svc.issue())["kid"] == old_kid  # ...but not signing yet
+        second_kid = jose.thumbprint(second.public_key)
+        assert sorted(await svc.kids()) == sorted([first_kid, second_kid])  # published at once...
+        assert (await svc.issue())["kid"] == first_kid  # ...but not signing yet
         status, _, listing = await svc.request("GET", "/v1/keys")
-        states = sorted(k["state"] for k in listing["keys"])
-        assert states == ["active", "pending"]
-        assert first.version_id
+        assert status == 200
+        by_kid = {k["kid"]: k for k in listing["keys"]}
+        assert {kid: k["state"] for kid, k in by_kid.items()} == {
+            first_kid: "active", second_kid: "pending"
+        }
+        lead = svc.config.rotation.publish_lead
+        assert by_kid[second_kid]["signs_from"] == iso(second.created_at + lead)
+        assert by_kid[second_kid]["created_at"] == iso(second.created_at)

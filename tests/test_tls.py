@@ -6,11 +6,13 @@ import ssl
 from pathlib import Path
 
 import aiohttp
+import jwt
 import pytest
 import trustme
 
 from tests.conftest import file_config
-from tests.service import RUN, start_service
+from tests.service import RUN, RunningService, start_service
+from tests.verification import ALGORITHMS, REQUIRED_CLAIMS
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +30,28 @@ def tls_files(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
     return {"tls_cert": str(tmp_path / "tls.crt"), "tls_key": str(tmp_path / "tls.key")}
 
 
+async def issue_and_verify(svc: RunningService) -> None:
+    """Issue a token over the TLS connection and verify it with PyJWT against the JWKS the
+    service served over that same connection (discovery's jwks_uri, an https URL)."""
+    issued = await svc.issue()
+    status, _, discovery = await svc.request("GET", "/.well-known/openid-configuration")
+    assert status == 200 and discovery["jwks_uri"] == svc.url + "/.well-known/jwks"
+    assert discovery["jwks_uri"].startswith("https://")
+    (key,) = [k for k in (await svc.jwks())["keys"] if k["kid"] == issued["kid"]]
+    claims = jwt.decode(
+        issued["token"], jwt.PyJWK(key), algorithms=ALGORITHMS, audience=RUN["audience"],
+        issuer=svc.url, options={"require": REQUIRED_CLAIMS},
+    )
+    assert claims["sub"] == "organization:acme:workspace:networking:run_phase:plan"
+
+
 async def test_https(ca: trustme.CA, key_dir: Path, tmp_path: Path) -> None:
     client = ssl.create_default_context()
     ca.configure_trust(client)
     config = {**file_config(key_dir), "server": tls_files(ca, tmp_path)}
     async with start_service(config, client_ssl=client) as svc:
         assert svc.url.startswith("https://")
-        assert (await svc.issue())["token"]
+        await issue_and_verify(svc)
 
 
 async def test_mutual_tls(ca: trustme.CA, key_dir: Path, tmp_path: Path) -> None:
@@ -44,7 +61,7 @@ async def test_mutual_tls(ca: trustme.CA, key_dir: Path, tmp_path: Path) -> None
     ca.configure_trust(with_cert)
     ca.issue_cert("otfd.internal").configure_cert(with_cert)
     async with start_service(config, client_ssl=with_cert) as svc:
-        assert (await svc.issue())["token"]
+        await issue_and_verify(svc)
         without = ssl.create_default_context()
         ca.configure_trust(without)
         async with aiohttp.ClientSession() as session:

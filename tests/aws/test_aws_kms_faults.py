@@ -8,6 +8,8 @@ import socket
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from keysvc import jose
 from keysvc.backends import BackendError, BackendUnavailable
@@ -25,6 +27,14 @@ async def one_version(kms: Any, make_backend: Any, **settings: Any) -> tuple[Any
     return backend, version
 
 
+def assert_verifies(kms: Any, version: Any, signature: bytes) -> None:
+    """The DER ES256 signature verifies, with cryptography alone, against the public key KMS's
+    own GetPublicKey returns for the key."""
+    public_der = kms.get_public_key(KeyId=version.version_id)["PublicKey"]
+    public_key: Any = serialization.load_der_public_key(public_der)
+    public_key.verify(signature, MESSAGE, ec.ECDSA(hashes.SHA256()))
+
+
 async def test_throttling_is_retried_then_succeeds(
     kms: Any, make_backend: Any, faults: Any
 ) -> None:
@@ -32,7 +42,7 @@ async def test_throttling_is_retried_then_succeeds(
     faults.clear()
     faults.inject("Sign", "ThrottlingException", times=2)
     signature = await backend.sign(version, jose.Algorithm.ES256, MESSAGE)
-    assert signature
+    assert_verifies(kms, version, signature)
     assert faults.count("Sign") == 3
 
 
@@ -49,7 +59,7 @@ async def test_persistent_throttling_is_bounded_then_unavailable(
     assert "throttling kms:Sign" in str(caught.value)
     assert faults.count("Sign") == max_attempts
     faults.clear()  # the quota recovers: signing works again
-    assert await backend.sign(version, jose.Algorithm.ES256, MESSAGE)
+    assert_verifies(kms, version, await backend.sign(version, jose.Algorithm.ES256, MESSAGE))
 
 
 async def test_server_errors_are_retried_then_unavailable(
