@@ -147,7 +147,9 @@ async def assert_rotation_without_failures(
     assert first in published_until, f"{first} never showed as retiring"
     wait = published_until[first] - time.time()
     while first in await svc.kids():
-        assert time.time() < published_until[first] + refresh + 1, (
+        # The ring drops it at published_until itself, without waiting for a refresh; the slack
+        # only absorbs a loaded machine (a key left published would stay until the next change).
+        assert time.time() < published_until[first] + refresh + 5, (
             f"{first} still published {time.time() - published_until[first]:.1f}s after "
             "its published_until"
         )

@@ -15,6 +15,10 @@ from tests.azure.conftest import KEY, BackendFactory
 from tests.fakes.azure_kv import FakeKeyVault, Fault
 
 MESSAGE = b"header.payload"
+PROMPT = 10.0
+"""Seconds within which a call that must not wait (for a long Retry-After, a retry, a down or
+slow vault) returns: generous for a loaded machine, far below the 30 s such a wait would take
+here. Lower bounds (a Retry-After honoured) are exact: waiting never ends early."""
 
 
 async def ready(
@@ -39,8 +43,8 @@ async def test_throttled_sign_is_retried_after_retry_after(
     signature = await backend.sign(version, Algorithm.ES256, MESSAGE)
     elapsed = time.monotonic() - started
     verify_local(version.public_key, Algorithm.ES256, MESSAGE, signature)
-    assert vault.calls["sign"] == 2
-    assert 0.9 <= elapsed < 2.0, "the Retry-After second was honoured, once"
+    assert vault.calls["sign"] == 2  # retried once...
+    assert 0.9 <= elapsed < PROMPT, "...after the Retry-After second"
 
 
 async def test_throttling_beyond_the_budget_surfaces_as_unavailable(
@@ -53,7 +57,7 @@ async def test_throttling_beyond_the_budget_surfaces_as_unavailable(
         await backend.sign(version, Algorithm.ES256, MESSAGE)
     elapsed = time.monotonic() - started
     assert vault.calls["sign"] == 3  # first try, then two 1 s waits fill the 2 s budget
-    assert 1.9 <= elapsed < 3.0
+    assert 1.9 <= elapsed < PROMPT
     assert info.value.retry_after == 1
 
 
@@ -65,7 +69,7 @@ async def test_a_long_retry_after_is_not_waited_for(
     started = time.monotonic()
     with pytest.raises(BackendUnavailable) as info:
         await backend.sign(version, Algorithm.ES256, MESSAGE)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < PROMPT  # not the 30 s Retry-After
     assert vault.calls["sign"] == 1, "azure-core's own retry policy must not retry (or wait)"
     assert info.value.retry_after == 30
     with pytest.raises(BackendUnavailable, match="throttling"):
@@ -81,7 +85,7 @@ async def test_server_errors_are_unavailable_without_retries(
     started = time.monotonic()
     with pytest.raises(BackendUnavailable, match=f"HTTP {status}") as info:
         await backend.sign(version, Algorithm.ES256, MESSAGE)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < PROMPT
     assert vault.calls["sign"] == 1
     assert info.value.retry_after == (7 if status == 503 else 1)
     with pytest.raises(BackendUnavailable):
@@ -103,7 +107,8 @@ async def test_a_slow_vault_is_cut_off_at_the_timeout(
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="did not answer within 1s"):
             await call()
-        assert 0.9 <= time.monotonic() - started < 1.8
+        # Cut off at the 1 s timeout, not at the vault's 5 s answer (nor at once).
+        assert 0.9 <= time.monotonic() - started < 4.5
     vault.inject(None)
     await backend.sign(version, Algorithm.ES256, MESSAGE)
 
@@ -121,7 +126,7 @@ async def test_an_unreachable_vault_is_unavailable_then_recovers(
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="cannot reach Azure Key Vault") as info:
             await call()
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < PROMPT
         assert "Bearer" not in str(info.value)
     warnings = [
         r

@@ -128,7 +128,9 @@ async def expect_503(svc: RunningService, retry_after: str | None = None) -> dic
     started = time.monotonic()
     status, headers, body = await svc.request("POST", "/v1/tokens", json=RUN)
     assert status == 503, body
-    assert time.monotonic() - started < 2.5, "a vault fault must not hold the request"
+    # A fault must not hold the request. A slow vault is cut off at the backend's 1 s timeout
+    # (the detail says so: see the callers), else at sign_timeout; this only bounds a hang.
+    assert time.monotonic() - started < 10, "a vault fault must not hold the request"
     assert headers["Retry-After"].isdigit() and int(headers["Retry-After"]) >= 1
     if retry_after is not None:
         assert headers["Retry-After"] == retry_after
@@ -211,9 +213,11 @@ async def test_short_throttling_is_absorbed(
         vault.inject(
             Fault("status", status=429, retry_after=1, remaining=1, operations=frozenset({"sign"}))
         )
+        signs = vault.calls["sign"]
         started = time.monotonic()
         issued = await svc.issue()
-        assert 0.9 < time.monotonic() - started < 2.5
+        assert time.monotonic() - started >= 0.9  # the Retry-After second was waited...
+        assert vault.calls["sign"] == signs + 2  # ...once, and the retry signed
         await verify_once(svc.url, issued["token"], RUN["audience"])
 
 

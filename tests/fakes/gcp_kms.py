@@ -192,6 +192,9 @@ class FakeCloudKms:
         self.calls: Counter[str] = Counter()
         self.delay = 0.0
         """Seconds every answer is held back (a slow KMS)."""
+        self.in_flight = 0
+        self.most_in_flight = 0
+        """The most calls being served at once (held by `delay`): concurrency, observed."""
         self.corrupt: set[str] = set()
         """Fields damaged after their CRC32C was computed: see CORRUPTIONS."""
         self.denied: set[str] = set()
@@ -361,6 +364,8 @@ class FakeCloudKms:
     def _serve(self, method: str, impl: Callable[[Any], Awaitable[Any]]) -> Callable[..., Any]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             self.calls[method] += 1
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
             try:
                 if self.delay:
                     await asyncio.sleep(self.delay)
@@ -369,6 +374,8 @@ class FakeCloudKms:
                 return await impl(request)
             except Abort as abort:
                 await context.abort_with_status(abort.status())
+            finally:
+                self.in_flight -= 1
 
         return handle
 

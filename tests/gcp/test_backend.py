@@ -205,16 +205,15 @@ async def test_signing_does_not_block_the_event_loop(
             last = now
 
     tick = asyncio.create_task(ticker())
-    started = time.perf_counter()
     signatures = await asyncio.gather(
         *(backend.sign(version, Algorithm.ES256, MESSAGE) for _ in range(20))
     )
-    elapsed = time.perf_counter() - started
     tick.cancel()
     assert len(signatures) == 20
-    # Serial (or loop-blocking) calls would take 10 s and stall the loop 0.5 s at a time.
-    assert elapsed < 3.0, f"20 signatures of 0.5 s each took {elapsed:.1f}s: not concurrent"
-    assert max(gaps) < 0.4, f"the event loop stalled for {max(gaps):.2f}s"
+    # The fake serves on this same event loop: all 20 calls held at once means they were sent
+    # concurrently and the loop kept running (serial or loop-blocking calls make it 1).
+    assert kms.most_in_flight == 20, kms.most_in_flight
+    assert len(gaps) >= 5, "the ticker barely ran while 20 signatures of 0.5 s were pending"
 
 
 # -- rotation and revocation --------------------------------------------------------------------
@@ -249,7 +248,7 @@ async def test_rotation_gives_up_on_a_version_that_never_finishes_generating(
     started = time.monotonic()
     with pytest.raises(BackendError, match="still PENDING_GENERATION .* do not rotate again"):
         await backend.create_version()
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # gave up after its 1 s generation_timeout
     assert len(await backend.list_versions()) == 1
 
 
@@ -337,11 +336,11 @@ async def test_a_slow_kms_times_out_as_unavailable(
     kms.add_key(KEY, "EC_SIGN_P256_SHA256")
     backend = await open_backend(timeout="0.3s")
     (version,) = await backend.list_versions()
-    kms.delay = 2
+    kms.delay = 30
     started = time.monotonic()
     with pytest.raises(BackendUnavailable, match="DEADLINE_EXCEEDED"):
         await backend.sign(version, Algorithm.ES256, MESSAGE)
-    assert time.monotonic() - started < 1.8  # the deadline, not KMS's 2 s
+    assert time.monotonic() - started < 10  # the 0.3 s deadline, not KMS's 30 s
 
 
 async def test_kms_down_then_back(kms: FakeCloudKms, open_backend: BackendFactory) -> None:

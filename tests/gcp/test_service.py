@@ -118,7 +118,9 @@ async def test_faults_give_503_keep_the_jwks_and_recover(
         await inject(kms, fault)
         started = time.monotonic()
         status, headers, body = await issue_status(svc)
-        assert time.monotonic() - started < 4.5  # bounded by the backend's own deadlines
+        # Bounded by the backend's own deadlines (the detail below names Cloud KMS, not the
+        # ring's sign_timeout); this generous bound only catches a request left hanging.
+        assert time.monotonic() - started < 10
         assert status == 503, body
         assert body["error"]["code"] == "backend_unavailable"
         detail = backend_detail(caplog, body)

@@ -117,4 +117,6 @@ async def test_a_lone_request_is_not_held_back(bao: BaoServer, make_backend, key
     started = loop.time()
     signature = await backend.sign(version, ES256, b"x.y")
     jose.verify_local(version.public_key, ES256, b"x.y", signature)
-    assert loop.time() - started < 1.0
+    # Sent within its (at most 2 ms) window: a batch left waiting for company that never came
+    # would not return at all. A generous bound, for a loaded machine.
+    assert loop.time() - started < 10
