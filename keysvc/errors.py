@@ -1,4 +1,17 @@
-"""Errors shared across layers (no dependencies, so the run side can import them too)."""
+"""Errors shared across layers (no dependencies, so the run side can import them too).
+
+Backend failures form one small hierarchy, so that callers decide by type, never by message:
+
+    BackendError                 a failure whose message is safe to show (HTTP 503, CLI exit 2)
+    ├── BackendUnavailable       unreachable, overloaded or sealed for now: retry after `retry_after`
+    ├── NotFound                 no such key, version, alias or mount
+    ├── PermissionDenied         keysvc's identity lacks a permission on the key
+    ├── Unauthenticated          the backend rejected keysvc's credentials
+    └── OperationNotSupported    the backend cannot do this at all (see backends.base capabilities)
+
+Existing callers that catch BackendError or BackendUnavailable keep catching every one of them.
+Each backend turns its library's exceptions into these through one table (backends/failures.py).
+"""
 
 
 class ConfigError(ValueError):
@@ -13,11 +26,26 @@ class BackendError(Exception):
 
 
 class BackendUnavailable(BackendError):
-    """The backend cannot be reached or is refusing work for now; clients should retry."""
+    """The backend cannot be reached or is refusing work for now; clients should retry.
+
+    `retry_after` (seconds) is the hint the service passes on as HTTP Retry-After: the backend's
+    own when it sent one (a throttled KMS), else the backend's estimate."""
 
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NotFound(BackendError):
+    """The backend has no such key, key version, alias or mount (deleted, or never there)."""
+
+
+class PermissionDenied(BackendError):
+    """The backend refused an operation: keysvc's identity lacks that permission."""
+
+
+class Unauthenticated(BackendError):
+    """The backend rejected keysvc's credentials (expired, revoked, wrong tenant or account)."""
 
 
 class OperationNotSupported(BackendError):

@@ -1,7 +1,8 @@
 """Key backends, looked up by `type` in the `keysvc.backends` entry-point group.
 
 The built-in backends register there too (see pyproject.toml), so a separate package can add a
-backend by declaring an entry point, without touching keysvc.
+backend by declaring an entry point, without touching keysvc. docs/backends/plugins.md says how;
+`memory` is the reference backend and keysvc.testing.backend_contract the contract to pass.
 """
 
 from __future__ import annotations
@@ -12,9 +13,16 @@ from keysvc.backends.base import (
     BackendError,
     BackendSettings,
     BackendUnavailable,
+    CreatesVersions,
+    DestroysVersions,
+    DisablesVersions,
     KeyBackend,
     KeyVersion,
+    NotFound,
     OperationNotSupported,
+    PermissionDenied,
+    Unauthenticated,
+    refusal,
 )
 
 ENTRY_POINT_GROUP = "keysvc.backends"
@@ -23,11 +31,18 @@ __all__ = [
     "BackendError",
     "BackendSettings",
     "BackendUnavailable",
+    "CreatesVersions",
+    "DestroysVersions",
+    "DisablesVersions",
     "KeyBackend",
     "KeyVersion",
+    "NotFound",
     "OperationNotSupported",
+    "PermissionDenied",
+    "Unauthenticated",
     "available_types",
     "load_backend_class",
+    "refusal",
 ]
 
 

@@ -50,9 +50,12 @@ from keysvc.backends.aws_errors import AWS_ERRORS, KeyNotFound, retry_config, tr
 from keysvc.backends.base import (
     BackendError,
     BackendSettings,
+    Capability,
+    CreatesVersions,
+    DisablesVersions,
     KeyBackend,
     KeyVersion,
-    OperationNotSupported,
+    require,
 )
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
@@ -172,7 +175,7 @@ class KmsKey:
     key_spec: str
 
 
-class AwsKmsBackend(KeyBackend):
+class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
     Settings = AwsKmsSettings
     settings: AwsKmsSettings
     signature_encoding = "der"
@@ -393,19 +396,26 @@ class AwsKmsBackend(KeyBackend):
 
     # -- rotation and revocation ------------------------------------------------------------
 
-    def _rotation_alias(self) -> str | None:
+    def limitation(self, capability: Capability) -> str | None:
+        if capability is not CreatesVersions:
+            return None
         aliases = self.settings.aliases
         if len(aliases) > 1:
-            raise OperationNotSupported(
-                f"backend {self.name!r} names {len(aliases)} aliases in key_ids; rotation moves "
-                "one alias, so list a single alias (other keys by id) or use tag discovery"
+            return (
+                f"it names {len(aliases)} aliases in key_ids; rotation moves one alias, so list"
+                " a single alias (other keys by id) or use tag discovery"
             )
         if not aliases and self.settings.tag is None:
-            raise OperationNotSupported(
-                f"backend {self.name!r} lists fixed key ids and no tag, so a new key would not "
-                "be found again; create the key yourself and add it to key_ids, or configure "
-                "an alias in key_ids or a tag"
+            return (
+                "it lists fixed key ids and no tag, so a new key would not be found again;"
+                " create the key yourself and add it to key_ids, or configure an alias in"
+                " key_ids or a tag"
             )
+        return None
+
+    def _rotation_alias(self) -> str | None:
+        require(self, CreatesVersions)
+        aliases = self.settings.aliases
         return aliases[0] if aliases else None
 
     async def create_version(self) -> KeyVersion:

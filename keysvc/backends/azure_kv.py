@@ -49,6 +49,8 @@ from keysvc.backends.base import (
     BackendError,
     BackendSettings,
     BackendUnavailable,
+    CreatesVersions,
+    DisablesVersions,
     KeyBackend,
     KeyVersion,
 )
@@ -120,7 +122,7 @@ class AzureKeyVaultSettings(BackendSettings):
         return self
 
 
-class AzureKeyVaultBackend(KeyBackend):
+class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
     Settings = AzureKeyVaultSettings
     settings: AzureKeyVaultSettings
     signature_encoding = "raw"

@@ -1,9 +1,19 @@
 """The narrow interface every key backend implements.
 
-A backend knows how to list the versions of its key(s), sign bytes with one version and create a
-new version. It knows nothing of HTTP, the CLI, JWKs or lifecycles: the key ring turns versions
-into published and signing keys, and the JOSE layer turns public keys and signatures into their
-JWS form. That split is what lets one small module per backend carry all the cloud-specific code.
+A backend knows how to list the versions of its key(s) and sign bytes with one version. It knows
+nothing of HTTP, the CLI, JWKs or lifecycles: the key ring turns versions into published and
+signing keys, and the JOSE layer turns public keys and signatures into their JWS form. That split
+is what lets one small module per backend carry all the cloud-specific code.
+
+What a backend can do beyond listing and signing it declares by inheriting a capability:
+`CreatesVersions` (rotation), `DisablesVersions` (revocation), `DestroysVersions` (deleting key
+material for good). A backend that lacks one simply does not inherit it, so the CLI can say
+"backend X cannot rotate" before it tries, instead of catching a stub's exception. Where a
+capability depends on the configuration (a single key file cannot rotate), `limitation()` says
+why; `refusal()` turns both into the operator's one-line message.
+
+keysvc/backends/memory.py is the smallest complete backend, and the reference for authors of
+new ones; keysvc/testing/backend_contract.py is the contract every backend must pass.
 """
 
 from __future__ import annotations
@@ -13,26 +23,55 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from keysvc.errors import BackendError, BackendUnavailable, OperationNotSupported
+from keysvc.errors import (
+    BackendError,
+    BackendUnavailable,
+    NotFound,
+    OperationNotSupported,
+    PermissionDenied,
+    Unauthenticated,
+)
 from keysvc.jose import Algorithm, PublicKey
 
 __all__ = [
     "BackendError",
     "BackendSettings",
     "BackendUnavailable",
+    "Capability",
+    "CreatesVersions",
+    "DestroysVersions",
+    "DisablesVersions",
     "KeyBackend",
     "KeyVersion",
+    "NotFound",
     "OperationNotSupported",
+    "PermissionDenied",
+    "Unauthenticated",
+    "refusal",
+    "require",
 ]
 
 
 class BackendSettings(BaseModel):
     """Base for each backend's own settings (the keys of its `[[backends]]` table after `name`
-    and `type`). Unknown keys are refused so that a typo names itself at start."""
+    and `type`). Unknown keys are refused so that a typo names itself at start.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A setting that was renamed keeps its former name as an accepted spelling: declare it with
+    `Field(validation_alias="former_name")`. Both spellings at once are refused, naming both."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                former = info.validation_alias
+                if isinstance(former, str) and name in data and former in data:
+                    raise ValueError(f"set {name} or its former name {former}, not both")
+        return data
 
 
 @dataclass(frozen=True)
@@ -41,10 +80,10 @@ class KeyVersion:
 
     `version_id` is whatever the backend needs to address the version again (a file name, a
     Vault version number, a KMS resource name). `created_at` is the backend's own creation time
-    and the only input, with the config, to the key's lifecycle, so every replica agrees.
-    `algorithms` narrows what the version may sign with (a KMS key fixed to PSS, say); None means
-    every algorithm that fits the key type. `handle` is backend-private (a loaded private key,
-    a PKCS#11 object handle) and never shown.
+    (time-zoned) and the only input, with the config, to the key's lifecycle, so every replica
+    agrees. `algorithms` narrows what the version may sign with (a KMS key fixed to PSS, say);
+    None means every algorithm that fits the key type. `handle` is backend-private (a loaded
+    private key, a PKCS#11 object handle) and never shown.
     """
 
     version_id: str
@@ -61,6 +100,11 @@ class KeyBackend(abc.ABC):
     methods. Construction must not do I/O; `open()` may (and is awaited once before use).
     Signatures are returned in `signature_encoding`: "raw" (JWS form: r‖s for ECDSA) or "der"
     (ASN.1 DER for ECDSA, as most KMSs return it); the key ring converts DER once, generically.
+
+    Failures are keysvc's typed errors (keysvc.errors): BackendUnavailable, with a retry hint,
+    for anything a retry may cure (the service answers 503 + Retry-After and keeps serving the
+    last good JWKS); NotFound, PermissionDenied, Unauthenticated or BackendError otherwise;
+    ConfigError for what only the operator can fix. Messages never carry secrets.
     """
 
     Settings: ClassVar[type[BackendSettings]]
@@ -101,13 +145,69 @@ class KeyBackend(abc.ABC):
         """Sign at once on the caller's thread; called only when `signs_at_once` is True."""
         raise OperationNotSupported(f"backend {self.name!r} does not sign at once")
 
-    @abc.abstractmethod
-    async def create_version(self) -> KeyVersion:
-        """Create a new key version (rotation) and return it."""
-
-    async def disable_version(self, version: KeyVersion) -> None:
-        """Stop a version from being listed again (emergency revocation)."""
-        raise OperationNotSupported(f"backend {self.name!r} cannot revoke key versions")
+    def limitation(self, capability: Capability) -> str | None:
+        """Why this backend, as configured, cannot do what `capability` promises after all (a
+        single key file cannot rotate); None when it can. Optional: by default no limitation."""
+        return None
 
     async def close(self) -> None:
-        """Release connections, sessions and executors."""
+        """Release connections, sessions and executors. Calling it twice is harmless."""
+
+
+# -- capabilities ------------------------------------------------------------------------------
+
+
+class CreatesVersions(abc.ABC):
+    """Capability: the backend creates new key versions (`keysvc keys rotate`)."""
+
+    verb: ClassVar[str] = "rotate"
+
+    @abc.abstractmethod
+    async def create_version(self) -> KeyVersion:
+        """Create a new key version and return it as `list_versions` will list it."""
+
+
+class DisablesVersions(abc.ABC):
+    """Capability: the backend stops a version from being listed again, keeping its key
+    material where it can (`keysvc keys revoke`, an emergency; `keys prune`)."""
+
+    verb: ClassVar[str] = "revoke"
+
+    @abc.abstractmethod
+    async def disable_version(self, version: KeyVersion) -> None:
+        """Disable `version`: no replica lists it again."""
+
+
+class DestroysVersions(abc.ABC):
+    """Capability: the backend deletes one version's key material for good (after the
+    backend's own grace period where it has one). Declared only where a single version can
+    really be destroyed."""
+
+    verb: ClassVar[str] = "destroy"
+
+    @abc.abstractmethod
+    async def destroy_version(self, version: KeyVersion) -> None:
+        """Destroy `version`: it is never listed again and can never sign again."""
+
+
+Capability = type[CreatesVersions] | type[DisablesVersions] | type[DestroysVersions]
+
+
+def refusal(backend: KeyBackend, capability: Capability) -> str | None:
+    """None when `backend` can do what `capability` promises; otherwise the operator's one-line
+    reason, "backend 'x' cannot rotate: ...", which the CLI prints instead of trying."""
+    if not isinstance(backend, capability):
+        return (
+            f"backend {backend.name!r} cannot {capability.verb}: {type(backend).__name__} has"
+            f" no {capability.__name__} capability"
+        )
+    why = backend.limitation(capability)
+    return f"backend {backend.name!r} cannot {capability.verb}: {why}" if why else None
+
+
+def require(backend: KeyBackend, capability: Capability) -> None:
+    """Raise OperationNotSupported with `refusal`'s reason when the backend cannot do it: what a
+    capability's method calls first when the configuration may forbid it."""
+    why = refusal(backend, capability)
+    if why is not None:
+        raise OperationNotSupported(why)

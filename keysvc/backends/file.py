@@ -23,9 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from keysvc import jose, keygen
 from keysvc.backends.base import (
     BackendSettings,
+    Capability,
+    CreatesVersions,
+    DestroysVersions,
+    DisablesVersions,
     KeyBackend,
     KeyVersion,
-    OperationNotSupported,
+    require,
 )
 from keysvc.backends.stamps import EPOCH, STAMP, format_stamp, parse_stamp
 from keysvc.errors import ConfigError
@@ -75,7 +79,7 @@ def load_private_key(path: Path, data: bytes) -> jose.PrivateKey:
     return key  # type: ignore[return-value]
 
 
-class FileBackend(KeyBackend):
+class FileBackend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersions):
     Settings = FileSettings
     settings: FileSettings
 
@@ -164,18 +168,22 @@ class FileBackend(KeyBackend):
             self._executor, jose.sign_local, version.handle, alg, message
         )
 
-    # -- rotation ---------------------------------------------------------------------------
+    # -- rotation, revocation, destruction ----------------------------------------------------
 
-    def _directory(self, action: str) -> Path:
-        if not self.settings.path.is_dir():
-            raise OperationNotSupported(
-                f"backend {self.name!r} uses the single key file {self.settings.path}; "
-                f"point path at a directory of PEM files to {action} keys"
-            )
+    def limitation(self, capability: Capability) -> str | None:
+        if self.settings.path.is_dir():
+            return None
+        return (
+            f"it uses the single key file {self.settings.path}; point path at a directory of"
+            f" PEM files to {capability.verb} keys"
+        )
+
+    def _directory(self, capability: Capability) -> Path:
+        require(self, capability)
         return self.settings.path
 
     def _create(self) -> KeyVersion:
-        directory = self._directory("rotate")
+        directory = self._directory(CreatesVersions)
         key_type = self.settings.key_type
         if key_type is None:
             existing = self._list()
@@ -191,7 +199,7 @@ class FileBackend(KeyBackend):
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._create)
 
     def _disable(self, version: KeyVersion) -> None:
-        path = self._directory("revoke") / version.version_id
+        path = self._directory(DisablesVersions) / version.version_id
         os.replace(path, path.with_name(path.name + REVOKED_SUFFIX))
         self._cache.pop(path, None)
 
@@ -199,6 +207,15 @@ class FileBackend(KeyBackend):
         """Rename the file to `*.pem.revoked`: no replica lists it again, and it stays on disk
         for the incident record."""
         await asyncio.get_running_loop().run_in_executor(self._executor, self._disable, version)
+
+    def _destroy(self, version: KeyVersion) -> None:
+        path = self._directory(DestroysVersions) / version.version_id
+        path.unlink()
+        self._cache.pop(path, None)
+
+    async def destroy_version(self, version: KeyVersion) -> None:
+        """Delete the key file: the private key is gone for good."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._destroy, version)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -63,6 +63,8 @@ from keysvc.backends.base import (
     BackendError,
     BackendSettings,
     BackendUnavailable,
+    CreatesVersions,
+    DisablesVersions,
     KeyBackend,
     KeyVersion,
 )
@@ -234,7 +236,7 @@ def _short(exc: gexc.GoogleAPICallError) -> str:
     return f"{exc.grpc_status_code.name if exc.grpc_status_code else exc.code}: {exc.message}"
 
 
-class GcpKmsBackend(KeyBackend):
+class GcpKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
     Settings = GcpKmsSettings
     settings: GcpKmsSettings
     signature_encoding = "der"

@@ -38,9 +38,12 @@ from keysvc.backends.base import (
     BackendError,
     BackendSettings,
     BackendUnavailable,
+    Capability,
+    CreatesVersions,
+    DisablesVersions,
     KeyBackend,
     KeyVersion,
-    OperationNotSupported,
+    require,
 )
 from keysvc.backends.pkcs11_keys import (
     PUBLIC_ATTRIBUTES,
@@ -135,7 +138,7 @@ class KeyRef:
     key_id: bytes
 
 
-class Pkcs11Backend(KeyBackend):
+class Pkcs11Backend(KeyBackend, CreatesVersions, DisablesVersions):
     Settings = Pkcs11Settings
     settings: Pkcs11Settings
     signature_encoding = "raw"  # CKM_ECDSA returns r‖s, as JWS wants it
@@ -458,13 +461,18 @@ class Pkcs11Backend(KeyBackend):
 
     # -- rotation and revocation ----------------------------------------------------------------
 
-    def _create(self, sessions: TokenSessions) -> KeyVersion:
-        prefix = self.settings.label_prefix
-        if prefix is None:
-            raise OperationNotSupported(
-                f"backend {self.name!r} lists its keys by key_labels only; set label_prefix "
-                "so that rotation can name new keys (and find them again)"
+    def limitation(self, capability: Capability) -> str | None:
+        if capability is CreatesVersions and self.settings.label_prefix is None:
+            return (
+                "it lists its keys by key_labels only; set label_prefix so that rotation can"
+                " name new keys (and find them again)"
             )
+        return None
+
+    def _create(self, sessions: TokenSessions) -> KeyVersion:
+        require(self, CreatesVersions)
+        prefix = self.settings.label_prefix
+        assert prefix is not None
         key_type = self.settings.key_type
         if key_type is None:
             existing = self._list(sessions)

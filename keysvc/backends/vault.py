@@ -33,6 +33,8 @@ from keysvc import jose
 from keysvc.backends.base import (
     BackendError,
     BackendUnavailable,
+    CreatesVersions,
+    DisablesVersions,
     KeyBackend,
     KeyVersion,
     OperationNotSupported,
@@ -101,7 +103,7 @@ def decode_signature(value: str, version: int) -> bytes:
     return jose.b64url_decode(body)
 
 
-class VaultBackend(KeyBackend):
+class VaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
     Settings = VaultSettings
     settings: VaultSettings
     signature_encoding = "raw"

@@ -11,6 +11,7 @@ import click
 
 from keysvc import jose, keygen
 from keysvc.atomic_write import write_atomically
+from keysvc.backends.base import CreatesVersions, DisablesVersions, refusal
 from keysvc.backends.file import name_for
 from keysvc.cli.common import (
     CLIError,
@@ -78,6 +79,10 @@ def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) ->
     async def run() -> dict[str, Any]:
         async with local_ring(config) as ring:
             backend = ring.backend(backend_name)
+            why_not = refusal(backend, CreatesVersions)
+            if why_not is not None:
+                raise CLIError(why_not)
+            assert isinstance(backend, CreatesVersions)
             version = await backend.create_version()
             alg = jose.choose_algorithm(version.public_key, ring.algorithm, version.algorithms)
             signs_from = version.created_at + ring.lifecycle.publish_lead
@@ -122,8 +127,14 @@ def revoke(config_path: Path | None, kid: str, as_json: bool) -> None:
             failures: list[str] = []
             for key in matches:
                 where = f"backend {key.backend_name} version {key.version.version_id}"
+                backend = key.backend
+                why_not = refusal(backend, DisablesVersions)
+                if why_not is not None:
+                    failures.append(why_not)
+                    continue
+                assert isinstance(backend, DisablesVersions)
                 try:
-                    await key.backend.disable_version(key.version)
+                    await backend.disable_version(key.version)
                 except (BackendError, ConfigError, OSError) as exc:
                     failures.append(f"{where}: {one_line(exc)}")
                 else:
