@@ -15,8 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import utils
 from prometheus_client import REGISTRY
 
-from keysvc import jose, keygen
-from keysvc.backends.base import BackendError, BackendSettings, KeyBackend, KeyVersion
+from keysvc import jose
+from keysvc.backends.base import BackendError, KeyVersion
+from keysvc.backends.memory import MemoryBackend, MemorySettings
 from keysvc.config import parse_config
 from keysvc.keyring import KeyRing, Lifecycle
 from keysvc.service import Service
@@ -29,44 +30,36 @@ _REAL = object()
 SECRET = "X-Amz-Signature=0123456789abcdef"
 
 
-class PluginBackend(KeyBackend):
-    """A minimal third-party backend: in-process keys, and whatever versions, list error or
-    signature bytes the test sets."""
-
-    Settings = BackendSettings
+class PluginBackend(MemoryBackend):
+    """A third-party backend gone wrong: the memory backend (the reference for plugins), with
+    whatever list error or signature bytes the test sets."""
 
     def __init__(self, name: str = "plugin", encoding: str = "raw") -> None:
-        super().__init__(name, BackendSettings())
+        super().__init__(name, MemorySettings(initial_versions=0))
         self.signature_encoding = encoding  # type: ignore[misc]
-        self.versions: list[KeyVersion] = []
         self.list_error: Exception | None = None
         self.signature: Any = _REAL
         self.closed = False
 
     def add(self, created_at: datetime, key_type: str = "ec-p256") -> KeyVersion:
-        key = keygen.generate(key_type)
-        version = KeyVersion(f"v{len(self.versions)}", created_at, key.public_key(), handle=key)
-        self.versions.append(version)
-        return version
+        return self.store.add(key_type, created_at)  # type: ignore[arg-type]
 
     async def list_versions(self) -> list[KeyVersion]:
         if self.list_error is not None:
             raise self.list_error
-        return list(self.versions)
+        return await super().list_versions()
 
     async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
         if self.signature is not _REAL:
             return self.signature
-        signature = jose.sign_local(version.handle, alg, message)
+        signature = await super().sign(version, alg, message)
         if self.signature_encoding == "der" and alg.is_ecdsa:
             return jose.raw_to_der(signature)
         return signature
 
-    async def create_version(self) -> KeyVersion:
-        return self.add(datetime.now(UTC))
-
     async def close(self) -> None:
         self.closed = True
+        await super().close()
 
 
 def errors_counted(backend: str, operation: str) -> float:
@@ -102,18 +95,19 @@ async def test_unusable_created_at_fails_that_backend_only(created_at: datetime,
     assert before.signer is not None and len(before.keys) == 2
     counted = errors_counted("bad", "list")
 
-    bad.add(created_at)
+    broken = bad.add(created_at)
     errors = await ring.refresh()
 
     assert set(errors) == {"bad"} and isinstance(errors["bad"], BackendError)
-    assert problem in ring.last_errors["bad"] and "v1" in ring.last_errors["bad"]
+    assert problem in ring.last_errors["bad"]
+    assert f"key version {broken.version_id}:" in ring.last_errors["bad"]
     assert errors_counted("bad", "list") == counted + 1
     # Both backends keep their keys (the bad one its last good versions), and the ring reads.
     after = ring.view()
     assert [k.kid for k in after.published] == [k.kid for k in before.published]
     assert after.signer == before.signer
     # Once the backend lists sane versions again, its error is gone.
-    bad.versions.pop()
+    await bad.destroy_version(broken)
     assert await ring.refresh() == {} and "bad" not in ring.last_errors
 
 

@@ -62,6 +62,7 @@ from keysvc.backends.pkcs11_library import (
     LoadedModule,
     acquire_module,
     describe_error,
+    reinitialise,
     release_module,
 )
 from keysvc.backends.pkcs11_sessions import (
@@ -218,21 +219,13 @@ class Pkcs11Backend(KeyBackend, CreatesVersions, DisablesVersions):
             if self._module is None:
                 self._module = acquire_module(self.settings.module)
             try:
-                sessions = TokenSessions(
-                    self._module, self.settings.token_label, pin, self.settings.sessions
-                )
-            except p11.NoSuchToken:
-                raise BackendUnavailable(
-                    f"{self._token} is not present in module {self.settings.module}",
-                    retry_after=5.0,
-                ) from None
-            except PIN_REFUSED as exc:
-                self._pin_refused = self._pin_message(exc)
-                raise ConfigError(self._pin_refused) from None
-            except pkcs11.PKCS11Error as exc:
-                raise BackendUnavailable(
-                    f"{self._token}: cannot log in ({describe_error(exc)})", retry_after=5.0
-                ) from None
+                sessions = self._log_in(self._module, pin)
+            except BackendUnavailable:
+                # A token that vanished and came back is not found again until the module is
+                # initialised afresh (SoftHSM2, HSM clients): do that (rate-limited), retry once.
+                if not reinitialise(self._module):
+                    raise
+                sessions = self._log_in(self._module, pin)
             if self.settings.key_type is not None:
                 try:
                     check_key_type(
@@ -249,6 +242,22 @@ class Pkcs11Backend(KeyBackend, CreatesVersions, DisablesVersions):
             )
             self._sessions = sessions
             return sessions
+
+    def _log_in(self, module: LoadedModule, pin: str) -> TokenSessions:
+        try:
+            return TokenSessions(module, self.settings.token_label, pin, self.settings.sessions)
+        except p11.NoSuchToken:
+            raise BackendUnavailable(
+                f"{self._token} is not present in module {self.settings.module}",
+                retry_after=5.0,
+            ) from None
+        except PIN_REFUSED as exc:
+            self._pin_refused = self._pin_message(exc)
+            raise ConfigError(self._pin_refused) from None
+        except pkcs11.PKCS11Error as exc:
+            raise BackendUnavailable(
+                f"{self._token}: cannot log in ({describe_error(exc)})", retry_after=5.0
+            ) from None
 
     def _pin_message(self, exc: BaseException) -> str:
         if isinstance(exc, p11.PinLocked):

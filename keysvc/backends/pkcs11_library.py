@@ -11,6 +11,10 @@ disables its internal locks. keysvc does call it from several threads (one per p
 the library releasing the GIL in every call), so right after loading it re-initialises the module
 with `CKF_OS_LOCKING_OK` through the module's own function list. A module that cannot lock
 (`CKR_CANT_LOCK`) is initialised as before and every call to it is serialised instead.
+
+A token that vanished (an HSM client restarted, a SoftHSM token directory briefly gone) can
+leave the module unable to find it again until it is initialised afresh: `reinitialise` does
+that, at most every REINITIALISE_INTERVAL seconds, for a backend whose login keeps failing.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import ctypes
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +37,8 @@ log = logging.getLogger(__name__)
 
 CKR_OK = 0x0
 CKF_OS_LOCKING_OK = 0x2
+REINITIALISE_INTERVAL = 5.0
+"""Seconds between two re-initialisations of one module (each one drops every session)."""
 
 _CK_RV = ctypes.c_ulong
 _InitFunction = ctypes.CFUNCTYPE(_CK_RV, ctypes.c_void_p)
@@ -141,6 +148,7 @@ class LoadedModule:
     functions: _FunctionListHead = field(repr=False)
     thread_safe: bool
     users: int = 0
+    reinitialised_at: float = field(default_factory=time.monotonic)
     _serial: Any = field(default_factory=threading.RLock, repr=False)
 
     def logged_in(self, session: Any) -> bool:
@@ -203,3 +211,16 @@ def release_module(loaded: LoadedModule) -> None:
         del _modules[loaded.path]
         with contextlib.suppress(pkcs11.PKCS11Error):
             loaded.lib.finalize()
+
+
+def reinitialise(loaded: LoadedModule) -> bool:
+    """Finalise and initialise the module again, so that a token that vanished and came back
+    is found (every session of every backend on the module is dropped: they reconnect). Done at
+    most every REINITIALISE_INTERVAL seconds; returns whether it was done now."""
+    with _modules_lock, loaded.calls():
+        if time.monotonic() - loaded.reinitialised_at < REINITIALISE_INTERVAL:
+            return False
+        loaded.reinitialised_at = time.monotonic()
+        loaded.thread_safe = _reinitialise_with_os_locking(loaded.path, loaded.functions)
+    log.info("PKCS#11 module %s initialised again to find its token", loaded.path)
+    return True
