@@ -169,9 +169,11 @@ class Endpoints:
             raise APIError(403, "forbidden", f"client {client.name!r} lacks scope {scope!r}")
         return client
 
-    async def body(self, request: web.Request) -> bytes:
-        if request.content_type != _JSON:
-            raise APIError(415, "unsupported_media_type", "send the body as application/json")
+    async def body(self, request: web.Request, accept: tuple[str, ...] = (_JSON,)) -> bytes:
+        if request.content_type not in accept:
+            raise APIError(
+                415, "unsupported_media_type", f"send the body as {' or '.join(accept)}"
+            )
         length = request.content_length
         if length is not None and length > self._max_body:
             raise APIError(413, "body_too_large", f"request body exceeds {self._max_body} bytes")
@@ -219,18 +221,22 @@ class Endpoints:
             ) from None
 
     def issued(self, endpoint: str, client: Client, issued: IssuedToken) -> web.Response:
+        self.record(endpoint, client.name, issued)
+        return web.Response(body=orjson.dumps(issued.reply()), content_type=_JSON)
+
+    def record(self, endpoint: str, client: str, issued: IssuedToken) -> None:
+        """Count an issued token and write its audit line."""
         self._issued_counter(endpoint, issued.kid, issued.backend).inc()
         claims = issued.claims
         self.audit.token_issued(
             endpoint=endpoint,
-            client=client.name,
+            client=client,
             jti=issued.jti,
             sub=claims.get("sub"),
             aud=claims.get("aud"),
             kid=issued.kid,
             exp=issued.expires_at,
         )
-        return web.Response(body=orjson.dumps(issued.reply()), content_type=_JSON)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -324,17 +330,22 @@ def create_app(service: Service) -> web.Application:
         endpoints.audit.flush()
 
     app.on_cleanup.append(flush_audit)
-    add_routes(
-        app.router,
-        {
-            DISCOVERY_PATH: {"GET": endpoints.discovery},
-            JWKS_PATH: {"GET": endpoints.jwks},
-            "/v1/tokens": {"POST": endpoints.tokens},
-            "/v1/sign": {"POST": endpoints.sign},
-            "/v1/keys": {"GET": endpoints.keys},
-            "/healthz": {"GET": endpoints.healthz},
-            "/readyz": {"GET": endpoints.readyz},
-            "/metrics": {"GET": endpoints.metrics},
-        },
-    )
+    routes: dict[str, dict[str, Handler]] = {
+        DISCOVERY_PATH: {"GET": endpoints.discovery},
+        JWKS_PATH: {"GET": endpoints.jwks},
+        "/v1/tokens": {"POST": endpoints.tokens},
+        "/v1/sign": {"POST": endpoints.sign},
+        "/v1/keys": {"GET": endpoints.keys},
+        "/healthz": {"GET": endpoints.healthz},
+        "/readyz": {"GET": endpoints.readyz},
+        "/metrics": {"GET": endpoints.metrics},
+    }
+    if service.otfd is not None and service.config.otf is not None:
+        # OTF's runner endpoint, only with [otf]: without it the path is unknown (404).
+        from keysvc.otf import PATH
+        from keysvc.otf.endpoint import DynamicCredentials
+
+        otf = DynamicCredentials(endpoints, service.otfd, service.config.otf.organizations)
+        routes[PATH] = {"POST": otf}
+    add_routes(app.router, routes)
     return app

@@ -11,6 +11,7 @@ import fnmatch
 import hashlib
 import ipaddress
 import re
+import ssl
 import string
 import tomllib
 from datetime import timedelta
@@ -243,9 +244,90 @@ class ClientConfig(_Section):
         return hashlib.sha256(token).digest()
 
     def allows_organization(self, organization: str) -> bool:
-        if "*" in self.organizations:  # the common case, without fnmatch's per-call work
-            return True
-        return any(fnmatch.fnmatchcase(organization, p) for p in self.organizations)
+        return organization_allowed(self.organizations, organization)
+
+
+def organization_allowed(patterns: list[str], organization: str) -> bool:
+    """Whether `organization` matches one of the glob `patterns` (case-sensitive, as OTF's
+    organization names are): `[[clients]] organizations` and `[otf] organizations`."""
+    if "*" in patterns:  # the common case, without fnmatch's per-call work
+        return True
+    return any(fnmatch.fnmatchcase(organization, p) for p in patterns)
+
+
+def is_loopback_host(hostname: str | None) -> bool:
+    """localhost or a loopback IP address (127.0.0.0/8, ::1)."""
+    if hostname is None:
+        return False
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+class OtfConfig(_Section):
+    """`[otf]`: serve OTF's runner endpoint (keysvc.otf), authenticating each caller's job
+    token through otfd at `url`. keysvc never holds otfd's secret."""
+
+    url: str
+    """otfd's base URL, as otf-agent's --url (keysvc appends /otfapi/... and /api/v2/...)."""
+    allow_http: bool = False
+    """Plain http to a host other than loopback (inside a cluster, as OTF's own job pods do)."""
+    ca_file: Path | None = None
+    """PEM CA certificates otfd's https certificate is checked against (default: the system's)."""
+    timeout: Duration = timedelta(seconds=10)
+    """Per request to otfd; slower (or unreachable) gives the runner 503 + Retry-After."""
+    organizations: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    """Glob patterns of the organizations whose jobs may get tokens."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not _URL_CHARS.fullmatch(value):
+            raise ValueError("must be a URL of printable ASCII characters without spaces")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError:
+            raise ValueError("is not a valid URL") from None
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host, such as https://otf.example.com")
+        if "@" in parts.netloc:
+            raise ValueError("must not hold a user name or password")
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except FileNotFoundError:
+                raise ValueError(f"{value} does not exist") from None
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ValueError(f"{value} cannot be read as PEM CA certificates ({exc})") from None
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(minutes=5):
+            raise ValueError("must be more than 0s and at most 5m")
+        return value
+
+    @model_validator(mode="after")
+    def _https(self) -> OtfConfig:
+        parts = urlsplit(self.url)
+        if parts.scheme == "http" and not (self.allow_http or is_loopback_host(parts.hostname)):
+            raise ValueError(
+                "url must be https (http only on loopback, or with allow_http = true: job tokens"
+                " travel to otfd in every request)"
+            )
+        return self
 
 
 class BackendConfig(_Section):
@@ -291,6 +373,7 @@ class Config(_Section):
     rotation: RotationConfig = RotationConfig()
     clients: list[ClientConfig] = Field(default_factory=list)
     backends: list[BackendConfig] = Field(min_length=1)
+    otf: OtfConfig | None = None
 
     @field_validator("issuer")
     @classmethod

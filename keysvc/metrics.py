@@ -48,6 +48,13 @@ REQUESTS_REJECTED = Counter(
     ["code"],
 )
 
+OTFD_REQUESTS = Counter(
+    "keysvc_otfd_requests",
+    "Requests to otfd for OTF's runner endpoint, by operation (job, workspace) and outcome"
+    " (ok, refused, unavailable).",
+    ["operation", "outcome"],
+)
+
 
 def render() -> tuple[bytes, str]:
     """The exposition text for /metrics and its content type."""

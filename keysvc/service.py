@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from keysvc.auth import Authenticator
 from keysvc.backends import KeyBackend, load_backend_class
@@ -18,6 +19,9 @@ from keysvc.config import Config
 from keysvc.errors import ConfigError
 from keysvc.keyring import KeyRing, Lifecycle, describe_unexpected, open_backend
 from keysvc.tokens import TokenIssuer
+
+if TYPE_CHECKING:
+    from keysvc.otf.otfd import OtfdClient
 
 log = logging.getLogger("keysvc.service")
 
@@ -48,6 +52,8 @@ class Service:
         self.ring = build_ring(config, backends)
         self.issuer = TokenIssuer(self.ring, config.issuer, config.tokens)
         self.auth = Authenticator(config.clients)
+        self.otfd = build_otfd_client(config)
+        """The client of otfd for OTF's runner endpoint (keysvc.otf), when [otf] is set."""
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self, *, refresh_loop: bool = True) -> None:
@@ -56,6 +62,8 @@ class Service:
         A ConfigError (a world-readable key, a mismatched pair, an unsupported key) stops the
         start; an unreachable backend does not: the service starts unready and keeps trying."""
         await open_backends(self.ring)
+        if self.otfd is not None:
+            await self.otfd.start()
         errors = await self.ring.refresh(quiet=True)
         for name, exc in errors.items():
             if isinstance(exc, ConfigError):
@@ -80,7 +88,20 @@ class Service:
                         describe_unexpected(refresher.exception()),
                     )
         finally:
-            await self.ring.close()
+            try:
+                await self.ring.close()
+            finally:
+                if self.otfd is not None:
+                    await self.otfd.close()
+
+
+def build_otfd_client(config: Config) -> OtfdClient | None:
+    if config.otf is None:
+        return None
+    from keysvc.otf.otfd import OtfdClient
+
+    otf = config.otf
+    return OtfdClient(otf.url, otf.timeout.total_seconds(), otf.ca_file)
 
 
 async def open_backends(ring: KeyRing) -> None:

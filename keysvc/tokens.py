@@ -47,6 +47,7 @@ class RequestError(ValueError):
 
 
 Name = Annotated[str, Field(min_length=1, max_length=255, pattern=NAME_PATTERN)]
+Audience = Annotated[str, Field(min_length=1, max_length=1024, pattern=AUDIENCE_PATTERN)]
 
 
 class RunContext(BaseModel):
@@ -62,7 +63,7 @@ class RunContext(BaseModel):
     workspace_id: Name
     run_id: Name
     run_phase: Literal["plan", "apply"]
-    audience: str = Field(min_length=1, max_length=1024, pattern=AUDIENCE_PATTERN)
+    audience: Audience
     ttl_seconds: StrictInt | None = None
 
 
