@@ -21,6 +21,7 @@ files):
   organizations (OTF's team permissions, simplified). An unknown workspace is 404 ("resolving
   ID: resource not found"), a forbidden one 403. The body is `TFEWorkspace`
   (internal/workspace/tfe_types.go ToTFE) with a `TFP-API-Version: 2.5` header.
+- `GET /healthz` (internal/healthz/check.go): `{"status":"OK"}`, no authentication.
 - `POST /otfapi/jobs/{job_id}/dynamic-credentials`: otfd's own handler, as otfd answers once
   its `--private-key-path` is removed: 500 "no private key has been configured".
 - Errors as internal/tfeapi/errors.go writes them: `{"errors":[{"status","title","detail"}]}`,
@@ -190,6 +191,8 @@ class FakeOtfd:
     """By user-token id (`ut-…`)."""
     requests: list[Request] = field(default_factory=list)
     fault: str | None = None
+    record: bool = True
+    """Keep `requests` (off for the benchmark, which sends millions)."""
     url: str = ""
     """Where `serve` listens."""
 
@@ -245,6 +248,7 @@ class FakeOtfd:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._record_and_fault])
+        app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/otfapi/jobs/{job_id}", self._authenticated(self.get_job))
         app.router.add_post(
             "/otfapi/jobs/{job_id}/dynamic-credentials",
@@ -258,7 +262,8 @@ class FakeOtfd:
 
     @web.middleware
     async def _record_and_fault(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        self.requests.append(Request(request.method, request.path_qs, dict(request.headers)))
+        if self.record:
+            self.requests.append(Request(request.method, request.path_qs, dict(request.headers)))
         if self.fault == "hang":
             await asyncio.sleep(3600)
         if self.fault == "reset":
@@ -352,6 +357,10 @@ class FakeOtfd:
         except ValueError as exc:
             return _tfeapi_error(422, str(exc))
         return _tfeapi_error(500, "no private key has been configured")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """internal/healthz/check.go, with a database that answers."""
+        return web.Response(body=b'{"status":"OK"}\n', content_type="application/json")
 
     async def not_found(self, request: web.Request) -> web.Response:
         return _text(404, "404 page not found\n")
