@@ -6,6 +6,7 @@ Every error leaves as `{"error": {"code", "message"}}`; nothing reaches a client
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -15,9 +16,10 @@ from typing import Any
 
 import orjson
 from aiohttp import ClientPayloadError, web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
-from keysvc import logs, metrics
+from keysvc import content_coding, metrics
 from keysvc.audit import AuditTrail
 from keysvc.auth import Client
 from keysvc.backends.base import BackendError, BackendUnavailable
@@ -36,21 +38,34 @@ _JSON = "application/json"
 
 class APIError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.close = close
+        """Close the connection after the reply (the rest of the request is in doubt)."""
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     metrics.REQUESTS_REJECTED.labels(code).inc()
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
+    return web.Response(
+        status=status, body=error_body(code, message), content_type=_JSON, headers=headers
+    )
 
 
 _HTTP_CODES = {
@@ -58,6 +73,17 @@ _HTTP_CODES = {
     405: ("method_not_allowed", "method not allowed on this endpoint"),
     413: ("body_too_large", "request body exceeds the limit"),
 }
+
+
+def http_exception_response(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own HTTP error (a 413 from reading the body, a 417 for an unknown `Expect`)
+    as keysvc's JSON error: its standard reason, never the text aiohttp put in it (which may
+    quote the request)."""
+    code, message = _HTTP_CODES.get(
+        exc.status, (exc.reason.lower().replace(" ", "_").replace("-", "_"), exc.reason)
+    )
+    kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    return error_response(exc.status, code, message, kept or None)
 
 
 def json_errors(handler: Handler) -> Handler:
@@ -72,13 +98,14 @@ def json_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except APIError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.headers)
+            response = error_response(exc.status, exc.code, exc.message, exc.headers)
+            if exc.close:
+                response.force_close()
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
-            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            return error_response(exc.status, code, message, headers)
+            return http_exception_response(exc)
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return error_response(500, "internal_error", "internal error")
@@ -141,6 +168,7 @@ class Endpoints:
         self._view: RingView | None = None
         self._documents: PublicDocuments | None = None
         self._max_body = service.config.server.max_body_bytes
+        self._body_timeout = service.config.server.body_timeout.total_seconds()
         self._issued_counter = functools.cache(_issued_counter)
         """The counter child per (endpoint, kid, backend), looked up once, not per token."""
         self.audit = AuditTrail()
@@ -157,7 +185,11 @@ class Endpoints:
         return self._documents
 
     def client(self, request: web.Request, scope: str) -> Client:
-        client = self.service.auth.authenticate(request.headers.get("Authorization"))
+        authorization = request.headers.getall("Authorization", ())
+        if len(authorization) > 1:
+            # Proxies and libraries disagree on which one counts (or join them with a comma).
+            raise APIError(400, "duplicate_header", "send exactly one Authorization header")
+        client = self.service.auth.authenticate(authorization[0] if authorization else None)
         if client is None:
             raise APIError(
                 401,
@@ -178,10 +210,31 @@ class Endpoints:
         if length is not None and length > self._max_body:
             raise APIError(413, "body_too_large", f"request body exceeds {self._max_body} bytes")
         try:
-            return await request.read()
+            async with asyncio.timeout(self._body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            raise APIError(
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {self._body_timeout:g}s",
+                close=True,
+            ) from None
         except (ConnectionResetError, ClientPayloadError):
             # The client sent less than it announced and went away: its mistake, not ours.
             raise APIError(400, "incomplete_body", "the request body ended early") from None
+        except RequestPayloadError:
+            raise APIError(
+                400,
+                "malformed_body_framing",
+                "the body's framing is invalid (Content-Length or chunked Transfer-Encoding)",
+                close=True,
+            ) from None
+        try:
+            coding = ", ".join(request.headers.getall("Content-Encoding", ())) or None
+            return content_coding.decode(raw, coding, self._max_body)
+        except content_coding.CodingError as exc:
+            log.info("refused a request body: %s", exc)
+            raise APIError(exc.status, exc.code, str(exc)) from None
 
     @staticmethod
     def invalid(exc: ValidationError) -> APIError:
@@ -321,7 +374,6 @@ def create_app(service: Service) -> web.Application:
 
     Routes go through add_routes (no middleware), so a route added elsewhere must too to keep
     the JSON error shape."""
-    logs.redact_request_parse_errors()
     app = web.Application(client_max_size=service.config.server.max_body_bytes)
     app[SERVICE_KEY] = service
     endpoints = Endpoints(service)

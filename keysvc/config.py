@@ -156,6 +156,33 @@ class ServerConfig(_Section):
     tls_key: Path | None = None
     client_ca: Path | None = None
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+    """Open connections per worker. At the cap, the connection waiting longest for a request is
+    closed to admit a new one (a new one is refused only when every connection is busy)."""
+    header_timeout: Duration = timedelta(seconds=10)
+    """How long a client may take to send a request's header: from connecting, or from the
+    first byte of a request on a kept-alive connection. Past it: 408 and the connection closes."""
+    body_timeout: Duration = timedelta(seconds=10)
+    """How long a client may take to send a request's body once its header is in."""
+    keepalive_timeout: Duration = timedelta(seconds=75)
+    """How long an idle connection is kept open for the client's next request."""
+    drain_timeout: Duration = timedelta(seconds=20)
+    """On SIGTERM: how long requests in progress may take to finish before they are cut off.
+    Must fit in the orchestrator's grace period (Kubernetes: 30s by default)."""
+
+    @field_validator("header_timeout", "body_timeout", "keepalive_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(hours=1):
+            raise ValueError("must be more than 0s and at most 1h")
+        return value
+
+    @field_validator("drain_timeout")
+    @classmethod
+    def _drain(cls, value: timedelta) -> timedelta:
+        if value > timedelta(minutes=10):
+            raise ValueError("must be at most 10m")
+        return value
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> ServerConfig:

@@ -210,6 +210,7 @@ class KeyRing:
         self._sign_seconds = functools.cache(metrics.SIGN_SECONDS.labels)
         """The histogram child per backend, looked up once rather than per signature."""
         self._batch = SignBatch()
+        self._wake = asyncio.Event()
 
     # -- building -----------------------------------------------------------------------------
 
@@ -321,10 +322,20 @@ class KeyRing:
                 sum(1 for s in view.keys if s.state is state)
             )
 
+    def refresh_soon(self) -> None:
+        """Have the refresh loop (run) refresh now rather than at the end of its interval: for
+        an operator who has just revoked or added a key (SIGHUP)."""
+        self._wake.set()
+
     async def run(self, interval: float) -> None:
-        """Refresh every `interval` seconds until cancelled."""
+        """Refresh every `interval` seconds, or at once when refresh_soon() asks, until
+        cancelled."""
         while True:
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
             try:
                 await self.refresh()
             except ConfigError as exc:

@@ -145,27 +145,3 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-class RequestParseErrorFilter(logging.Filter):
-    """aiohttp logs a request it cannot parse at ERROR, with the parser's exception, whose text
-    quotes the offending line: an `Authorization` header with one stray byte would put a bearer
-    token in keysvc's log. Keep the fact (at INFO: it is the client's mistake), drop the text."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from aiohttp.http_exceptions import HttpProcessingError
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            record.msg = "a request could not be parsed: %s (answered HTTP %s)"
-            record.args = (type(exc).__name__, exc.code)
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-def redact_request_parse_errors() -> None:
-    """Install RequestParseErrorFilter on aiohttp's server logger (once)."""
-    logger = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, RequestParseErrorFilter) for f in logger.filters):
-        logger.addFilter(RequestParseErrorFilter())

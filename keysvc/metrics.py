@@ -54,6 +54,24 @@ OTFD_REQUESTS = Counter(
     " (ok, refused, unavailable).",
     ["operation", "outcome"],
 )
+CONNECTIONS_OPEN = Gauge(
+    "keysvc_connections_open",
+    "Open client connections (summed over workers).",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_LIMIT = Gauge(
+    "keysvc_connections_limit",
+    "The connection cap in force (server.max_connections, or less where the file-descriptor"
+    " limit allows less), summed over workers.",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_DROPPED = Counter(
+    "keysvc_connections_dropped",
+    "Connections keysvc closed on its own, by reason: evicted (the longest-waiting connection,"
+    " closed at the cap to admit a new one), refused (a new one at the cap, every connection"
+    " busy), header_timeout, keepalive_timeout.",
+    ["reason"],
+)
 
 
 def render() -> tuple[bytes, str]:

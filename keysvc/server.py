@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import multiprocessing
@@ -40,28 +41,32 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def serve_async(config: Config, *, reuse_port: bool = False, ready: Any = None) -> None:
+def app_runner(service: Any) -> web.AppRunner:
+    """The aiohttp runner for `service`'s app; on stop, requests in progress get
+    `server.drain_timeout` to finish."""
     from keysvc.app import create_app
+
+    drain = service.config.server.drain_timeout.total_seconds()
+    return web.AppRunner(create_app(service), handle_signals=False, shutdown_timeout=drain)
+
+
+async def serve_async(config: Config, *, reuse_port: bool = False, ready: Any = None) -> None:
+    from keysvc.connections import listen
     from keysvc.service import Service
 
     service = Service(config)
     await service.start()
-    runner = web.AppRunner(create_app(service), access_log=None, handle_signals=False)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, _refresh, service)
+    runner = app_runner(service)
     await runner.setup()
-    site = web.TCPSite(
-        runner,
-        config.server.host,
-        config.server.port,
-        ssl_context=ssl_context(config),
-        reuse_port=reuse_port or None,
-        backlog=1024,
+    listener = await listen(
+        runner, config, ssl_context=ssl_context(config), reuse_port=reuse_port
     )
-    await site.start()
     # Everything loaded so far (modules, config, keys) lives as long as the process: take it out
     # of the collector's generations so full collections walk only per-request garbage.
     gc.freeze()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
@@ -70,12 +75,33 @@ async def serve_async(config: Config, *, reuse_port: bool = False, ready: Any = 
         await stop.wait()
     finally:
         try:
+            listener.close()
             await runner.cleanup()
         finally:
             await service.stop()
 
 
-def _worker(data: dict[str, Any]) -> None:
+def _refresh(service: Any) -> None:
+    log.info("SIGHUP: re-reading the key backends now")
+    service.ring.refresh_soon()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when `parent` (the supervisor) dies, however it
+    dies (SIGKILL and OOM kills included), so that no worker keeps serving on its own, outside
+    what systemd or Kubernetes sees as the service. Linux only (prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("cannot follow the supervisor (prctl: %s)", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:  # it died before the request above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(data: dict[str, Any], supervisor: int) -> None:
+    die_with_parent(supervisor)
     config = parse_config(data)
     logs.configure(config.log_level)
     _run_loop(serve_async(config, reuse_port=True))
@@ -99,6 +125,10 @@ def serve(config: Config, data: dict[str, Any], ready: Any = None) -> int:
     systemd) restarts the whole service and counts it. Restarting the worker here would hide
     a crash loop from the supervisor, and in between the survivors keep passing health checks
     on the shared port while part of the service is gone."""
+    # SIGHUP asks for a refresh of the backends, which the event loop's handler does; until it is
+    # installed (starting up), and in workers started before theirs is, it is ignored rather
+    # than fatal (an ignored signal stays ignored across the workers' exec).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if config.server.workers == 1:
         _run_loop(serve_async(config, ready=ready))
         return 0
@@ -106,7 +136,9 @@ def serve(config: Config, data: dict[str, Any], ready: Any = None) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         context = multiprocessing.get_context("spawn")
         workers = [
-            context.Process(target=_worker, args=(data,), name=f"keysvc-worker-{i}")
+            context.Process(
+                target=_worker, args=(data, os.getpid()), name=f"keysvc-worker-{i}"
+            )
             for i in range(config.server.workers)
         ]
         supervisor = _Supervisor(workers)
@@ -116,6 +148,7 @@ def serve(config: Config, data: dict[str, Any], ready: Any = None) -> int:
             process.start()
         if supervisor.stopping:  # asked while starting: reach the workers started since
             supervisor.terminate()
+        signal.signal(signal.SIGHUP, supervisor.forward)
         if ready is not None:
             ready()
         return supervisor.run()
@@ -156,11 +189,21 @@ class _Supervisor:
         self.stopping = True
         self.terminate()
 
+    def forward(self, signum: int, _frame: Any) -> None:
+        """A signal for the workers to act on (SIGHUP: refresh the key ring)."""
+        if not self.stopping:
+            log.info("%s: passing it on to %d worker(s)", signal.Signals(signum).name,
+                     len(self.workers))
+            self._signal(signum)
+
     def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, signum: int) -> None:
         for process in self.workers:
             if process.pid is not None and process.is_alive():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
+                    os.kill(process.pid, signum)
 
     def run(self) -> int:
         running = list(self.workers)

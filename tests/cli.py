@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,11 +33,15 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
 
 
 @contextmanager
-def serving(*args: str, url: str, timeout: float = 30) -> Iterator[subprocess.Popen[str]]:
-    """`keysvc serve ARGS` until /readyz answers 200; stopped with SIGTERM afterwards."""
+def serving(
+    *args: str, url: str, timeout: float = 30, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """`keysvc serve ARGS` until /readyz answers 200; stopped with SIGTERM afterwards.
+    `preexec_fn` runs in the child before keysvc starts (to lower a resource limit)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYSVC_", "OTF_"))}
     process = subprocess.Popen([*KEYSVC, "serve", *args], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=preexec_fn)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from keysvc.app import create_app
 from keysvc.config import ALL_SCOPES, Config, merge, parse_config
 from keysvc.keyring import KeyRing
-from keysvc.server import ssl_context
+from keysvc.connections import listen
+from keysvc.server import app_runner, ssl_context
 from keysvc.service import Service
 
 RUN = {
@@ -116,13 +115,13 @@ async def start_service(
     parsed = parse_config(data)
     service = Service(parsed)
     await service.start(refresh_loop=refresh_loop)
-    runner = web.AppRunner(create_app(service), access_log=None)
+    runner = app_runner(service)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context(parsed))
-    await site.start()
+    listener = await listen(runner, parsed, host="127.0.0.1", ssl_context=ssl_context(parsed))
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl)) as session:
             yield RunningService(parsed.issuer, token, service, parsed, session)
     finally:
+        listener.close()
         await runner.cleanup()
         await service.stop()

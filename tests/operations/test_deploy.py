@@ -142,6 +142,17 @@ def test_configmap_config_is_valid_and_matches_the_deployment() -> None:
     assert config.issuer == f"https://{host}"
 
 
+def test_the_drain_timeout_fits_the_grace_period() -> None:
+    """On SIGTERM keysvc lets requests finish for drain_timeout, then closes its backends and
+    exits: all of it before Kubernetes' SIGKILL at the end of the grace period."""
+    config = parse_config(tomllib.loads(CONFIG_TEXT))
+    grace = DEPLOYMENT["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert config.server.drain_timeout.total_seconds() + 5 <= grace
+    assert parse_config({**tomllib.loads(CONFIG_TEXT), "server": {}}).server.drain_timeout == (
+        config.server.drain_timeout
+    ), "the default drain_timeout fits too"
+
+
 def test_the_configmap_config_serves_the_probe_paths(tmp_path: Path) -> None:
     """Run the real service on the ConfigMap's config, with /run/keysvc moved to a temp dir."""
     run_dir = tmp_path / "run"
