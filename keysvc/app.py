@@ -19,7 +19,7 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
-from keysvc import content_coding, metrics
+from keysvc import content_coding, exact_json, metrics
 from keysvc.audit import AuditTrail
 from keysvc.auth import Client
 from keysvc.backends.base import BackendError, BackendUnavailable
@@ -335,7 +335,15 @@ class Endpoints:
             )
         raw = await self.body(request)
         try:
-            sign_request = SignRequest.model_validate_json(raw)
+            # Not pydantic's JSON reader: it rounds numbers (1e-400 to 0.0) that the token must
+            # carry exactly or not at all.
+            document = exact_json.loads(raw)
+        except exact_json.DuplicateKey as exc:
+            raise APIError(400, "invalid_request", str(exc)) from None
+        except ValueError:
+            raise APIError(400, "malformed_json", "the body is not a JSON object") from None
+        try:
+            sign_request = SignRequest.model_validate(document)
         except ValidationError as exc:
             raise self.invalid(exc) from None
         issued = await self.sign_or_503(self.service.issuer.issue_claims(sign_request), "sign")

@@ -18,6 +18,7 @@ from keysvc import jose
 from keysvc.backends.base import BackendUnavailable
 from keysvc.clouds import ACCEPTED_ALGORITHMS, DEFAULT_AUDIENCE, Cloud
 from keysvc.config import TokensConfig
+from keysvc.exact_json import INT_RANGE, NOT_FINITE, TOO_BIG, Inexact
 from keysvc.keyring import KeyRing, RingKey
 from keysvc.run_identity import run_claims as _run_claims
 
@@ -30,12 +31,12 @@ PATTERN_MESSAGES = {
 }
 """What a field that fails one of the patterns above is told (pydantic only names the regex)."""
 RESERVED_CLAIMS = frozenset({"iss", "iat", "nbf", "exp", "jti"})
-"""Claims the service owns on /v1/sign: a request that sets one is refused."""
+"""Claims the service owns on /v1/sign: a request that sets one, in any letter case, is refused
+(Go's encoding/json matches keys without regard to case, so a Go verifier would read `ISS`)."""
 AZURE_AUDIENCE = DEFAULT_AUDIENCE[Cloud.AZURE]
 AZURE_ALGORITHMS = ACCEPTED_ALGORITHMS[Cloud.AZURE]
-_INT_RANGE = range(-(2**63), 2**64)
-"""The integers a token may carry: 64-bit signed and unsigned, what orjson writes and most JSON
-libraries read exactly (JavaScript verifiers lose precision beyond 2**53, as for any JWT)."""
+MAX_CLAIM_DEPTH = 32
+"""How deeply claim values may nest (objects and arrays)."""
 
 
 class RequestError(ValueError):
@@ -67,21 +68,38 @@ class RunContext(BaseModel):
     ttl_seconds: StrictInt | None = None
 
 
-def _json_faithful(value: Any, where: str) -> None:
-    """Refuse what would not survive into the token unchanged: NaN and infinities (JSON has
-    none) and integers beyond 64 bits (verifiers read them inexactly, if at all)."""
+def _json_faithful(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse what would not survive into the token unchanged: numbers the body's reader
+    (keysvc.exact_json) marked Inexact, NaN and infinities (JSON has none), integers beyond 64
+    bits (verifiers read them inexactly, if at all), text that is not Unicode (a lone surrogate
+    from a `\ud800` escape), and nesting deeper than MAX_CLAIM_DEPTH."""
+    if isinstance(value, Inexact):
+        raise ValueError(f"{where} {value.problem}")
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"{where} is not a finite number")
+            raise ValueError(f"{where} {NOT_FINITE.problem}")
     elif isinstance(value, int):
-        if value not in _INT_RANGE:
-            raise ValueError(f"{where} is an integer beyond 64 bits")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _json_faithful(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _json_faithful(item, f"{where}[{index}]")
+        if value not in INT_RANGE:
+            raise ValueError(f"{where} {TOO_BIG.problem}")
+    elif isinstance(value, str):
+        _unicode(value, where)
+    elif isinstance(value, (dict, list)):
+        if depth >= MAX_CLAIM_DEPTH:
+            raise ValueError(f"{where} nests deeper than {MAX_CLAIM_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str):
+                _unicode(key, where)
+                _json_faithful(item, f"{where}.{key}", depth + 1)
+            else:
+                _json_faithful(item, f"{where}[{key}]", depth + 1)
+
+
+def _unicode(text: str, where: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{where} holds text that is not Unicode (a lone surrogate)") from None
 
 
 class SignRequest(BaseModel):
@@ -96,6 +114,7 @@ class SignRequest(BaseModel):
     @classmethod
     def _faithful(cls, claims: dict[str, Any]) -> dict[str, Any]:
         for key, value in claims.items():
+            _unicode(key, "a claim name")
             _json_faithful(value, key)
         return claims
 
@@ -185,10 +204,19 @@ class TokenIssuer:
         return await self.issue(self.run_claims(run), ttl, key)
 
     async def issue_claims(self, request: SignRequest) -> IssuedToken:
-        reserved = sorted(RESERVED_CLAIMS & request.claims.keys())
+        folded = {name.casefold() for name in request.claims}
+        reserved = sorted(RESERVED_CLAIMS & folded)
         if reserved:
             raise RequestError(
-                "reserved_claim", f"claim {reserved[0]!r} is set by the service and cannot be given"
+                "reserved_claim",
+                f"claim {reserved[0]!r} (in any letter case) is set by the service and cannot be"
+                " given",
+            )
+        if len(folded) != len(request.claims):
+            # {"sub": "a", "SUB": "b"}: a Go verifier reads the last of them as `sub`, others the
+            # first: one token, two meanings.
+            raise RequestError(
+                "ambiguous_claims", "two claim names differ only in letter case"
             )
         return await self.issue(dict(request.claims), self.ttl(request.ttl_seconds))
 

@@ -16,9 +16,12 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
+from keysvc.exact_json import TOO_PRECISE as _TOO_PRECISE
 from tests.conftest import file_config, write_key
 from tests.service import RUN, start_service
 from tests.verification import verify_once
+
+TOO_PRECISE = _TOO_PRECISE.problem
 
 TERRAFORM_CLAIMS = {
     "terraform_organization_name": "acme",
@@ -262,6 +265,15 @@ async def test_refusals_say_what_is_wrong(key_dir: Path) -> None:
         (b'{"n": -Infinity}', "n is not a finite number"),
         (b'{"n": 36893488147419103232}', "n is an integer beyond 64 bits"),
         (b'{"a": [1, {"b": NaN}]}', "a[1].b is not a finite number"),
+        # A double would round these: 0.0, 1.0, 0.1. The token must carry what was sent.
+        (b'{"n": 1e-400}', f"n {TOO_PRECISE}"),
+        (b'{"n": 1.' + b"0" * 20000 + b'1}', f"n {TOO_PRECISE}"),
+        (b'{"a": {"n": 0.1000000000000000000001}}', f"a.n {TOO_PRECISE}"),
+        (b'{"n": 1' + b"0" * 20000 + b"}", "n is an integer beyond 64 bits"),
+        (b'{"n": -9223372036854775809}', "n is an integer beyond 64 bits"),
+        (b'{"s": "\\ud800"}', "s holds text that is not Unicode (a lone surrogate)"),
+        (b'{"\\udfff": 1}', "a claim name holds text that is not Unicode (a lone surrogate)"),
+        (b'{"d": ' + b"[" * 40 + b"]" * 40 + b"}", "d" + "[0]" * 32 + " nests deeper than 32 levels"),
     ],
 )
 async def test_sign_refuses_claims_json_cannot_carry(
@@ -278,11 +290,46 @@ async def test_sign_refuses_claims_json_cannot_carry(
         assert status == 400 and body["error"]["code"] == "invalid_request"
         assert body["error"]["message"] == f"claims: {where}"
         status, _, body = await svc.request(
-            "POST", "/v1/sign", json={"claims": {"sub": "s", "aud": "a", "big": 2**64 - 1, "small": -(2**63), "f": 0.5}}
+            "POST",
+            "/v1/sign",
+            data=b'{"claims": {"sub": "s", "aud": "a", "big": 18446744073709551615, "small":'
+            b' -9223372036854775808, "f": 0.5, "tenth": 0.1, "e": 1E5, "trail": 1.50,'
+            b' "tiny": 5e-324, "z": -0.0}}',
+            headers={"Content-Type": "application/json"},
         )
         assert status == 200, body
-        claims_out = await verify_once(svc.url, body["token"], "a")
-        assert (claims_out["big"], claims_out["small"], claims_out["f"]) == (2**64 - 1, -(2**63), 0.5)
+        out = await verify_once(svc.url, body["token"], "a")
+        assert (out["big"], out["small"], out["f"]) == (2**64 - 1, -(2**63), 0.5)
+        assert (out["tenth"], out["e"], out["trail"], out["tiny"]) == (0.1, 1e5, 1.5, 5e-324)
+
+
+@pytest.mark.parametrize("name", ["ISS", "Iss", "Exp", "NBF", "iAt", "JTI"])
+async def test_sign_refuses_reserved_claims_in_any_letter_case(key_dir: Path, name: str) -> None:
+    """Go's encoding/json matches object keys to struct fields without regard to case: a Go
+    verifier would read `ISS` as the token's issuer."""
+    async with start_service(file_config(key_dir)) as svc:
+        status, _, body = await svc.request(
+            "POST", "/v1/sign", json={"claims": {"sub": "s", name: "https://evil"}}
+        )
+        assert status == 400 and body["error"]["code"] == "reserved_claim", body
+
+
+async def test_sign_refuses_claims_that_read_differently_in_different_verifiers(
+    key_dir: Path,
+) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        for raw, code in (
+            (b'{"claims": {"sub": "a", "SUB": "organization:victim"}}', "ambiguous_claims"),
+            (b'{"claims": {"sub": "a", "sub": "b"}}', "invalid_request"),  # first or last?
+            (b'{"claims": {"x": {"k": 1, "k": 2}}}', "invalid_request"),
+            (b'{"claims": {}, "claims": {"iss": "x"}}', "invalid_request"),
+            ('{"claims": {"sub": "a"}}'.encode("utf-16"), "malformed_json"),
+            (b'{"claims": {"sub": "a"}} {}', "malformed_json"),
+        ):
+            status, _, body = await svc.request(
+                "POST", "/v1/sign", data=raw, headers={"Content-Type": "application/json"}
+            )
+            assert (status, body["error"]["code"]) == (400, code), (raw, body)
 
 
 async def test_malformed_requests(key_dir: Path) -> None:
