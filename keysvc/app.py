@@ -151,6 +151,15 @@ def backend_failure(summary: str, exc: BaseException) -> str:
     return f"{summary} (error id {error_id}; the details are in keysvc's log)"
 
 
+def authorization(request: web.Request) -> str | None:
+    """The request's one `Authorization` header. Two are refused (400): proxies and libraries
+    disagree on which one counts, or join them with a comma."""
+    values = request.headers.getall("Authorization", ())
+    if len(values) > 1:
+        raise APIError(400, "duplicate_header", "send exactly one Authorization header")
+    return values[0] if values else None
+
+
 def matches_etag(if_none_match: str, etag: str) -> bool:
     """RFC 9110 13.1.2: `*`, or a list of entity tags compared weakly (W/ ignored)."""
     if if_none_match.strip() == "*":
@@ -185,11 +194,7 @@ class Endpoints:
         return self._documents
 
     def client(self, request: web.Request, scope: str) -> Client:
-        authorization = request.headers.getall("Authorization", ())
-        if len(authorization) > 1:
-            # Proxies and libraries disagree on which one counts (or join them with a comma).
-            raise APIError(400, "duplicate_header", "send exactly one Authorization header")
-        client = self.service.auth.authenticate(authorization[0] if authorization else None)
+        client = self.service.auth.authenticate(authorization(request))
         if client is None:
             raise APIError(
                 401,

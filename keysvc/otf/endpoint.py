@@ -30,7 +30,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keysvc import metrics
-from keysvc.app import APIError
+from keysvc.app import APIError, authorization
 from keysvc.config import organization_allowed
 from keysvc.otf import job_token
 from keysvc.otf.jsonapi import MEDIA_TYPE, error_response
@@ -99,7 +99,7 @@ class DynamicCredentials:
     async def issue(self, request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
         try:
-            token = job_token.bearer(request.headers.get("Authorization"))
+            token = job_token.bearer(authorization(request))
             job_token.check(token, job_id, time.time())
         except job_token.TokenRefused as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from multidict import CIMultiDict
 from prometheus_client import REGISTRY
 
 from tests.fakes.otfd import FakeOtfd, new_id
@@ -39,12 +41,13 @@ async def post(
     svc: RunningService,
     job_id: str,
     *,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     body: bytes | None = b'{"audience":"aws.workload.identity"}',
     content_type: str = JSONAPI,
 ) -> tuple[int, Any, Any]:
     """Any request to the endpoint; (status, headers, parsed JSON body or raw bytes)."""
-    send = {"Content-Type": content_type, **(headers or {})}
+    send = CIMultiDict({"Content-Type": content_type})
+    send.extend(headers or {})
     path = f"/otfapi/jobs/{job_id}/dynamic-credentials"
     async with svc.session.post(svc.url + path, data=body, headers=send) as reply:
         raw = await reply.read()
@@ -233,6 +236,16 @@ async def test_no_job_token_is_401(
     job, _ = otfd.running_job()
     headers = {} if authorization is None else {"Authorization": authorization}
     assert_refused(*await post(keysvc, job.id, headers=headers), 401, code)
+    assert otfd.requests == []
+
+
+async def test_two_authorization_headers_are_refused(
+    otfd: FakeOtfd, keysvc: RunningService
+) -> None:
+    """Proxies and libraries disagree on which of two counts: neither does."""
+    job, token = otfd.running_job()
+    headers = CIMultiDict([("Authorization", f"Bearer {token}"), ("Authorization", "Bearer x")])
+    assert_refused(*await post(keysvc, job.id, headers=headers), 400, "duplicate_header")
     assert otfd.requests == []
 
 
