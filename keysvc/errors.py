@@ -3,7 +3,7 @@
 Backend failures form one small hierarchy, so that callers decide by type, never by message:
 
     BackendError                 a failure whose message is safe to show (HTTP 503, CLI exit 2)
-    ├── BackendUnavailable       unreachable, overloaded or sealed for now: retry after `retry_after`
+    ├── BackendUnavailable       unreachable, overloaded or sealed: retry after `retry_after`
     ├── NotFound                 no such key, version, alias or mount
     ├── PermissionDenied         keysvc's identity lacks a permission on the key
     ├── Unauthenticated          the backend rejected keysvc's credentials

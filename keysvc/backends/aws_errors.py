@@ -1,4 +1,4 @@
-"""How AWS client failures become keysvc backend errors.
+"""How AWS client failures become keysvc backend errors: one table (FAILURES).
 
 botocore has already retried what is worth retrying (throttling, 5xx, dropped connections: see
 `retry_config`) by the time an exception reaches here, so a transient failure that is still
@@ -26,7 +26,14 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as AwsConnectionError
 
-from keysvc.backends.base import BackendError, BackendUnavailable
+from keysvc.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from keysvc.backends.failures import Failure, lookup, status_class
 
 log = logging.getLogger("keysvc.backends.aws")
 
@@ -59,15 +66,76 @@ KEY_STATE_CODES = frozenset({"DisabledException", "KMSInvalidStateException"})
 
 
 
-class KeyNotFound(BackendError):
-    """KMS has no such key or alias (deleted, or never in this account and region)."""
-
-
 RETRY_AFTER_THROTTLED = 1.0
 """KMS quotas are per second: a throttled caller has its share again one second later."""
 RETRY_AFTER_SERVER_ERROR = 2.0
 RETRY_AFTER_UNREACHABLE = 5.0
 """A network path or endpoint that is down rarely comes back within a second."""
+
+_THROTTLED = Failure(
+    BackendUnavailable,
+    "AWS is throttling {action} ({code}) after {attempts} attempts; the account's KMS request"
+    " quota is exhausted",
+    retry_after=RETRY_AFTER_THROTTLED,
+    retry=True,
+)
+_UNREACHABLE = Failure(
+    BackendUnavailable,
+    "cannot reach AWS for {action} after {attempts} attempts ({kind})",
+    retry_after=RETRY_AFTER_UNREACHABLE,
+    retry=True,
+)
+_NO_CREDENTIALS = Failure(
+    Unauthenticated,
+    "no AWS credentials found through the standard chain (environment, web identity token"
+    " file, shared config/profile, container or instance role)",
+)
+FAILURES: dict[object, Failure] = {
+    # ClientError: AWS answered with an error code (looked up first) and an HTTP status.
+    **dict.fromkeys(THROTTLING_CODES, _THROTTLED),
+    429: _THROTTLED,
+    "5xx": Failure(
+        BackendUnavailable,
+        "AWS {action} failed with a server error ({code}, HTTP {status}) after {attempts}"
+        " attempts",
+        retry_after=RETRY_AFTER_SERVER_ERROR,
+        retry=True,
+    ),
+    **dict.fromkeys(DENIED_CODES, Failure(
+        PermissionDenied,
+        "AWS denied {action} on {subject}: the credentials lack that permission"
+        " (see docs/backends/aws-kms.md for the IAM policy)",
+    )),
+    "NotFoundException": Failure(
+        NotFound, "AWS KMS has no key {subject} in this account and region"
+    ),
+    **dict.fromkeys(KEY_STATE_CODES, Failure(
+        BackendError, "AWS KMS key {subject} cannot be used: it is disabled or pending deletion"
+    )),
+    **dict.fromkeys(CREDENTIAL_CODES, Failure(
+        Unauthenticated, "AWS rejected the credentials for {action} ({code})"
+    )),
+    ClientError: Failure(BackendError, "AWS {action} on {subject} failed ({code}, HTTP {status})"),
+    # BotoCoreError: nothing came back from AWS (by class, most specific first).
+    SSLError: Failure(
+        BackendError, "TLS to AWS failed for {action}: check the endpoint and the CA bundle"
+    ),
+    AwsConnectionError: _UNREACHABLE,  # EndpointConnectionError, ConnectTimeoutError, ...
+    HTTPClientError: _UNREACHABLE,  # ReadTimeoutError, ConnectionClosedError, ...
+    CredentialRetrievalError: Failure(
+        BackendUnavailable,
+        "AWS credentials could not be fetched (STS or the instance metadata service failed);"
+        " retrying later",
+        retry_after=RETRY_AFTER_UNREACHABLE,
+    ),
+    NoCredentialsError: _NO_CREDENTIALS,
+    PartialCredentialsError: _NO_CREDENTIALS,
+    NoRegionError: Failure(
+        BackendError, "no AWS region configured: set region in the backend's settings"
+    ),
+    BotoCoreError: Failure(BackendError, "AWS {action} on {subject} failed ({kind})"),
+}
+"""botocore's failures → keysvc's errors: by AWS error code, then HTTP status, then class."""
 
 
 def retry_config(max_attempts: int) -> dict[str, Any]:
@@ -81,6 +149,9 @@ def retry_config(max_attempts: int) -> dict[str, Any]:
 def translate(exc: Exception, action: str, subject: str, attempts: int) -> BackendError:
     """The BackendError for a failed AWS call. `action` is the IAM action (`kms:Sign`),
     `subject` the key or alias concerned (or a short description)."""
+    if not isinstance(exc, AWS_ERRORS):
+        raise TypeError(f"not an AWS client error: {type(exc).__name__}")
+    code, status = "", 0
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
@@ -89,59 +160,12 @@ def translate(exc: Exception, action: str, subject: str, attempts: int) -> Backe
             "AWS %s on %s failed: %s (HTTP %s): %s", action, subject, code, status,
             error.get("Message", ""),
         )
-        if code in THROTTLING_CODES or status == 429:
-            return BackendUnavailable(
-                f"AWS is throttling {action} ({code}) after {attempts} attempts; "
-                "the account's KMS request quota is exhausted",
-                retry_after=RETRY_AFTER_THROTTLED,
-            )
-        if status >= 500:
-            return BackendUnavailable(
-                f"AWS {action} failed with a server error ({code}, HTTP {status}) "
-                f"after {attempts} attempts",
-                retry_after=RETRY_AFTER_SERVER_ERROR,
-            )
-        if code in DENIED_CODES:
-            return BackendError(
-                f"AWS denied {action} on {subject}: the credentials lack that permission "
-                "(see docs/backends/aws-kms.md for the IAM policy)"
-            )
-        if code == "NotFoundException":
-            return KeyNotFound(f"AWS KMS has no key {subject} in this account and region")
-        if code in KEY_STATE_CODES:
-            return BackendError(
-                f"AWS KMS key {subject} cannot be used: it is disabled or pending deletion"
-            )
-        if code in CREDENTIAL_CODES:
-            return BackendError(f"AWS rejected the credentials for {action} ({code})")
-        return BackendError(f"AWS {action} on {subject} failed ({code}, HTTP {status})")
-    log.debug("AWS %s on %s failed: %s: %s", action, subject, type(exc).__name__, exc)
-    if isinstance(exc, SSLError):
-        return BackendError(
-            f"TLS to AWS failed for {action}: check the endpoint and the CA bundle"
-        )
-    if isinstance(exc, (AwsConnectionError, HTTPClientError)):
-        # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError…
-        return BackendUnavailable(
-            f"cannot reach AWS for {action} after {attempts} attempts ({type(exc).__name__})",
-            retry_after=RETRY_AFTER_UNREACHABLE,
-        )
-    if isinstance(exc, CredentialRetrievalError):
-        return BackendUnavailable(
-            "AWS credentials could not be fetched (STS or the instance metadata service "
-            "failed); retrying later",
-            retry_after=RETRY_AFTER_UNREACHABLE,
-        )
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return BackendError(
-            "no AWS credentials found through the standard chain (environment, web identity "
-            "token file, shared config/profile, container or instance role)"
-        )
-    if isinstance(exc, NoRegionError):
-        return BackendError("no AWS region configured: set region in the backend's settings")
-    if isinstance(exc, BotoCoreError):
-        return BackendError(f"AWS {action} on {subject} failed ({type(exc).__name__})")
-    raise TypeError(f"not an AWS client error: {type(exc).__name__}")
+    else:
+        log.debug("AWS %s on %s failed: %s: %s", action, subject, type(exc).__name__, exc)
+    failure = lookup(FAILURES, code or None, status or None, status_class(status), exc,
+                     default=FAILURES[BotoCoreError])
+    return failure(action=action, subject=subject, code=code, status=status,
+                   attempts=attempts, kind=type(exc).__name__)
 
 
 AWS_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError)

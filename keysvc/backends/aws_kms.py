@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keysvc import jose
-from keysvc.backends.aws_errors import AWS_ERRORS, KeyNotFound, retry_config, translate
+from keysvc.backends.aws_errors import AWS_ERRORS, retry_config, translate
 from keysvc.backends.base import (
     BackendError,
     BackendSettings,
@@ -55,6 +55,7 @@ from keysvc.backends.base import (
     DisablesVersions,
     KeyBackend,
     KeyVersion,
+    NotFound,
     require,
 )
 from keysvc.durations import Duration
@@ -289,7 +290,7 @@ class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
                 break
             try:
                 chain.append(await self._describe(previous))
-            except KeyNotFound:
+            except NotFound:
                 break  # a deleted key ends the history
             seen.add(previous)
         return chain
@@ -313,7 +314,7 @@ class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
     async def _describe_if_present(self, arn: str) -> dict[str, Any] | None:
         try:
             return await self._describe(arn)
-        except KeyNotFound:
+        except NotFound:
             return None
 
     async def _tagged_keys(self) -> list[dict[str, Any]]:

@@ -53,7 +53,11 @@ from keysvc.backends.base import (
     DisablesVersions,
     KeyBackend,
     KeyVersion,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
 )
+from keysvc.backends.failures import Failure, lookup, status_class
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 from keysvc.secrets import read_secret_file
@@ -64,6 +68,49 @@ T = TypeVar("T")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _RETRY_AFTER_PARSER = AsyncRetryPolicy()
 _DEFAULT_RETRY_AFTER = 1.0
+
+_UNREACHABLE = Failure(BackendUnavailable, "cannot reach Azure Key Vault at {vault} ({what})")
+_NOT_FOUND = Failure(
+    NotFound, "key {key!r} (or this version of it) does not exist in {vault} ({what})"
+)
+_FAILED = Failure(BackendUnavailable, "Azure Key Vault failed {what} ({detail})")
+FAILURES: dict[object, Failure] = {
+    TimeoutError: Failure(
+        BackendUnavailable, "Azure Key Vault did not answer within {seconds:g}s ({what})"
+    ),
+    ServiceRequestError: _UNREACHABLE,
+    ServiceResponseError: _UNREACHABLE,
+    # The token endpoint (Entra ID), not the vault, refused or failed.
+    ("entra", "5xx"): Failure(
+        BackendUnavailable, "Entra ID failed to issue a token ({what}, HTTP {status})"
+    ),
+    "entra": Failure(
+        Unauthenticated, "cannot get an Entra ID token for Azure Key Vault ({what}): {message}"
+    ),
+    429: Failure(
+        BackendUnavailable,
+        "Azure Key Vault is throttling requests ({what}); retry later",
+        retry=True,
+    ),
+    401: Failure(
+        Unauthenticated,
+        "Azure Key Vault rejected the Entra ID token for {what} ({detail}): is the identity in"
+        " the vault's tenant?",
+    ),
+    403: Failure(
+        PermissionDenied,
+        "Azure Key Vault refused {what} on key {key!r} ({detail}): the identity needs the"
+        " 'Key Vault Crypto User' role (or the keys get, list and sign permissions; rotate and"
+        " update to rotate and revoke), and the version must be enabled",
+    ),
+    404: _NOT_FOUND,
+    ResourceNotFoundError: _NOT_FOUND,
+    408: _FAILED,
+    "5xx": _FAILED,
+}
+"""What azure-core raises (by class), Key Vault's HTTP status, or the token endpoint's failure
+→ keysvc's errors. Looked up by status first, then by class."""
+REFUSED = Failure(BackendError, "Azure Key Vault refused {what} ({detail})")
 
 
 class AzureKeyVaultSettings(BackendSettings):
@@ -218,74 +265,49 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
                 self._last_failure = None
                 return result
             except HttpResponseError as exc:
-                if exc.status_code != 429:
-                    raise self._failure(what, exc) from None
                 wait = _retry_after(exc)
-                if wait > budget or loop.time() + wait >= deadline:
-                    self._log_failure(what, f"throttled (429, Retry-After {wait:g}s)")
-                    raise BackendUnavailable(
-                        f"Azure Key Vault is throttling requests ({what}); retry later",
-                        retry_after=max(wait, _DEFAULT_RETRY_AFTER),
-                    ) from None
+                if exc.status_code != 429 or wait > budget or loop.time() + wait >= deadline:
+                    raise self._failure(what, exc) from None
                 budget -= wait
                 await asyncio.sleep(wait)
-            except TimeoutError:
-                seconds = self.settings.timeout.total_seconds()
-                self._log_failure(what, f"no answer within {seconds:g}s")
-                raise BackendUnavailable(
-                    f"Azure Key Vault did not answer within {seconds:g}s ({what})",
-                    retry_after=_DEFAULT_RETRY_AFTER,
-                ) from None
-            except (ServiceRequestError, ServiceResponseError) as exc:
-                self._log_failure(what, type(exc).__name__)
-                raise BackendUnavailable(
-                    f"cannot reach Azure Key Vault at {self.settings.vault_url} ({what})",
-                    retry_after=_DEFAULT_RETRY_AFTER,
-                ) from None
-            except AzureError as exc:
+            except (AzureError, TimeoutError) as exc:
                 raise self._failure(what, exc) from None
 
-    def _failure(self, what: str, exc: AzureError) -> BackendError:
+    def _failure(self, what: str, exc: AzureError | TimeoutError) -> BackendError:
         """Turn an Azure error into a message safe to show: the status and Key Vault's error
         code, never the request's token or the credential's secrets."""
         s = self.settings
         status = getattr(exc, "status_code", None)
-        code = _error_code(exc)
+        code = _error_code(exc) if isinstance(exc, AzureError) else None
         detail = f"HTTP {status}" + (f" {code}" if code else "")
-        # Key Vault's own message (which may name the caller's object id) goes to the operator's
-        # log only; it never carries the token or the credential's secret.
-        self._log_failure(
-            what, f"{detail if status else type(exc).__name__}: {_first_line(_error_message(exc))}"
-        )
+        seconds = s.timeout.total_seconds()
+        if isinstance(exc, TimeoutError):
+            summary = f"no answer within {seconds:g}s"
+        elif isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+            summary = type(exc).__name__
+        elif status == 429:
+            summary = f"throttled (429, Retry-After {_retry_after(exc):g}s)"
+        else:
+            # Key Vault's own message (which may name the caller's object id) goes to the
+            # operator's log only; it never carries the token or the credential's secret.
+            said = _first_line(_error_message(exc))
+            summary = f"{detail if status else type(exc).__name__}: {said}"
+        self._log_failure(what, summary)
         if isinstance(exc, ClientAuthenticationError) and not _from_vault(exc, s.vault_url):
-            if status is not None and status >= 500:
-                return BackendUnavailable(
-                    f"Entra ID failed to issue a token ({what}, HTTP {status})"
-                )
-            return BackendError(
-                f"cannot get an Entra ID token for Azure Key Vault ({what}): "
-                f"{_first_line(exc.message)}"
-            )
-        if status == 401:
-            return BackendError(
-                f"Azure Key Vault rejected the Entra ID token for {what} ({detail}): is the"
-                " identity in the vault's tenant?"
-            )
-        if status == 403:
-            return BackendError(
-                f"Azure Key Vault refused {what} on key {s.key!r} ({detail}): the identity needs"
-                " the 'Key Vault Crypto User' role (or the keys get, list and sign permissions;"
-                " rotate and update to rotate and revoke), and the version must be enabled"
-            )
-        if isinstance(exc, ResourceNotFoundError) or status == 404:
-            return BackendError(
-                f"key {s.key!r} (or this version of it) does not exist in {s.vault_url} ({what})"
-            )
-        if status is not None and (status >= 500 or status == 408):
-            return BackendUnavailable(
-                f"Azure Key Vault failed {what} ({detail})", retry_after=_retry_after(exc)
-            )
-        return BackendError(f"Azure Key Vault refused {what} ({detail or type(exc).__name__})")
+            keys: tuple[object, ...] = (("entra", status_class(status)), "entra")
+        else:
+            keys = (status, status_class(status), exc)
+        failure = lookup(FAILURES, *keys, default=REFUSED)
+        return failure(
+            retry_after=_retry_after(exc) if isinstance(exc, HttpResponseError) else None,
+            what=what,
+            key=s.key,
+            vault=s.vault_url,
+            status=status,
+            detail=detail if status else type(exc).__name__,
+            seconds=seconds,
+            message=_first_line(getattr(exc, "message", None)),
+        )
 
     def _log_failure(self, what: str, summary: str) -> None:
         """Warn once per kind of failure, not once per request: during an outage every signing
@@ -304,7 +326,7 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
 
         listed = await self._call("list key versions", all_versions)
         if not listed:  # Key Vault answers an empty list, not 404, for a key that does not exist
-            raise BackendError(
+            raise NotFound(
                 f"key {self.settings.key!r} does not exist in {self.settings.vault_url}"
                 " (create it with: az keyvault key create --kty RSA-HSM --size 2048 ...)"
             )

@@ -67,7 +67,11 @@ from keysvc.backends.base import (
     DisablesVersions,
     KeyBackend,
     KeyVersion,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
 )
+from keysvc.backends.failures import Failure, lookup
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 from keysvc.jose import Algorithm
@@ -112,8 +116,32 @@ _TRANSIENT = (
     gexc.Unknown,
     gexc.Aborted,
 )
-# Failures reported as 503 without retrying here (a slow KMS is not made faster by asking twice).
-_UNAVAILABLE = (*_TRANSIENT, gexc.DeadlineExceeded, gexc.GatewayTimeout, gexc.BadGateway)
+_UNAVAILABLE = "Cloud KMS unavailable; could not {doing} {resource} ({status})"
+FAILURES: dict[type[Exception], Failure] = {
+    **dict.fromkeys(_TRANSIENT, Failure(BackendUnavailable, _UNAVAILABLE, retry=True)),
+    # Reported as 503 without retrying here: a slow KMS is not made faster by asking twice.
+    **dict.fromkeys(
+        (gexc.DeadlineExceeded, gexc.GatewayTimeout, gexc.BadGateway),
+        Failure(BackendUnavailable, _UNAVAILABLE),
+    ),
+    gexc.PermissionDenied: Failure(
+        PermissionDenied,
+        "Cloud KMS denied backend {name!r} permission to {doing} {resource} ({message});"
+        " grant that permission to keysvc's identity on the key",
+    ),
+    gexc.NotFound: Failure(NotFound, "Cloud KMS: {resource} not found ({message})"),
+    gexc.Unauthenticated: Failure(
+        Unauthenticated, "Cloud KMS rejected the credentials of backend {name!r} ({message})"
+    ),
+    gexc.RetryError: Failure(
+        BackendUnavailable, "Cloud KMS did not answer; could not {doing} {resource}"
+    ),
+    gexc.GoogleAPICallError: Failure(
+        BackendError, "Cloud KMS refused to {doing} {resource} ({status})"
+    ),
+}
+"""google.api_core's exceptions (one class per gRPC status) → keysvc's errors."""
+FAILED = Failure(BackendUnavailable, "Cloud KMS failed; could not {doing} {resource}")
 
 # Reconnect at least every 5 s after an outage (gRPC's default backoff grows to 120 s), so a
 # replica recovers within seconds of KMS coming back.
@@ -338,26 +366,16 @@ class GcpKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
             cause = exc.cause
             if isinstance(cause, gexc.GoogleAPICallError):
                 return self._error(cause, doing, resource)
-            return BackendUnavailable(f"Cloud KMS did not answer; could not {doing} {resource}")
-        if not isinstance(exc, gexc.GoogleAPICallError):
-            return BackendUnavailable(f"Cloud KMS failed; could not {doing} {resource}")
-        if isinstance(exc, _UNAVAILABLE):
-            return BackendUnavailable(
-                f"Cloud KMS unavailable; could not {doing} {resource} ({_short(exc)})",
-                retry_after=_retry_after(exc),
-            )
-        if isinstance(exc, gexc.PermissionDenied):
-            return BackendError(
-                f"Cloud KMS denied backend {self.name!r} permission to {doing} {resource}"
-                f" ({exc.message}); grant that permission to keysvc's identity on the key"
-            )
-        if isinstance(exc, gexc.NotFound):
-            return BackendError(f"Cloud KMS: {resource} not found ({exc.message})")
-        if isinstance(exc, gexc.Unauthenticated):
-            return BackendError(
-                f"Cloud KMS rejected the credentials of backend {self.name!r} ({exc.message})"
-            )
-        return BackendError(f"Cloud KMS refused to {doing} {resource} ({_short(exc)})")
+        failure = lookup(FAILURES, exc, default=FAILED)
+        api_error = isinstance(exc, gexc.GoogleAPICallError)
+        return failure(
+            retry_after=_retry_after(exc) if api_error else None,
+            name=self.name,
+            doing=doing,
+            resource=resource,
+            message=exc.message if api_error else "",
+            status=_short(exc) if api_error else "",
+        )
 
     async def _call(
         self, doing: str, resource: str, method: Callable[..., Awaitable[_T]], request: Any

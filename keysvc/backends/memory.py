@@ -4,7 +4,7 @@ for authors of new backends.
     [[backends]]
     name = "demo"
     type = "memory"
-    key_type = "ec-p256"    # of versions created on demand: rsa-2048..4096, ec-p256, ec-p384, ed25519
+    key_type = "ec-p256"  # of versions made on demand: rsa-2048..4096, ec-p256, ec-p384, ed25519
 
 It is the smallest backend that does everything a backend may do, so it reads as a checklist:
 - settings are a pydantic model (`MemorySettings`); unknown keys are refused;

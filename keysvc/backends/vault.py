@@ -37,11 +37,12 @@ from keysvc.backends.base import (
     DisablesVersions,
     KeyBackend,
     KeyVersion,
+    NotFound,
     OperationNotSupported,
 )
 from keysvc.backends.batching import Coalescer, CoalescerClosed
 from keysvc.backends.vault_auth import VaultAuth
-from keysvc.backends.vault_http import VaultHTTP, VaultNotFound
+from keysvc.backends.vault_http import VaultHTTP
 from keysvc.backends.vault_settings import VaultSettings
 from keysvc.errors import ConfigError
 
@@ -147,7 +148,7 @@ class VaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
         """The Transit key's description (`data` of GET <mount>/keys/<key>), type-checked."""
         try:
             body = await self.http.request("GET", self._key_path)
-        except VaultNotFound:
+        except NotFound:
             raise ConfigError(
                 f"backends.{self.name}: {self._where()} does not exist in Vault"
                 f" (create it: vault write -f {self._key_path} type=ecdsa-p256)"

@@ -32,6 +32,7 @@ import requests
 import urllib3
 
 from keysvc.backends.base import BackendUnavailable
+from keysvc.backends.failures import Failure, lookup
 from keysvc.backends.vault_settings import VaultSettings
 from keysvc.errors import ConfigError
 from keysvc.secrets import read_secret_file
@@ -62,19 +63,29 @@ class TokenLease:
         return self.obtained + self.ttl * RENEW_AT
 
 
+_REASONS: dict[object, str] = {
+    requests.exceptions.ConnectTimeout: "timed out",
+    requests.exceptions.Timeout: "timed out",
+    requests.exceptions.SSLError: "TLS verification failed (check ca_cert)",
+    requests.exceptions.ConnectionError: "connection failed",
+}
+"""What an hvac/requests failure says, in a few safe words (never request headers or bodies)."""
+AUTH_FAILED = Failure(
+    BackendUnavailable,
+    "Vault {method} auth for backend {name!r} failed: {reason}",
+    retry_after=RETRY_DELAY,
+)
+"""Every login or renewal failure: the service starts unready and keeps trying (a wrong secret
+id fixed in its file, a Vault back up), so even a refused login is not final."""
+
+
 def vault_error_text(exc: BaseException) -> str:
     """A safe, short description of an hvac/requests failure: Vault's error strings or the
     exception class, never request headers or bodies."""
     if isinstance(exc, hvac.exceptions.VaultError):
         errors = [str(e) for e in (exc.errors or []) if e]
         return "; ".join(errors) if errors else type(exc).__name__
-    if isinstance(exc, requests.exceptions.Timeout):
-        return "timed out"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "TLS verification failed (check ca_cert)"
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        return "connection failed"
-    return type(exc).__name__
+    return lookup(_REASONS, exc, default=type(exc).__name__)
 
 
 class VaultAuth:
@@ -221,10 +232,8 @@ class VaultAuth:
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
-            raise BackendUnavailable(
-                f"Vault {self.method} auth for backend {self.backend_name!r} failed: "
-                f"{vault_error_text(exc)}",
-                retry_after=RETRY_DELAY,
+            raise AUTH_FAILED(
+                method=self.method, name=self.backend_name, reason=vault_error_text(exc)
             ) from None
 
     # -- hvac, on the auth thread -------------------------------------------------------------

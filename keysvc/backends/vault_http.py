@@ -6,10 +6,10 @@ pool; aiohttp keeps any number of calls in flight on the event loop, bounded onl
 `max_connections` and `request_timeout`. hvac keeps the rarely used, more varied auth calls
 (see vault_auth.py).
 
-Every failure is mapped here, once, to what the key ring understands:
+Every failure is mapped here, once, by one table (FAILURES), to what the key ring understands:
 - unreachable, timed out, sealed (503), 429, other 5xx, and 403 after one re-login →
   `BackendUnavailable` (→ HTTP 503 with Retry-After);
-- other 4xx → `BackendError` with Vault's own error text.
+- 404 → `NotFound`; other 4xx → `BackendError` with Vault's own error text.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from keysvc.backends.base import BackendError, BackendUnavailable
+from keysvc.backends.base import BackendError, BackendUnavailable, NotFound
+from keysvc.backends.failures import Failure, lookup, status_class
 from keysvc.backends.vault_auth import VaultAuth
 from keysvc.backends.vault_settings import VaultSettings
 from keysvc.errors import ConfigError
@@ -30,9 +31,48 @@ SEALED_RETRY = 5.0
 DENIED_RETRY = 2.0
 SERVER_ERROR_RETRY = 1.0
 
-
-class VaultNotFound(BackendError):
-    """Vault answered 404 (a missing key or mount)."""
+_TIMED_OUT = Failure(
+    BackendUnavailable, "{where} did not answer within {seconds:g}s", retry_after=UNREACHABLE_RETRY
+)
+_UNREACHABLE = Failure(BackendUnavailable, "{where} is unreachable", retry_after=UNREACHABLE_RETRY)
+_ANSWERED = Failure(
+    BackendUnavailable,
+    "{where} answered {method} {path} with HTTP {status}{suffix}",
+    retry_after=SERVER_ERROR_RETRY,
+    retry=True,
+)
+FAILURES: dict[object, Failure] = {
+    # No answer (by class, most specific first).
+    TimeoutError: _TIMED_OUT,
+    aiohttp.ServerTimeoutError: _TIMED_OUT,
+    aiohttp.ClientSSLError: Failure(
+        BackendUnavailable,
+        "{where}: TLS verification failed (check ca_cert)",
+        retry_after=UNREACHABLE_RETRY,
+    ),
+    aiohttp.ClientError: _UNREACHABLE,
+    OSError: _UNREACHABLE,
+    # An answer (by what it says, then its status).
+    "sealed": Failure(BackendUnavailable, "{where} is sealed", retry_after=SEALED_RETRY),
+    "not json": Failure(
+        BackendUnavailable,
+        "{where} answered {method} {path} with a body that is not JSON",
+        retry_after=SERVER_ERROR_RETRY,
+    ),
+    # A 403 that one re-login did not cure: most likely an expired or revoked token that an
+    # agent or a renewal will replace, so it is retried by clients, not refused for good.
+    403: Failure(
+        BackendUnavailable,
+        "{where} denied {method} {path} (HTTP 403: the token expired or was revoked, or its"
+        " policy lacks this capability){suffix}",
+        retry_after=DENIED_RETRY,
+    ),
+    429: _ANSWERED,
+    "5xx": _ANSWERED,
+    404: Failure(NotFound, "{where}: {method} {path} not found (HTTP 404){suffix}"),
+}
+"""aiohttp's failures and Vault's answers → keysvc's errors."""
+REFUSED = Failure(BackendError, "{where} refused {method} {path} (HTTP {status}){suffix}")
 
 
 def _errors(body: Any) -> str:
@@ -43,9 +83,9 @@ def _errors(body: Any) -> str:
     return ""
 
 
-def _retry_after(response: aiohttp.ClientResponse, default: float) -> float:
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
     value = response.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else default
+    return float(value) if value.isdigit() else None
 
 
 class VaultHTTP:
@@ -123,19 +163,9 @@ class VaultHTTP:
                 method, url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=limit)
             ) as response:
                 raw = await response.read()
-        except TimeoutError:
-            raise BackendUnavailable(
-                f"{self._where()} did not answer within {limit:g}s",
-                retry_after=UNREACHABLE_RETRY,
-            ) from None
-        except aiohttp.ClientSSLError:
-            raise BackendUnavailable(
-                f"{self._where()}: TLS verification failed (check ca_cert)",
-                retry_after=UNREACHABLE_RETRY,
-            ) from None
-        except (aiohttp.ClientError, OSError):
-            raise BackendUnavailable(
-                f"{self._where()} is unreachable", retry_after=UNREACHABLE_RETRY
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise lookup(FAILURES, exc, default=_UNREACHABLE)(
+                where=self._where(), seconds=limit
             ) from None
         payload: Any = None
         if raw:
@@ -148,30 +178,23 @@ class VaultHTTP:
     def _result(
         self, method: str, path: str, status: int, payload: Any, response: aiohttp.ClientResponse
     ) -> Any:
-        if 200 <= status < 300:
-            if status != 204 and not isinstance(payload, dict):
-                raise BackendUnavailable(
-                    f"{self._where()} answered {method} {path} with a body that is not JSON",
-                    retry_after=SERVER_ERROR_RETRY,
-                )
+        if 200 <= status < 300 and (status == 204 or isinstance(payload, dict)):
             return payload
         detail = _errors(payload)
-        suffix = f": {detail}" if detail else ""
-        if status == 503 and "sealed" in detail.lower():
-            raise BackendUnavailable(
-                f"{self._where()} is sealed", retry_after=_retry_after(response, SEALED_RETRY)
-            )
-        if status == 403:
-            raise BackendUnavailable(
-                f"{self._where()} denied {method} {path} (HTTP 403: the token expired or was"
-                f" revoked, or its policy lacks this capability){suffix}",
-                retry_after=DENIED_RETRY,
-            )
-        if status == 429 or status >= 500:
-            raise BackendUnavailable(
-                f"{self._where()} answered {method} {path} with HTTP {status}{suffix}",
-                retry_after=_retry_after(response, SERVER_ERROR_RETRY),
-            )
-        if status == 404:
-            raise VaultNotFound(f"{self._where()}: {method} {path} not found (HTTP 404){suffix}")
-        raise BackendError(f"{self._where()} refused {method} {path} (HTTP {status}){suffix}")
+        sealed = status == 503 and "sealed" in detail.lower()
+        failure = lookup(
+            FAILURES,
+            "sealed" if sealed else None,
+            "not json" if status < 300 else None,
+            status,
+            status_class(status),
+            default=REFUSED,
+        )
+        raise failure(
+            retry_after=_retry_after(response),
+            where=self._where(),
+            method=method,
+            path=path,
+            status=status,
+            suffix=f": {detail}" if detail else "",
+        )

@@ -12,7 +12,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from keysvc import jose
-from keysvc.backends import BackendError, BackendUnavailable
+from keysvc.backends import (
+    BackendError,
+    BackendUnavailable,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 
 from .conftest import create_key
 
@@ -109,7 +115,7 @@ async def test_access_denied_is_a_clear_error_without_aws_text(
     )
     with pytest.raises(BackendError) as caught:
         await backend.sign(version, jose.Algorithm.ES256, MESSAGE)
-    assert not isinstance(caught.value, BackendUnavailable)
+    assert isinstance(caught.value, PermissionDenied)
     message = str(caught.value)
     assert "denied kms:Sign" in message and version.version_id in message
     assert ROLE_ARN not in message and "ci-secret-role" not in message
@@ -118,7 +124,7 @@ async def test_access_denied_is_a_clear_error_without_aws_text(
 
 async def test_missing_key_is_a_clear_error(make_backend: Any) -> None:
     backend = await make_backend(key_ids=["alias/does-not-exist"])
-    with pytest.raises(BackendError, match="has no key alias/does-not-exist"):
+    with pytest.raises(NotFound, match="has no key alias/does-not-exist"):
         await backend.list_versions()
 
 
@@ -129,7 +135,7 @@ async def test_rejected_credentials_are_a_clear_error(
     backend = await make_backend(key_ids=["alias/x"])
     faults.inject("DescribeKey", "UnrecognizedClientException",
                   message="The security token included in the request is invalid.")
-    with pytest.raises(BackendError, match=r"rejected the credentials.*UnrecognizedClient"):
+    with pytest.raises(Unauthenticated, match=r"rejected the credentials.*UnrecognizedClient"):
         await backend.list_versions()
 
 
@@ -139,6 +145,5 @@ async def test_no_credentials_anywhere(
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     backend = await make_backend(key_ids=["alias/x"])
-    with pytest.raises(BackendError, match="no AWS credentials found") as caught:
+    with pytest.raises(Unauthenticated, match="no AWS credentials found"):
         await backend.list_versions()
-    assert not isinstance(caught.value, BackendUnavailable)

@@ -85,7 +85,9 @@ class AwsSubject(ServiceSubject):
             self.faults_injected.inject("*", "ThrottlingException")
         else:
             assert fault == "server-error", fault
-            self.faults_injected.inject("Sign", "KMSInternalException", status=500, message="internal")
+            self.faults_injected.inject(
+                "Sign", "KMSInternalException", status=500, message="internal"
+            )
 
     async def heal(self, fault: str) -> None:
         if fault == "outage":

@@ -10,7 +10,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from keysvc.backends.base import BackendError, BackendUnavailable
+from keysvc.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    NotFound,
+    PermissionDenied,
+)
 from keysvc.errors import ConfigError
 from keysvc.jose import Algorithm
 from tests.azure.conftest import KEY, BackendFactory
@@ -167,9 +172,8 @@ async def test_disable_version_stops_listing_and_signing(
 
 
 async def test_missing_key_is_a_clear_error(make_backend: BackendFactory) -> None:
-    with pytest.raises(BackendError, match="'keysvc-signing' does not exist in https") as info:
+    with pytest.raises(NotFound, match="'keysvc-signing' does not exist in https"):
         await make_backend().list_versions()
-    assert not isinstance(info.value, BackendUnavailable)
 
 
 async def test_missing_permission_is_a_clear_error_without_the_token(
@@ -182,7 +186,7 @@ async def test_missing_permission_is_a_clear_error_without_the_token(
         await backend.sign(version, Algorithm.RS256, MESSAGE)
     message = str(info.value)
     assert "HTTP 403 Forbidden" in message and "Key Vault Crypto User" in message
-    assert not isinstance(info.value, BackendUnavailable)
+    assert isinstance(info.value, PermissionDenied)
     with pytest.raises(BackendError, match="HTTP 403"):
         await backend.create_version()
     assert vault.calls["rotate"] == 1 and len(vault.versions(KEY)) == 1

@@ -12,7 +12,10 @@ import pytest
 import trustme
 from cryptography import x509
 
-from keysvc.backends.base import BackendError, BackendUnavailable
+from keysvc.backends.base import (
+    BackendError,
+    Unauthenticated,
+)
 from keysvc.errors import ConfigError
 from keysvc.jose import Algorithm, verify_local
 from keysvc.secrets import write_private_file
@@ -83,7 +86,7 @@ async def test_wrong_client_secret_is_a_clear_error_without_the_secret(
     with pytest.raises(BackendError) as info:
         await backend.list_versions()
     message = str(info.value)
-    assert not isinstance(info.value, BackendUnavailable)
+    assert isinstance(info.value, Unauthenticated)
     assert "cannot get an Entra ID token" in message and "AADSTS7000215" in message
     assert SECRET not in message and "the-right-one" not in message
     assert SECRET not in caplog.text

@@ -191,7 +191,8 @@ class ServiceContract(BackendContract):
             status, _, listing = await svc.request("GET", "/v1/keys")
             assert status == 200, listing
             (row,) = [k for k in listing["keys"] if k["kid"] == issued["kid"]]
-            assert (row["backend"], row["state"], row["alg"]) == (subject.name, "active", key_case.alg)
+            assert (row["backend"], row["state"]) == (subject.name, "active")
+            assert row["alg"] == key_case.alg
             assert row["created_at"] == _iso(ring_key.version.created_at)
 
             status, _, signed = await svc.request(
@@ -260,7 +261,8 @@ class FaultContract:
                 await asyncio.sleep(0.2)
             issued = await svc.issue()
             claims = await verify_once(svc.url, issued["token"], RUN["audience"])
-            assert claims["jti"] != jwt.decode(first["token"], options={"verify_signature": False})["jti"]
+            first_claims = jwt.decode(first["token"], options={"verify_signature": False})
+            assert claims["jti"] != first_claims["jti"]
             assert await svc.ring.refresh() == {}
             assert (await svc.jwks())["keys"] == jwks_before["keys"]
         assert_no_secrets(subject, caplog.text)

@@ -14,7 +14,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from keysvc import jose
-from keysvc.backends.base import BackendError, BackendUnavailable
+from keysvc.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    NotFound,
+    PermissionDenied,
+)
 from keysvc.backends.gcp_kms import GcpKmsBackend
 from keysvc.jose import Algorithm
 from tests.fakes.gcp_kms import FakeCloudKms, State
@@ -383,7 +388,7 @@ async def test_permission_denied_names_the_missing_permission(
     backend._public_keys.clear()  # noqa: SLF001 - make listing fetch the public key again
     kms.deny(permission)
     expected = f"denied backend 'gcp' permission .*Permission '{permission}' denied"
-    with pytest.raises(BackendError, match=expected) as info:
+    with pytest.raises(PermissionDenied, match=expected) as info:
         if call == "list":
             await backend.list_versions()
         elif call == "sign":
@@ -399,6 +404,6 @@ async def test_missing_key_is_a_clear_error(
     kms: FakeCloudKms, open_backend: BackendFactory
 ) -> None:
     backend = await open_backend()
-    with pytest.raises(BackendError, match=f"{KEY} not found") as info:
+    with pytest.raises(NotFound, match=f"{KEY} not found") as info:
         await backend.list_versions()
     assert not isinstance(info.value, BackendUnavailable)

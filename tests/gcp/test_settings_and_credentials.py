@@ -15,7 +15,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from keysvc.backends.base import BackendError
+from keysvc.backends.base import Unauthenticated
 from keysvc.backends.gcp_kms import GcpKmsBackend
 from keysvc.config import parse_config
 from keysvc.errors import ConfigError
@@ -201,7 +201,7 @@ async def test_credentials_of_another_account_are_rejected(
     credentials = write_service_account(tmp_path / "sa.json", stranger)
     backend = await open_tls_backend(kms, ca_file, credentials_file=str(credentials))
     try:
-        with pytest.raises(BackendError, match="rejected the credentials of backend 'gcp'"):
+        with pytest.raises(Unauthenticated, match="rejected the credentials of backend 'gcp'"):
             await backend.list_versions()
     finally:
         await backend.close()

@@ -39,9 +39,8 @@ class VaultSubject(ServiceSubject):
         self.created = False
         policy_token(bao, self.key)  # the documented minimal policy: read, sign, rotate
         # revocation also needs update on the key's config (docs/backends/vault.md)
-        bao.write_policy(
-            f"admin-{self.key}", f'path "transit/keys/{self.key}/config" {{ capabilities = ["update"] }}'
-        )
+        config_path = f"transit/keys/{self.key}/config"
+        bao.write_policy(f"admin-{self.key}", f'path "{config_path}" {{ capabilities = ["update"] }}')
         token = bao.create_token([f"keysvc-{self.key}", f"admin-{self.key}"])
         self.token_path = token_file(tmp_path, token, f"token-{self.key}")
         self.secrets = (token,)
