@@ -279,7 +279,10 @@ class KeyRing:
             else:  # an unmapped library error: its text may carry request details
                 message = f"unexpected {type(exc).__name__}"
             if not quiet and self.last_errors.get(backend.name) != message:
-                log.warning("refresh of backend %s failed: %s", backend.name, message)
+                # A refusal (a bad key file, two unstamped keys) waits for the operator; an
+                # unreachable backend may come back by itself.
+                level = logging.ERROR if isinstance(exc, ConfigError) else logging.WARNING
+                log.log(level, "refresh of backend %s failed: %s", backend.name, message)
             self.last_errors[backend.name] = message
             raise
         self.last_errors.pop(backend.name, None)

@@ -5,6 +5,9 @@ per key version, to which rotation adds a new file. A version's creation time is
 file name (`key-20261127T145700Z.pem`), never from the file's modification time, because copying
 the directory (a Kubernetes Secret mount, a restore) resets those times and replicas must agree.
 A PEM file without a timestamp in its name counts as created at the Unix epoch: the oldest key.
+A directory may hold one such file (otfd's key, moved in as is); two would tie at the epoch and
+one of them would silently drop out of the JWKS, so the listing is refused until the extra ones
+are brought in with `keysvc keys import`, which stamps them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keysvc import jose, keygen
 from keysvc.backends.base import (
+    BackendError,
     BackendSettings,
     Capability,
     CreatesVersions,
@@ -32,7 +36,7 @@ from keysvc.backends.base import (
     require,
 )
 from keysvc.backends.stamps import EPOCH, STAMP, format_stamp, parse_stamp
-from keysvc.errors import ConfigError
+from keysvc.errors import ConfigError, OperationNotSupported
 from keysvc.secrets import InsecureFileError, check_private, write_private_file
 
 _STAMP = re.compile(f"({STAMP})")
@@ -96,12 +100,26 @@ class FileBackend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersion
     def _files(self) -> list[Path]:
         path = self.settings.path
         if path.is_dir():
-            return sorted(
+            files = sorted(
                 p for p in path.iterdir() if p.suffix == ".pem" and not p.name.startswith(".")
             )
+            self._check_unstamped(path, files)
+            return files
         if path.exists():
             return [path]
         raise ConfigError(f"backends.{self.name}.path: {path} does not exist")
+
+    def _check_unstamped(self, directory: Path, files: list[Path]) -> None:
+        unstamped = [p.name for p in files if not _STAMP.search(p.name)]
+        if len(unstamped) > 1:
+            raise ConfigError(
+                f"backends.{self.name}.path: {directory} holds {len(unstamped)} PEM files without"
+                f" a creation time in their name ({', '.join(unstamped)}); each would count as"
+                " created at the epoch and all but one would silently drop out of the JWKS. Keep"
+                " at most one (otfd's key), move the others out and add each back with"
+                f" `keysvc keys import FILE --backend {self.name}`, which names it"
+                " key-<UTC now>.pem"
+            )
 
     def _load(self, path: Path) -> KeyVersion:
         try:
@@ -197,6 +215,42 @@ class FileBackend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersion
 
     async def create_version(self) -> KeyVersion:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._create)
+
+    def _import(self, key: jose.PrivateKey) -> KeyVersion:
+        directory = self.settings.path
+        if not directory.is_dir():
+            raise OperationNotSupported(
+                f"backend {self.name!r} cannot import keys: it uses the single key file"
+                f" {directory}; point path at a directory of PEM files to import keys"
+            )
+        kid = jose.thumbprint(key.public_key())
+        for version in self._list():
+            if jose.thumbprint(version.public_key) == kid:
+                raise BackendError(f"key {kid} is already in {directory} as {version.version_id}")
+        for revoked in sorted(directory.glob(f"*.pem{REVOKED_SUFFIX}")):
+            if self._kid_of_file(revoked) == kid:
+                raise BackendError(
+                    f"key {kid} was revoked ({revoked}); a revoked key is never brought back"
+                )
+        path = directory / name_for(datetime.now(UTC))
+        if path.exists() or path.is_symlink():
+            raise BackendError(f"{path} exists; run the import again")
+        write_private_file(path, keygen.private_pem(key))
+        return self._load(path)
+
+    @staticmethod
+    def _kid_of_file(path: Path) -> str | None:
+        """The kid of the key in `path`, None when it cannot be read as one."""
+        try:
+            return jose.thumbprint(load_private_key(path, path.read_bytes()).public_key())
+        except (OSError, ConfigError):
+            return None
+
+    async def import_version(self, key: jose.PrivateKey) -> KeyVersion:
+        """Add `key` to the key directory as a new version created now (`key-<now>.pem`, mode
+        0600, written atomically): published at once, it signs after publish_lead, like a
+        rotated key. A key already there, or revoked there, is refused (BackendError)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._import, key)
 
     def _disable(self, version: KeyVersion) -> None:
         path = self._directory(DisablesVersions) / version.version_id

@@ -1,4 +1,4 @@
-"""`keysvc keys list|rotate|generate|revoke`: key versions, locally through the backends."""
+"""`keysvc keys list|rotate|import|generate|revoke`: key versions, locally through the backends."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ import click
 
 from keysvc import jose, keygen
 from keysvc.atomic_write import write_atomically
-from keysvc.backends.base import CreatesVersions, DisablesVersions, refusal
-from keysvc.backends.file import name_for
+from keysvc.backends.base import (
+    CreatesVersions,
+    DisablesVersions,
+    KeyBackend,
+    KeyVersion,
+    refusal,
+)
+from keysvc.backends.file import FileBackend, load_private_key, name_for
 from keysvc.cli.common import (
     CLIError,
     DashArgumentCommand,
@@ -23,13 +29,14 @@ from keysvc.cli.common import (
 )
 from keysvc.errors import BackendError, ConfigError
 from keysvc.cli.loading import load, otfd_options
+from keysvc.keyring import KeyRing
 from keysvc.secrets import write_private_file
 from keysvc.service import local_ring
 
 
 @click.group()
 def keys() -> None:
-    """List, rotate, generate and revoke signing keys."""
+    """List, rotate, import, generate and revoke signing keys."""
 
 
 def _config(config_path: Path | None, **flags: Any):  # type: ignore[no-untyped-def]
@@ -83,17 +90,7 @@ def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) ->
             if why_not is not None:
                 raise CLIError(why_not)
             assert isinstance(backend, CreatesVersions)
-            version = await backend.create_version()
-            alg = jose.choose_algorithm(version.public_key, ring.algorithm, version.algorithms)
-            signs_from = version.created_at + ring.lifecycle.publish_lead
-            return {
-                "backend": backend.name,
-                "version": version.version_id,
-                "kid": jose.thumbprint(version.public_key),
-                "alg": alg.value,
-                "created_at": version.created_at.isoformat(),
-                "signs_from": signs_from.isoformat(),
-            }
+            return _new_version(ring, backend, await backend.create_version())
 
     result = asyncio.run(run())
     if as_json:
@@ -102,6 +99,82 @@ def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) ->
         click.echo(
             f"created {result['kid']} ({result['alg']}) in backend {result['backend']}: "
             f"published now, signs from {result['signs_from']}"
+        )
+
+
+def _new_version(ring: KeyRing, backend: KeyBackend, version: KeyVersion) -> dict[str, Any]:
+    """What `rotate` and `import` report about the version they added."""
+    alg = jose.choose_algorithm(version.public_key, ring.algorithm, version.algorithms)
+    signs_from = version.created_at + ring.lifecycle.publish_lead
+    return {
+        "backend": backend.name,
+        "version": version.version_id,
+        "kid": jose.thumbprint(version.public_key),
+        "alg": alg.value,
+        "created_at": version.created_at.isoformat(),
+        "signs_from": signs_from.isoformat(),
+    }
+
+
+MAX_IMPORT_BYTES = 1 << 20
+"""Far above any PEM private key (RSA-16384 is ~12 KiB): a larger input is not one."""
+
+
+def _read_key_input(file: Path) -> tuple[Path, bytes]:
+    """FILE's bytes (standard input for `-`; a pipe such as <(vault ...) works too)."""
+    if str(file) == "-":
+        return Path("standard input"), click.get_binary_stream("stdin").read(MAX_IMPORT_BYTES + 1)
+    try:
+        with open(file, "rb") as fh:
+            data = fh.read(MAX_IMPORT_BYTES + 1)
+    except OSError as exc:
+        raise CLIError(f"{file} cannot be read: {exc.strerror}") from None
+    return file, data
+
+
+@keys.command("import")
+@config_option
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
+@click.option("--backend", "backend_name", help="File backend to add it to (required with several).")
+@json_option
+def import_key(config_path: Path | None, file: Path, backend_name: str | None, as_json: bool) -> None:
+    """Add the private key in FILE (PEM: PKCS#1, PKCS#8 or OpenSSH, unencrypted; - reads
+    standard input) to a file backend's key directory as key-<UTC now>.pem, mode 0600.
+
+    The key enters the lifecycle like a rotated one: published at once, it signs after
+    publish_lead. A key already in the ring (same kid) or revoked in that directory is
+    refused. The file is written as PKCS#8; FILE itself is left as it is."""
+    config = _config(config_path)
+    source, data = _read_key_input(file)
+    if len(data) > MAX_IMPORT_BYTES:
+        raise CLIError(f"{source} is not a PEM private key (larger than {MAX_IMPORT_BYTES} bytes)")
+    key = load_private_key(source, data)
+
+    async def run() -> dict[str, Any]:
+        async with local_ring(config) as ring:
+            backend = ring.backend(backend_name)
+            if not isinstance(backend, FileBackend):
+                raise CLIError(
+                    f"backend {backend.name!r} is not a file backend: keys enter it through"
+                    " its own service (keysvc keys rotate creates one there)"
+                )
+            kid = jose.thumbprint(key.public_key())
+            present = ring.versions_of(kid)
+            if present:
+                where = ", ".join(f"backend {k.backend_name} version {k.version.version_id}"
+                                  for k in present)
+                raise CLIError(f"key {kid} is already in the ring ({where})")
+            version = await backend.import_version(key)
+            return {**_new_version(ring, backend, version),
+                    "path": str(backend.settings.path / version.version_id)}
+
+    result = asyncio.run(run())
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            f"imported {result['kid']} ({result['alg']}) into backend {result['backend']} as "
+            f"{result['path']}: published now, signs from {result['signs_from']}"
         )
 
 
