@@ -364,12 +364,28 @@ class Endpoints:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        signer = self.service.ring.view().signer
+        """200 while a key signs, even when a backend has a problem: the ring then signs with
+        its last good keys, and every replica sees the same backend, so taking them all out of
+        the load balancer would only stop the service. `status` is then "degraded" and
+        `problems` says why; 503 (naming the problems) only when nothing can sign."""
+        ring = self.service.ring
+        signer = ring.view().signer
+        problems = ring.problems()
         if signer is None:
+            why = "; ".join(f"backend {p.backend!r}: {p.message}" for p in problems)
             return error_response(
-                503, "not_ready", "no signing key is usable yet", {"Retry-After": "5"}
+                503,
+                "not_ready",
+                f"no signing key is usable: {why}" if why else "no signing key is usable yet",
+                {"Retry-After": "5"},
             )
-        return web.json_response({"status": "ready", "signing_kid": signer.kid})
+        return web.json_response(
+            {
+                "status": "degraded" if problems else "ready",
+                "signing_kid": signer.kid,
+                "problems": [p.to_json() for p in problems],
+            }
+        )
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = metrics.render()

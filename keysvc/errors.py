@@ -21,6 +21,12 @@ class ConfigError(ValueError):
     operator can fix (a world-readable key, a key pair that does not match)."""
 
 
+class InsecureKeyError(ConfigError):
+    """A private key file that group or others may read. At start it stops the service, like any
+    ConfigError; met at a refresh, that backend's keys stop signing until it is fixed (a key
+    that may have leaked to another local user must not silently go on signing)."""
+
+
 class BackendError(Exception):
     """A backend failure whose message is safe to show to a client or operator."""
 

@@ -12,6 +12,12 @@ others and without state of its own:
   for `max_ttl + jwks_max_age` more, so every token it signed verifies until it expires and every
   verifier cache has seen the successor. Then it drops out.
 
+A backend whose refresh fails keeps its last good versions: an unreachable backend, a refused key
+file, and a backend that had versions and suddenly lists none (every key file deleted, a mount
+gone: a fault, never a rotation). Each such problem is logged, counted and shown by `/readyz`
+(`problems()`). One kind also stops signing: a key file that became readable by group or others,
+whose backend's keys stay published (tokens they signed still verify) but sign no more.
+
 The ring knows no HTTP: the service and the CLI both read `view()` and call `sign()`.
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import enum
 import functools
 import logging
@@ -32,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 
 from keysvc import jose, keygen, metrics
 from keysvc.backends.base import BackendError, BackendUnavailable, KeyBackend, KeyVersion
-from keysvc.errors import ConfigError
+from keysvc.errors import ConfigError, InsecureKeyError
 from keysvc.sign_batch import SignBatch
 
 log = logging.getLogger("keysvc.keyring")
@@ -118,6 +125,47 @@ class RingView:
             }
             for s in self.keys
         ]
+
+
+class EmptyListing(BackendError):
+    """A backend that had key versions listed none."""
+
+
+@dataclass(frozen=True)
+class BackendProblem:
+    """Why a backend's last refresh failed, for `/readyz` and the metrics: a kind and what the
+    ring does about it, never the backend's own text (that goes to the log)."""
+
+    backend: str
+    problem: str  # one of PROBLEMS
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"backend": self.backend, "problem": self.problem, "message": self.message}
+
+
+PROBLEMS = ("empty_listing", "insecure_key", "refused", "unavailable")
+
+
+def _problem(backend: str, exc: BaseException, kept: bool) -> BackendProblem:
+    still = "; its last good keys are kept" if kept else ""
+    if isinstance(exc, EmptyListing):
+        return BackendProblem(
+            backend,
+            "empty_listing",
+            "it listed no key versions after listing some; its last good keys are kept"
+            " (published and signing) until it lists keys again",
+        )
+    if isinstance(exc, InsecureKeyError):
+        return BackendProblem(
+            backend,
+            "insecure_key",
+            "a private key file is readable by group or others: its keys do not sign until"
+            " the file is mode 0600 (see the log)",
+        )
+    if isinstance(exc, ConfigError):
+        return BackendProblem(backend, "refused", f"its key versions were refused (see the log){still}")
+    return BackendProblem(backend, "unavailable", f"it could not be listed (see the log){still}")
 
 
 def describe_unexpected(exc: BaseException) -> str:
@@ -207,6 +255,7 @@ class KeyRing:
         self._generation = 0
         self._view: RingView | None = None
         self.last_errors: dict[str, str] = {}
+        self._problems: dict[str, BackendProblem] = {}
         self._sign_seconds = functools.cache(metrics.SIGN_SECONDS.labels)
         """The histogram child per backend, looked up once rather than per signature."""
         self._batch = SignBatch()
@@ -261,6 +310,12 @@ class KeyRing:
                 await asyncio.wait_for(open_backend(backend), self.list_timeout)
                 self._unopened.discard(backend.name)
             versions = await asyncio.wait_for(backend.list_versions(), self.list_timeout)
+            had = len(self._versions.get(backend.name, []))
+            if not versions and had:
+                raise EmptyListing(
+                    f"listed no key versions after listing {had}: a fault (key files deleted, a"
+                    " mount gone), not a rotation; its last good keys are kept"
+                )
             keys: list[RingKey] = []
             for version in versions:
                 self._check_times(backend, version)
@@ -279,13 +334,18 @@ class KeyRing:
             else:  # an unmapped library error: its text may carry request details
                 message = f"unexpected {type(exc).__name__}"
             if not quiet and self.last_errors.get(backend.name) != message:
-                # A refusal (a bad key file, two unstamped keys) waits for the operator; an
-                # unreachable backend may come back by itself.
-                level = logging.ERROR if isinstance(exc, ConfigError) else logging.WARNING
+                # A refusal (a bad key file, two unstamped keys) or vanished keys wait for the
+                # operator; an unreachable backend may come back by itself.
+                serious = isinstance(exc, (ConfigError, EmptyListing))
+                level = logging.ERROR if serious else logging.WARNING
                 log.log(level, "refresh of backend %s failed: %s", backend.name, message)
             self.last_errors[backend.name] = message
+            self._problems[backend.name] = _problem(
+                backend.name, exc, bool(self._versions.get(backend.name))
+            )
             raise
         self.last_errors.pop(backend.name, None)
+        self._problems.pop(backend.name, None)
         if [k.kid for k in keys] != [k.kid for k in self._versions.get(backend.name, [])]:
             self._generation += 1
         self._versions[backend.name] = keys
@@ -324,6 +384,19 @@ class KeyRing:
             metrics.RING_KEYS.labels(state.value).set(
                 sum(1 for s in view.keys if s.state is state)
             )
+        for backend in self.backends:
+            found = self._problems.get(backend.name)
+            for problem in PROBLEMS:
+                current = found is not None and found.problem == problem
+                metrics.BACKEND_PROBLEM.labels(backend.name, problem).set(1 if current else 0)
+
+    def problems(self) -> list[BackendProblem]:
+        """Why each backend whose last refresh failed is not current, in backend order."""
+        return [self._problems[b.name] for b in self.backends if b.name in self._problems]
+
+    def _signing_refused(self, backend_name: str) -> bool:
+        found = self._problems.get(backend_name)
+        return found is not None and found.problem == "insecure_key"
 
     def refresh_soon(self) -> None:
         """Have the refresh loop (run) refresh now rather than at the end of its interval: for
@@ -358,6 +431,10 @@ class KeyRing:
             by_kid.setdefault(key.kid, key)
         return list(by_kid.values())
 
+    def versions_in(self, backend_name: str) -> list[RingKey]:
+        """Every version the backend listed at the last good refresh."""
+        return list(self._versions.get(backend_name, []))
+
     def versions_of(self, kid: str) -> list[RingKey]:
         """Every version with this kid in every backend, duplicates included (`all_keys` keeps
         one per kid): what must all be disabled to revoke the kid."""
@@ -370,6 +447,8 @@ class KeyRing:
         if now is None and cached is not None and at < cached.valid_until:
             return cached
         view = compute_view(self.all_keys(), self.lifecycle, at, self._generation)
+        if view.signer is not None and self._signing_refused(view.signer.backend_name):
+            view = dataclasses.replace(view, signer=None)
         if now is None:
             self._view = view
         return view

@@ -42,6 +42,14 @@ RING_KEYS = Gauge(
     ["state"],
     multiprocess_mode="max",
 )
+BACKEND_PROBLEM = Gauge(
+    "keysvc_backend_problem",
+    "1 while a backend's last refresh failed, by kind (empty_listing: it had keys and listed"
+    " none; insecure_key: a key file readable by others, its keys do not sign; refused;"
+    " unavailable). Its last good keys are kept meanwhile; /readyz says the same.",
+    ["backend", "problem"],
+    multiprocess_mode="max",
+)
 REQUESTS_REJECTED = Counter(
     "keysvc_requests_rejected",
     "Requests answered with an error, by error code.",

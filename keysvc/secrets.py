@@ -18,6 +18,10 @@ class InsecureFileError(PermissionError):
     pass
 
 
+class AccessibleByOthersError(InsecureFileError):
+    """The file is a regular file, but group or others may access it."""
+
+
 def check_private(path: Path, what: str) -> os.stat_result:
     """Stat `path` (following links, as Kubernetes Secret mounts use them) and refuse a file
     that group or others can access."""
@@ -25,7 +29,7 @@ def check_private(path: Path, what: str) -> os.stat_result:
     if not stat.S_ISREG(st.st_mode):
         raise InsecureFileError(f"{what} {path} is not a regular file")
     if st.st_mode & 0o077:
-        raise InsecureFileError(
+        raise AccessibleByOthersError(
             f"{what} {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
             f" run: chmod 600 {path}"
         )

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from keysvc import jose, keygen
-from keysvc.backends.file import name_for
+from keysvc.backends.file import load_private_key, name_for
 from keysvc.secrets import write_private_file
 from tests.cli import assert_one_line_error, config_file, private, run, serving
 from tests.conftest import write_key
@@ -334,7 +334,8 @@ def test_revoke_disables_every_copy_of_the_key(tmp_path: Path) -> None:
               other / name_for(now - timedelta(days=1))]
     for copy in copies:
         write_private_file(copy, pem)
-    write_key(keys, "ec-p256", now - timedelta(hours=1))  # the key that signs afterwards
+    pending = write_key(keys, "ec-p256", now - timedelta(hours=1))
+    write_key(other, "ec-p256", now - timedelta(days=4))  # the key that signs afterwards
     path = _two_backends(tmp_path, keys, other)
     listing = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
     assert [k["kid"] for k in listing].count(kid) == 1 and len(listing) == 2
@@ -348,7 +349,9 @@ def test_revoke_disables_every_copy_of_the_key(tmp_path: Path) -> None:
     assert all(c.with_name(c.name + ".revoked").exists() for c in copies)
     listing = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
     assert kid not in [k["kid"] for k in listing]
-    human = run("keys", "revoke", "--config", str(path), reply["signing_kid"])
+    write_key(keys)  # so that revoking `pending` leaves the key directory a key
+    pending_kid = jose.thumbprint(load_private_key(pending, pending.read_bytes()).public_key())
+    human = run("keys", "revoke", "--config", str(path), pending_kid)
     assert human.returncode == 0 and "(1 version disabled) in backend local" in human.stdout
 
 
@@ -360,14 +363,34 @@ def test_revoke_fails_while_a_copy_still_signs(tmp_path: Path) -> None:
     pem = keygen.private_pem(keygen.generate("ec-p256"))
     in_dir = keys / name_for(datetime.now(UTC) - timedelta(days=1))
     write_private_file(in_dir, pem)
+    write_key(keys, "ec-p256")  # pending: the key directory keeps a key after the revocation
     single = tmp_path / "otfd.pem"
     write_private_file(single, pem)
     path = _two_backends(tmp_path, keys, single)
-    (listed,) = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
+    listing = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
+    listed = next(k for k in listing if k["backend"] == "b")
     result = run("keys", "revoke", "--config", str(path), listed["kid"])
     assert_one_line_error(result, "disabled 1 of 2 versions", "still listed: backend b version otfd.pem",
                           "single key file")
     assert result.stdout == "" and not in_dir.exists() and single.exists()
+
+
+def test_revoke_never_leaves_a_backend_without_keys(tmp_path: Path) -> None:
+    """Every replica takes a backend that suddenly lists no key for a fault and keeps the keys
+    it had, so revoking a backend's last key would leave it signing there: refused before
+    anything is disabled, naming the way out."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (only,) = [write_key(keys)]
+    path = config_file(tmp_path, keys)
+    (key,) = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
+    result = run("keys", "revoke", "--config", str(path), key["kid"])
+    assert_one_line_error(result, "would leave backend local with no key versions",
+                          "keys rotate --backend local")
+    assert [p.name for p in keys.iterdir()] == [only.name]
+    assert run("keys", "rotate", "--config", str(path)).returncode == 0
+    assert run("keys", "revoke", "--config", str(path), key["kid"]).returncode == 0
+    assert not only.exists()
 
 
 def test_impossible_timestamp_in_a_key_file_name_is_a_one_line_error(

@@ -36,8 +36,13 @@ from keysvc.backends.base import (
     require,
 )
 from keysvc.backends.stamps import EPOCH, STAMP, format_stamp, parse_stamp
-from keysvc.errors import ConfigError, OperationNotSupported
-from keysvc.secrets import InsecureFileError, check_private, write_private_file
+from keysvc.errors import ConfigError, InsecureKeyError, OperationNotSupported
+from keysvc.secrets import (
+    AccessibleByOthersError,
+    InsecureFileError,
+    check_private,
+    write_private_file,
+)
 
 _STAMP = re.compile(f"({STAMP})")
 REVOKED_SUFFIX = ".revoked"
@@ -124,6 +129,8 @@ class FileBackend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersion
     def _load(self, path: Path) -> KeyVersion:
         try:
             st = check_private(path, "private key")
+        except AccessibleByOthersError as exc:
+            raise InsecureKeyError(str(exc)) from None
         except InsecureFileError as exc:
             raise ConfigError(str(exc)) from None
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)

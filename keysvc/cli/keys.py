@@ -188,7 +188,7 @@ def revoke(config_path: Path | None, kid: str, as_json: bool) -> None:
     Every version with that kid is disabled, in every backend (the same key may be held twice:
     two files in a key directory, or one key in two backends). Each replica drops it at its next
     refresh. Verifiers that cached the JWKS keep accepting tokens it signed until their cache
-    expires (jwks_max_age)."""
+    expires (jwks_max_age). A backend's last key is not revoked: rotate first."""
     config = _config(config_path)
 
     async def run() -> dict[str, Any]:
@@ -196,6 +196,16 @@ def revoke(config_path: Path | None, kid: str, as_json: bool) -> None:
             matches = ring.versions_of(kid)
             if not matches:
                 raise CLIError(f"no key with kid {kid} in the ring")
+            for name, backend in sorted({(k.backend_name, k.backend) for k in matches}):
+                can_disable = refusal(backend, DisablesVersions) is None  # else said below
+                if can_disable and all(k.kid == kid for k in ring.versions_in(name)):
+                    raise CLIError(
+                        f"revoking {kid} would leave backend {name} with no key versions, and a"
+                        " backend that suddenly lists none is a fault to every replica, which"
+                        " keeps the keys it had: rotate first (keysvc keys rotate --backend"
+                        f" {name}; with no other key past its signs_from it signs at once),"
+                        " then revoke"
+                    )
             disabled: list[dict[str, str]] = []
             failures: list[str] = []
             for key in matches:
