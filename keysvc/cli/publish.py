@@ -42,6 +42,11 @@ from keysvc.service import local_ring
     "--s3-endpoint-url", envvar="AWS_ENDPOINT_URL_S3", help="S3 endpoint (S3-compatible stores)."
 )
 @click.option("--s3-region", help="S3 region (default: the AWS configuration's).")
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Write a JWKS even when the backends list no key (refused by default).",
+)
 @json_option
 def publish(
     config_path: Path | None,
@@ -51,11 +56,17 @@ def publish(
     interval: timedelta | None,
     s3_endpoint_url: str | None,
     s3_region: str | None,
+    allow_empty: bool,
     as_json: bool,
 ) -> None:
     """Write the discovery document and JWKS exactly as the service serves them (same bytes and
     Cache-Control), atomically. With --watch, a new key is published as soon as a backend has
     it, a full publish lead before it may sign; a retired key drops out when the service drops it.
+
+    A JWKS with no keys is never written unless --allow-empty: without it, publish exits 2 and
+    --watch waits for a key. A backend that lists nothing after listing keys is a fault: --watch
+    keeps publishing its last good keys. In a directory, a symlinked .well-known or document is
+    refused, never followed.
     """
     config, _ = load(config_path, **otfd_flags)
     rotation = config.rotation
@@ -80,13 +91,13 @@ def publish(
         else:
             click.echo(publication.summary())
 
-    async def run() -> Publication:
+    async def run() -> Publication | None:
         async with local_ring(config) as ring:
-            publisher = Publisher(ring, config.issuer, rotation.jwks_max_age, target)
-            first = await publisher.publish()
+            publisher = Publisher(
+                ring, config.issuer, rotation.jwks_max_age, target, allow_empty=allow_empty
+            )
             if not watch:
-                return first
-            report(first)
+                return await publisher.publish()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             # Signal handlers exist only on the main thread (elsewhere Ctrl-C still ends the
@@ -95,7 +106,7 @@ def publish(
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(signum, stop.set)
             await publisher.watch(every.total_seconds(), stop, report)
-            return first
+            return None
 
     if watch:
         logs.configure(config.log_level)
@@ -103,7 +114,7 @@ def publish(
         publication = asyncio.run(run())
     except PublishError as exc:
         raise CLIError(str(exc)) from None
-    if not watch:
+    if publication is not None:
         if as_json:
             echo_json(publication.to_json())
         else:

@@ -46,12 +46,30 @@ class Publication:
         return f"{verb} {self.target}: {keys}"
 
 
+class EmptyJWKS(PublishError):
+    """The ring has no key to publish."""
+
+
 class Publisher:
-    def __init__(self, ring: KeyRing, issuer: str, max_age: timedelta, target: Target) -> None:
+    """Writes the documents to a target. A JWKS without keys is written only when
+    `allow_empty`: verifiers would refuse every token, so an empty ring (a key directory
+    emptied by mistake, a backend that lists nothing at a first start) must never replace a
+    good copy unless the operator says so."""
+
+    def __init__(
+        self,
+        ring: KeyRing,
+        issuer: str,
+        max_age: timedelta,
+        target: Target,
+        *,
+        allow_empty: bool = False,
+    ) -> None:
         self.ring = ring
         self.issuer = issuer
         self.max_age = max_age
         self.target = target
+        self.allow_empty = allow_empty
         self._written: dict[str, str] = {}
 
     def documents(self) -> dict[str, Document]:
@@ -60,6 +78,11 @@ class Publisher:
 
     async def publish(self) -> Publication:
         """Write the documents that changed since the last write (all of them the first time)."""
+        if not self.allow_empty and not self.ring.view().published:
+            raise EmptyJWKS(
+                "the backends list no key, so the JWKS would be empty: nothing written (a"
+                " published copy stays as it is; --allow-empty writes an empty one)"
+            )
         documents = self.documents()
         changed = False
         for path, document in documents.items():  # the JWKS first: discovery points at it
@@ -81,16 +104,19 @@ class Publisher:
 
     async def watch(self, interval: float, stop: asyncio.Event, report: Any = None) -> None:
         """Refresh and republish until `stop` is set. A failed refresh keeps the last known keys
-        (the ring does); a failed write is retried at the next round."""
+        (the ring does, and logs it once); a failed write, or an empty ring, is retried at the
+        next round (logged when the reason changes)."""
+        last_failure = None
         while not stop.is_set():
-            errors = await self.ring.refresh(quiet=True)
-            for name, exc in errors.items():
-                log.warning("refresh of backend %s failed: %s", name, exc)
+            await self.ring.refresh()
             try:
                 publication = await self.publish()
             except PublishError as exc:
-                log.warning("publish failed (retrying): %s", exc)
+                if str(exc) != last_failure:
+                    log.warning("publish failed (retrying): %s", exc)
+                last_failure = str(exc)
             else:
+                last_failure = None
                 if publication.changed and report is not None:
                     report(publication)
             try:

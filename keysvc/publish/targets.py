@@ -9,13 +9,16 @@ document's cache metadata travels with it: as object metadata in a bucket, and i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from keysvc.atomic_write import write_atomically
+from keysvc.atomic_write import write_atomically_at
 from keysvc.documents import Document
 
 MANIFEST = ".keysvc-publish.json"
@@ -49,24 +52,64 @@ def manifest(documents: dict[str, Document]) -> bytes:
 
 @dataclass
 class DirectoryTarget:
+    """A directory a web server serves. Everything below `root` is written through directory
+    descriptors and never through a symlink: a `.well-known` or a document that is a symlink
+    (planted, or left by another tool) is refused, not followed to a file elsewhere. `root`
+    itself is the operator's own path and may be one."""
+
     root: Path
 
     def describe(self) -> str:
         return str(self.root)
 
     def _write(self, relative: str, data: bytes) -> None:
+        *parents, name = relative.split("/")
         path = self.root / relative
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-            write_atomically(path, data, 0o644)
+            dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self.root.mkdir(parents=True, mode=0o755, exist_ok=True)
+            dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise PublishError(f"cannot write {path}: {exc.strerror}") from None
+        try:
+            where = self.root
+            for parent in parents:
+                where = where / parent
+                inner = _enter(dir_fd, parent, where)
+                os.close(dir_fd)
+                dir_fd = inner
+            if stat.S_ISLNK(_lstat(dir_fd, name)):
+                raise PublishError(f"{path} is a symbolic link; refusing to write through it")
+            write_atomically_at(dir_fd, name, data, 0o644)
+        except OSError as exc:
+            raise PublishError(f"cannot write {path}: {exc.strerror}") from None
+        finally:
+            os.close(dir_fd)
 
     async def write(self, path: str, document: Document) -> None:
         await asyncio.to_thread(self._write, path, document.body)
 
     async def write_manifest(self, documents: dict[str, Document]) -> None:
         await asyncio.to_thread(self._write, MANIFEST, manifest(documents))
+
+
+def _lstat(dir_fd: int, name: str) -> int:
+    """The mode of `name` in `dir_fd` without following a symlink; 0 when there is none."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return 0
+
+
+def _enter(dir_fd: int, name: str, path: Path) -> int:
+    """A descriptor of the subdirectory `name` of `dir_fd` (created 0755 when missing), never
+    reached through a symlink (O_NOFOLLOW: also when one appears after the check)."""
+    if stat.S_ISLNK(_lstat(dir_fd, name)):
+        raise PublishError(f"{path} is a symbolic link; refusing to write through it")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o755, dir_fd=dir_fd)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
 
 
 class S3Target:

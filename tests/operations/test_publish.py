@@ -332,3 +332,106 @@ def test_watch_publishes_new_keys_before_they_sign_and_drops_retired_ones(tmp_pa
     last_old = max(t for t, kids in seen if old_kid in kids)
     assert retired_at <= last_old + 0.1 and last_old < retired_at + 0.5
     assert seen[-1][1] == [new_kid]
+
+
+# --- never an empty JWKS over a good one; never through a symlink ------------------------------
+
+
+def test_an_empty_jwks_is_never_written_unless_asked(tmp_path: Path) -> None:
+    """Every key file deleted: publish refuses (exit 2) and the published copy stays as it was;
+    `--allow-empty` writes the empty JWKS on purpose."""
+    deployment = Deployment.create(tmp_path)
+    out = tmp_path / "www"
+    assert run("publish", "--config", str(deployment.config), "--to", str(out)).returncode == 0
+    good = (out / PATHS[0]).read_bytes()
+    assert json.loads(good)["keys"]
+    for path in deployment.keys.iterdir():
+        path.unlink()
+    error = refused("--config", str(deployment.config), "--to", str(out))
+    assert "the JWKS would be empty" in error and "--allow-empty" in error
+    assert (out / PATHS[0]).read_bytes() == good
+    result = run("publish", "--config", str(deployment.config), "--to", str(out), "--allow-empty")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / PATHS[0]).read_text()) == {"keys": []}
+
+
+def watch(deployment: Deployment, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*KEYSVC, "publish", "--config", str(deployment.config), "--to", str(out), "--watch",
+         "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    return stderr
+
+
+def test_watch_keeps_the_last_good_keys_when_every_key_file_goes(tmp_path: Path) -> None:
+    deployment = Deployment.create(tmp_path)  # refreshes every 250ms
+    out = tmp_path / "www"
+    process = watch(deployment, out)
+    try:
+        first = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        good = (out / PATHS[0]).read_bytes()
+        assert [k["kid"] for k in first["keys"]] == read_kids(out / PATHS[0])
+        for path in deployment.keys.iterdir():
+            path.unlink()
+        time.sleep(2)  # eight refreshes
+        assert (out / PATHS[0]).read_bytes() == good
+    finally:
+        stderr = stop(process)
+    assert stderr.count("listed no key versions after listing 1") == 1, stderr
+
+
+def test_watch_on_an_empty_key_directory_waits_for_a_key(tmp_path: Path) -> None:
+    deployment = Deployment.create(tmp_path)
+    (key,) = deployment.keys.iterdir()
+    key.unlink()
+    out = tmp_path / "www"
+    process = watch(deployment, out)
+    try:
+        time.sleep(1.5)
+        assert not (out / PATHS[0]).exists()
+        kid, _ = deployment.rotate()
+        first = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        assert [k["kid"] for k in first["keys"]] == [kid] == read_kids(out / PATHS[0])
+    finally:
+        stderr = stop(process)
+    assert stderr.count("the JWKS would be empty") == 1, stderr
+
+
+@pytest.mark.parametrize("link", [".well-known", ".well-known/jwks", ".keysvc-publish.json"])
+def test_directory_target_never_writes_through_a_symlink(tmp_path: Path, link: str) -> None:
+    """Was: a symlinked .well-known sent the documents elsewhere. Now refused, and what the
+    link points at is untouched."""
+    deployment = Deployment.create(tmp_path)
+    out = tmp_path / "www"
+    (out / ".well-known").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "jwks" if link == ".well-known" else elsewhere / "file"
+    victim.write_text("keep me\n")
+    if link == ".well-known":
+        (out / link).rmdir()
+    (out / link).symlink_to(elsewhere if link == ".well-known" else victim)
+    error = refused("--config", str(deployment.config), "--to", str(out))
+    assert error == f"keysvc: error: {out / link} is a symbolic link; refusing to write through it"
+    assert victim.read_text() == "keep me\n"
+    assert sorted(p.name for p in elsewhere.iterdir()) == [victim.name]
+
+
+def test_the_target_directory_itself_may_be_a_symlink(tmp_path: Path) -> None:
+    """--to is the operator's own path: a link to the web root is followed, as before."""
+    deployment = Deployment.create(tmp_path)
+    real = tmp_path / "srv"
+    real.mkdir()
+    (tmp_path / "www").symlink_to(real)
+    result = run("publish", "--config", str(deployment.config), "--to", str(tmp_path / "www"))
+    assert result.returncode == 0, result.stderr
+    assert read_kids(real / PATHS[0])
