@@ -84,9 +84,14 @@ def apply_command(
 @json_option
 def clean_command(workdir: Path, as_json: bool) -> None:
     """Remove every file `keysvc creds apply` wrote in WORKDIR (and revoke its Vault tokens).
-    Nothing else is touched; with nothing to remove this succeeds. Quiet unless `--json`."""
+    Nothing else is touched; with nothing to remove this succeeds. Quiet unless `--json`.
+
+    Vault tokens are revoked at the Vault the TFC_VAULT_* variables of this environment name
+    (give clean the run's variables, as apply had them), never at an address found in WORKDIR:
+    the run can rewrite WORKDIR, so an edited manifest can only make clean remove or revoke
+    less (with a warning), and clean follows no symlink and opens no FIFO or device there."""
     try:
-        removed = clean(workdir)
+        removed = clean(workdir, dict(os.environ))
     except CredsError as exc:
         raise CLIError(str(exc)) from None
     if as_json:

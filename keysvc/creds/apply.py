@@ -4,6 +4,7 @@ write every file in one transaction. Any failure leaves no credentials behind.""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ def warn_stderr(message: str) -> None:
 class _Output:
     files: dict[str, bytes] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    vault: list[dict[str, Any]] = field(default_factory=list)
+    vault: list[str] = field(default_factory=list)
 
 
 def _render_provider(provider: ProviderPlan, rendered: list[Rendered], out: _Output) -> None:
@@ -80,30 +81,37 @@ def apply(
 ) -> Result:
     """Configure dynamic credentials for one phase of a run in `workdir` (the Terraform working
     directory, the same for plan and apply). Raises CredsError (nothing written) on failure."""
-    directory = transaction.check_workdir(Path(workdir))
-    plan = make_plan(env, context.phase)
-    obtained: list[tuple[Configuration, str]] = []
-    try:
-        manual_env = _fetch(plan, context, client, obtained)
-        out = _Output()
-        credential_of = {id(c): credential for c, credential in obtained}
-        for provider in plan.providers:
-            rendered = [
-                c.render(credential_of[id(c)], FileNames(directory, provider.provider, c.tag))
-                for c in provider.configurations
-            ]
-            _render_provider(provider, rendered, out)
-        transaction.replace(directory, out.files, out.vault, warn)
-    except BaseException:
-        for configuration, credential in obtained:
-            configuration.discard(credential)
-        raise
+    with transaction.open_workdir(Path(workdir)) as opened:
+        directory = opened.path
+        plan = make_plan(env, context.phase)
+        obtained: list[tuple[Configuration, str]] = []
+        try:
+            manual_env = _fetch(plan, context, client, obtained)
+            out = _Output()
+            credential_of = {id(c): credential for c, credential in obtained}
+            for provider in plan.providers:
+                rendered = [
+                    c.render(credential_of[id(c)], FileNames(directory, c.provider, c.tag, c.files))
+                    for c in provider.configurations
+                ]
+                _render_provider(provider, rendered, out)
+            transaction.replace(opened, out.files, out.vault, env, warn)
+        except BaseException:
+            for configuration, credential in obtained:
+                configuration.discard(credential)
+            raise
     return Result(
         env={**out.env, **manual_env}, files=[directory / name for name in sorted(out.files)]
     )
 
 
-def clean(workdir: Path | str, *, warn: Warn = warn_stderr) -> list[Path]:
+def clean(
+    workdir: Path | str, env: Mapping[str, str] | None = None, *, warn: Warn = warn_stderr
+) -> list[Path]:
     """Remove every file `apply` wrote in `workdir` (revoking its Vault tokens); nothing else.
-    Returns the files removed (none when there was nothing to remove)."""
-    return transaction.clean(Path(workdir), warn)
+    Returns the files removed (none when there was nothing to remove).
+
+    The Vault tokens are revoked at the Vault that `env` (by default this process's
+    environment: the run's `TFC_VAULT_*` variables, as `apply` had them) names, never at an
+    address read from the work directory, which the run controls."""
+    return transaction.clean(Path(workdir), os.environ if env is None else env, warn)

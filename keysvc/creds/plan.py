@@ -11,6 +11,10 @@ from keysvc.creds.providers import PROVIDERS, Configuration
 from keysvc.creds.variables import Settings, enabled_tags
 
 
+TFVARS_FILE = "{provider}_dynamic_credentials.auto.tfvars.json"
+"""The file of a provider in multiple-configuration mode (OTF's and HCP Terraform's name)."""
+
+
 @dataclass(frozen=True)
 class ProviderPlan:
     provider: str  # lower case
@@ -24,7 +28,7 @@ class ProviderPlan:
 
     @property
     def tfvars_file(self) -> str:
-        return f"{self.provider}_dynamic_credentials.auto.tfvars.json"
+        return TFVARS_FILE.format(provider=self.provider)
 
     @property
     def tfvars_variable(self) -> str:

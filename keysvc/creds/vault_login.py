@@ -5,8 +5,7 @@ discarded. Plain HTTP(S) through the standard library."""
 from __future__ import annotations
 
 import ssl
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from keysvc.creds.checks import is_token68
 from keysvc.creds.errors import VaultLoginError
@@ -78,10 +77,3 @@ def revoke(endpoint: VaultEndpoint, token: str) -> str | None:
     if reply.status not in (200, 204):
         return f"could not revoke the Vault token at {endpoint.address}: {error_detail(reply)}"
     return None
-
-
-def to_record(endpoint: VaultEndpoint, token_file: str, ca_cert_file: str | None) -> dict[str, Any]:
-    """What the manifest keeps so `clean` can revoke the token (never the token itself)."""
-    record = asdict(endpoint)
-    del record["ca_pem"]
-    return {**record, "token_file": token_file, "ca_cert_file": ca_cert_file}

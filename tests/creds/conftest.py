@@ -99,8 +99,11 @@ def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-async def run_cli(*args: str, env: Mapping[str, str]) -> tuple[int, str, str]:
-    """`python -m keysvc ARGS` in a child process with exactly `env` (plus PATH)."""
+async def run_cli(
+    *args: str, env: Mapping[str, str], timeout: float = 120
+) -> tuple[int, str, str]:
+    """`python -m keysvc ARGS` in a child process with exactly `env` (plus PATH); one that has
+    not finished after `timeout` seconds (blocked) is killed and fails the test."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -111,7 +114,12 @@ async def run_cli(*args: str, env: Mapping[str, str]) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate()
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"keysvc {' '.join(args)} was still running after {timeout}s")
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 

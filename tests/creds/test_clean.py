@@ -138,11 +138,7 @@ def test_manifest_cannot_point_outside_the_workdir(workdir: Path, tmp_path: Path
         (b"[" * 100_000, "cannot be read (it is not JSON)"),
         (
             json.dumps(
-                {
-                    "keysvc_creds": 1,
-                    "files": ["vault_token"],
-                    "vault": [{"token_file": "vault_token", "ca_cert_file": "/etc/passwd"}],
-                }
+                {"keysvc_creds": 1, "files": ["vault_token"], "vault": [{"token_file": "../t"}]}
             ).encode(),
             "is not a keysvc credentials manifest",
         ),
@@ -151,7 +147,7 @@ def test_manifest_cannot_point_outside_the_workdir(workdir: Path, tmp_path: Path
             "is not a keysvc credentials manifest",
         ),
     ],
-    ids=["list", "string", "null", "not-utf8", "deep", "ca-outside", "newline-name"],
+    ids=["list", "string", "null", "not-utf8", "deep", "token-outside", "newline-name"],
 )
 async def test_unreadable_manifest_is_one_line_and_nothing_is_removed(
     content: bytes, problem: str, workdir: Path
@@ -224,18 +220,21 @@ async def clean_with_vault_record(
 async def test_clean_with_an_edited_vault_record_removes_files_without_sending_the_token(
     record: dict[str, object], workdir: Path
 ) -> None:
-    """A manifest whose Vault record apply could not have written (bad header, timeout or
-    address, a CA file that does not load): the token is not sent anywhere, a warning says it
-    was not revoked, the files still go. Were TypeError/ValueError/SSLError tracebacks (or an
-    exit 2 leaving the files), one of them quoting the Vault token."""
+    """A manifest whose Vault record carries fields an older keysvc wrote, edited (bad header,
+    timeout or address, a CA file that does not load): they are ignored, the token is sent
+    only where clean's environment says (here nowhere: a warning says it was not revoked), the
+    files still go. Were TypeError/ValueError/SSLError tracebacks (or an exit 2 leaving the
+    files), one of them quoting the Vault token."""
     token = "hvs.s3cretVaultToken"
     (workdir / "vault_token").write_text(token)
     (workdir / "vault_ca_cert.pem").write_text("not a certificate\n")
     err = await clean_with_vault_record(workdir, ["vault_ca_cert.pem", "vault_token"], record)
     assert err == (
-        "keysvc: warning: the Vault token in vault_token was not revoked: its record in the"
-        " manifest was not written by keysvc\n"
+        "keysvc: warning: the Vault token in vault_token was not revoked:"
+        " TFC_VAULT_PROVIDER_AUTH and TFC_VAULT_ADDR are not set where keysvc runs (the Vault"
+        " address is never taken from the work directory)\n"
     )
+    assert token not in err
 
 
 async def test_clean_never_sends_a_token_file_that_is_not_one_token(workdir: Path) -> None:

@@ -12,6 +12,7 @@ DEFAULT_AUDIENCE = "aws.workload.identity"
 
 class AwsConfiguration(Configuration):
     provider = "aws"
+    files = ("token", "config.ini")
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -11,6 +11,7 @@ DEFAULT_AUDIENCE = "api://AzureADTokenExchange"
 
 class AzureConfiguration(Configuration):
     provider = "azure"
+    files = ("client_id", "token")
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

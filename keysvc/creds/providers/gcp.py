@@ -48,6 +48,7 @@ def _provider_name(settings: Settings) -> str:
 
 class GcpConfiguration(Configuration):
     provider = "gcp"
+    files = ("token", "config")
 
     def __init__(self, settings: Settings) -> None:
         self.provider_name = _provider_name(settings)

@@ -9,6 +9,7 @@ from keysvc.creds.variables import Settings
 
 class KubernetesConfiguration(Configuration):
     provider = "kubernetes"
+    files = ("token",)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

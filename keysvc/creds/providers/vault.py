@@ -48,34 +48,41 @@ def _timeout(found: Found | None) -> int:
     return int(found.value)
 
 
+def endpoint(settings: Settings) -> vault_login.VaultEndpoint:
+    """Where a configuration's Vault is (address, namespace, CA, timeout): settings that do not
+    vary by phase, so `clean` reads them from its own environment as `apply` did, and never
+    from the work directory the run controls."""
+    address = settings.require(settings.static_names("ADDR"))
+    problem = url_problem(address.value)
+    if problem is not None:
+        raise VariableError(address.name, problem)
+    namespace = settings.static("NAMESPACE")
+    if namespace and not VISIBLE_ASCII.fullmatch(namespace.value):
+        raise VariableError(
+            namespace.name,
+            "must be printable ASCII without spaces (it is sent as the X-Vault-Namespace header)",
+        )
+    return vault_login.VaultEndpoint(
+        address=address.value.rstrip("/"),
+        namespace=namespace.value if namespace else None,
+        ca_pem=_ca_pem(settings.static("ENCODED_CACERT", multiline=True)),
+        timeout=_timeout(settings.static("CLIENT_TIMEOUT")),
+    )
+
+
 class VaultConfiguration(Configuration):
     provider = "vault"
+    files = ("token", "ca_cert.pem")
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.audience = settings.audience(DEFAULT_AUDIENCE)
-        address = settings.require(settings.static_names("ADDR"))
-        problem = url_problem(address.value)
-        if problem is not None:
-            raise VariableError(address.name, problem)
+        self.endpoint = endpoint(settings)
         self.role = settings.require_run("ROLE").value
         auth_path = settings.static("AUTH_PATH")
         self.auth_path = auth_path.value.strip("/") if auth_path else DEFAULT_AUTH_PATH
         if auth_path and not _AUTH_PATH.fullmatch(self.auth_path):
             raise VariableError(auth_path.name, "must be a Vault mount path such as jwt")
-        namespace = settings.static("NAMESPACE")
-        if namespace and not VISIBLE_ASCII.fullmatch(namespace.value):
-            raise VariableError(
-                namespace.name,
-                "must be printable ASCII without spaces (it is sent as the X-Vault-Namespace"
-                " header)",
-            )
-        self.endpoint = vault_login.VaultEndpoint(
-            address=address.value.rstrip("/"),
-            namespace=namespace.value if namespace else None,
-            ca_pem=_ca_pem(settings.static("ENCODED_CACERT", multiline=True)),
-            timeout=_timeout(settings.static("CLIENT_TIMEOUT")),
-        )
 
     def exchange(self, token: str) -> str:
         return vault_login.login(self.endpoint, self.auth_path, self.role, token)
@@ -102,5 +109,5 @@ class VaultConfiguration(Configuration):
                 "namespace": self.endpoint.namespace or "",
                 "ca_cert_file": str(names.path("ca_cert.pem")) if ca_file else "",
             },
-            revoke=vault_login.to_record(self.endpoint, names.name("token"), ca_file),
+            revoke=names.name("token"),
         )
