@@ -3,21 +3,31 @@ each other, and the embedded config runs the real service with the probes the De
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
+import stat
+import subprocess
+import sys
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import jwt
 import kubernetes_validate
 import pytest
 import yaml
 
+from keysvc import keygen
 from keysvc.config import parse_config
 from tests.cli import private, serving
 from tests.conftest import write_key
-from tests.service import free_port
+from tests.service import RUN, free_port
 
 from .deployment import get
+from .pod import PodContainer, atomic_writer_volume, empty_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -90,21 +100,135 @@ def test_probes_and_resources() -> None:
 
 
 def test_secrets_mounted_0400_and_installed_for_the_keysvc_user_only() -> None:
+    """The volumes the init container reads and fills; what it does with them is run for real
+    below (test_the_init_container_installs_the_secrets_keysvc_then_serves)."""
     for name, secret in (("keys-secret", "keysvc-keys"), ("tokens-secret", "keysvc-client-tokens")):
         assert VOLUMES[name]["secret"] == {"secretName": secret, "defaultMode": 0o400}
     assert VOLUMES["private"]["emptyDir"]["medium"] == "Memory"
-    uid = POD["securityContext"]["runAsUser"]
-    script = INSTALL["command"][-1]
-    assert f"-o {uid} -g {uid} -m 0400 /secrets/keys/*.pem /run/keysvc/keys/" in script
-    assert f"-o {uid} -g {uid} -m 0400 /secrets/tokens/* /run/keysvc/tokens/" in script
-    assert INSTALL["securityContext"]["capabilities"] == {
-        "drop": ["ALL"],
-        "add": ["CHOWN", "FOWNER"],
-    }
     assert INSTALL["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["name"]: m for m in KEYSVC["volumeMounts"]}
     assert "keys-secret" not in mounts and "tokens-secret" not in mounts
     assert mounts["private"] == {"name": "private", "mountPath": "/run/keysvc", "readOnly": True}
+
+
+# --- the pod, run: init container, then keysvc, under the manifest's securityContexts ---------
+
+SECRET_EXAMPLES = {
+    doc["metadata"]["name"]: doc
+    for path in sorted(DEPLOY.glob("secret-*.example.yaml"))
+    for doc in yaml.safe_load_all(path.read_text())
+}
+CONFIG_MAP = MANIFESTS["ConfigMap/keysvc-config"]
+
+
+def pod_volumes(root: Path, secret_mode: int) -> tuple[dict[str, Path], dict[str, bytes]]:
+    """Every volume of the pod as a host directory, the Secrets with real content under the
+    names their examples use. Returns the volumes and the client tokens."""
+    keys = SECRET_EXAMPLES["keysvc-keys"]["stringData"]
+    tokens = {name: secrets.token_urlsafe(32).encode()
+              for name in SECRET_EXAMPLES["keysvc-client-tokens"]["stringData"]}
+    contents = {
+        "keysvc-keys": {name: keygen.private_pem(keygen.generate("rsa-2048")) for name in keys},
+        "keysvc-client-tokens": tokens,
+    }
+    volumes: dict[str, Path] = {}
+    for volume in POD["volumes"]:
+        where = root / volume["name"]
+        if "secret" in volume:
+            name = volume["secret"]["secretName"]
+            volumes[volume["name"]] = atomic_writer_volume(where, contents[name], secret_mode)
+        elif "configMap" in volume:
+            data = {k: v.encode() for k, v in CONFIG_MAP["data"].items()}
+            mode = volume["configMap"].get("defaultMode", 0o644)
+            volumes[volume["name"]] = atomic_writer_volume(where, data, mode)
+        else:
+            volumes[volume["name"]] = empty_dir(where)
+    return volumes, tokens
+
+
+def owner_and_mode(path: Path) -> tuple[int, int, int]:
+    st = path.lstat()
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+def test_the_sandbox_applies_the_init_containers_security_context(tmp_path: Path) -> None:
+    """What the runs below rest on: in the sandbox a process has exactly the manifest's uid,
+    gid and capabilities (CHOWN and FOWNER only), and a read-only root."""
+    volumes, _ = pod_volumes(tmp_path, 0o400)
+    probe = PodContainer(POD, INSTALL, volumes).run(
+        ["sh", "-c", "grep -E '^Cap(Eff|Bnd)' /proc/self/status; id -u; id -g; touch /x"]
+    )
+    lines = probe.stdout.split()
+    assert lines == ["CapEff:", "0000000000000009", "CapBnd:", "0000000000000009", "0", "10001"]
+    assert probe.returncode != 0 and "Read-only file system" in probe.stderr
+
+
+@pytest.mark.parametrize("secret_mode", [VOLUMES["keys-secret"]["secret"]["defaultMode"], 0o644],
+                         ids=["manifest-defaultMode", "kubernetes-default-0644"])
+def test_the_init_container_installs_the_secrets_keysvc_then_serves(
+    tmp_path: Path, secret_mode: int
+) -> None:
+    """Was Init:CrashLoopBackOff: the script copied as root, without DAC_OVERRIDE, into 0700
+    directories it had already given to uid 10001 ("Permission denied"). Now: the real script
+    from the manifest, run twice (an init container may run again in the same pod), under its
+    securityContext, against Secret volumes laid out as the kubelet writes them; then keysvc,
+    as uid 10001 under its own securityContext with the ConfigMap's config, reads them and
+    signs a token that verifies against the JWKS it serves."""
+    volumes, tokens = pod_volumes(tmp_path, secret_mode)
+    init = PodContainer(POD, INSTALL, volumes)
+    for _ in range(2):
+        installed = init.run(INSTALL["command"])
+        assert installed.returncode == 0, installed.stderr
+    uid = POD["securityContext"]["runAsUser"]
+    gid = POD["securityContext"]["runAsGroup"]
+    private = volumes["private"]
+    keys = SECRET_EXAMPLES["keysvc-keys"]["stringData"]
+    for directory, names in (("keys", keys), ("tokens", tokens)):
+        assert owner_and_mode(private / directory) == (uid, gid, 0o700)
+        assert sorted(p.name for p in (private / directory).iterdir()) == sorted(names)
+        for name in names:
+            assert owner_and_mode(private / directory / name) == (uid, gid, 0o400)
+    for name, token in tokens.items():
+        assert (private / "tokens" / name).read_bytes() == token
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "keysvc", *KEYSVC["args"], "--listen", f"127.0.0.1:{port}"]
+    process, new_root = PodContainer(POD, KEYSVC, volumes).popen(argv)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()[1]
+            try:
+                body, _ = get(url + KEYSVC["readinessProbe"]["httpGet"]["path"])
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "keysvc never became ready"
+                time.sleep(0.2)
+        assert json.loads(body)["status"] == "ready"
+        issuer = parse_config(tomllib.loads(CONFIG_TEXT)).issuer
+        reply = post_json(url + "/v1/tokens", RUN, tokens["otfd"].decode())
+        jwks = jwt.PyJWKSet.from_json(get(url + "/.well-known/jwks")[0].decode())
+        key = next(k for k in jwks.keys if k.key_id == reply["kid"])
+        claims = jwt.decode(reply["token"], key, algorithms=["RS256"], audience=RUN["audience"],
+                            issuer=issuer)
+        assert claims["sub"] == "organization:acme:workspace:networking:run_phase:plan"
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+        new_root.rmdir()
+
+
+def post_json(url: str, body: dict[str, Any], token: str) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
 
 
 def test_selectors_agree() -> None:
