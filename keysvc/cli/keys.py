@@ -93,13 +93,9 @@ def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) ->
             return _new_version(ring, backend, await backend.create_version())
 
     result = asyncio.run(run())
-    if as_json:
-        echo_json(result)
-    else:
-        click.echo(
-            f"created {result['kid']} ({result['alg']}) in backend {result['backend']}: "
-            f"published now, signs from {result['signs_from']}"
-        )
+    _report_new_version(
+        result, as_json, f"created {result['kid']} ({result['alg']}) in backend {result['backend']}"
+    )
 
 
 def _new_version(ring: KeyRing, backend: KeyBackend, version: KeyVersion) -> dict[str, Any]:
@@ -114,6 +110,13 @@ def _new_version(ring: KeyRing, backend: KeyBackend, version: KeyVersion) -> dic
         "created_at": version.created_at.isoformat(),
         "signs_from": signs_from.isoformat(),
     }
+
+
+def _report_new_version(result: dict[str, Any], as_json: bool, what: str) -> None:
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"{what}: published now, signs from {result['signs_from']}")
 
 
 MAX_IMPORT_BYTES = 1 << 20
@@ -169,13 +172,12 @@ def import_key(config_path: Path | None, file: Path, backend_name: str | None, a
                     "path": str(backend.settings.path / version.version_id)}
 
     result = asyncio.run(run())
-    if as_json:
-        echo_json(result)
-    else:
-        click.echo(
-            f"imported {result['kid']} ({result['alg']}) into backend {result['backend']} as "
-            f"{result['path']}: published now, signs from {result['signs_from']}"
-        )
+    _report_new_version(
+        result,
+        as_json,
+        f"imported {result['kid']} ({result['alg']}) into backend {result['backend']} as"
+        f" {result['path']}",
+    )
 
 
 @keys.command(cls=DashArgumentCommand)  # a kid may begin with "-"
