@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from keysvc.creds import WorkdirError
 from keysvc.creds.manifest import CREDENTIAL_NAME, MANIFEST_NAME
 from keysvc.creds.providers import PROVIDERS
 from tests.creds.conftest import run_apply, run_cli, serve, snapshot
@@ -323,3 +324,17 @@ def test_every_name_a_provider_writes_is_one_clean_accepts() -> None:
         assert CREDENTIAL_NAME.fullmatch(f"{provider.provider}_dynamic_credentials.auto.tfvars.json")
     for other in ("main.tf", "aws_token.bak", "aws_", "_token", "aws_TYPE", "gcp_config.ini"):
         assert not CREDENTIAL_NAME.fullmatch(other), other
+
+
+async def test_apply_refuses_a_symlinked_work_directory(
+    keysvc: RunningService, tmp_path: Path
+) -> None:
+    """apply writes only into the directory itself: a link would put the credentials (and the
+    manifest clean trusts) wherever it points."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "work").symlink_to(elsewhere)
+    env = {"TFC_AWS_PROVIDER_AUTH": "true", "TFC_AWS_RUN_ROLE_ARN": "arn:aws:iam::1:role/r"}
+    with pytest.raises(WorkdirError, match="work/? is a symbolic link; give the directory itself"):
+        await run_apply(keysvc, env, tmp_path / "work")
+    assert list(elsewhere.iterdir()) == []
