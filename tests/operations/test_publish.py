@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -355,38 +356,59 @@ def test_an_empty_jwks_is_never_written_unless_asked(tmp_path: Path) -> None:
     assert json.loads((out / PATHS[0]).read_text()) == {"keys": []}
 
 
-def watch(deployment: Deployment, out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*KEYSVC, "publish", "--config", str(deployment.config), "--to", str(out), "--watch",
-         "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class Watch:
+    """`keysvc publish --watch --json` in a child process, its log read as it comes."""
 
+    def __init__(self, deployment: Deployment, out: Path) -> None:
+        self.process = subprocess.Popen(
+            [*KEYSVC, "publish", "--config", str(deployment.config), "--to", str(out),
+             "--watch", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-def stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=10)
-    assert process.returncode == 0, stderr
-    return stderr
+    def _read(self) -> None:
+        for line in self.process.stderr:  # type: ignore[union-attr]
+            self.log.append(line)
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.log):
+            assert self.process.poll() is None, "".join(self.log)
+            assert time.monotonic() < deadline, f"never logged {text!r}: {''.join(self.log)}"
+            time.sleep(0.05)
+
+    def next_report(self) -> Any:
+        return json.loads(self.process.stdout.readline())  # type: ignore[union-attr]
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=10)
+        self._reader.join(10)
+        assert self.process.returncode == 0, "".join(self.log)
+        return "".join(self.log)
 
 
 def test_watch_keeps_the_last_good_keys_when_every_key_file_goes(tmp_path: Path) -> None:
     deployment = Deployment.create(tmp_path)  # refreshes every 250ms
     out = tmp_path / "www"
-    process = watch(deployment, out)
+    watch = Watch(deployment, out)
     try:
-        first = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        first = watch.next_report()
         good = (out / PATHS[0]).read_bytes()
         assert [k["kid"] for k in first["keys"]] == read_kids(out / PATHS[0])
         for path in deployment.keys.iterdir():
             path.unlink()
-        time.sleep(2)  # eight refreshes
+        watch.wait_for_log("listed no key versions after listing 1")
+        time.sleep(1)  # more refreshes and publish rounds
         assert (out / PATHS[0]).read_bytes() == good
     finally:
-        stderr = stop(process)
-    assert stderr.count("listed no key versions after listing 1") == 1, stderr
+        log = watch.stop()
+    assert log.count("listed no key versions after listing 1") == 1, log
 
 
 def test_watch_on_an_empty_key_directory_waits_for_a_key(tmp_path: Path) -> None:
@@ -394,16 +416,17 @@ def test_watch_on_an_empty_key_directory_waits_for_a_key(tmp_path: Path) -> None
     (key,) = deployment.keys.iterdir()
     key.unlink()
     out = tmp_path / "www"
-    process = watch(deployment, out)
+    watch = Watch(deployment, out)
     try:
-        time.sleep(1.5)
+        watch.wait_for_log("the JWKS would be empty")
+        time.sleep(1)
         assert not (out / PATHS[0]).exists()
         kid, _ = deployment.rotate()
-        first = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        first = watch.next_report()
         assert [k["kid"] for k in first["keys"]] == [kid] == read_kids(out / PATHS[0])
     finally:
-        stderr = stop(process)
-    assert stderr.count("the JWKS would be empty") == 1, stderr
+        log = watch.stop()
+    assert log.count("the JWKS would be empty") == 1, log
 
 
 @pytest.mark.parametrize("link", [".well-known", ".well-known/jwks", ".keysvc-publish.json"])
