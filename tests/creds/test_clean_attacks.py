@@ -218,7 +218,7 @@ async def test_a_symlinked_manifest_is_refused(workdir: Path, tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     "files",
-    [["../victim"], ["/etc/passwd"], ["main.tf"], ["."], [".terraform"], ["aws_token/x"]],
+    [["../victim"], ["/etc/passwd"], ["main.tf"], ["."], [".."], [".terraform"], ["aws_token/x"]],
     ids=str,
 )
 async def test_a_manifest_naming_what_apply_never_writes_removes_nothing(
