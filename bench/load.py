@@ -39,14 +39,21 @@ def _lua_string(text: str) -> str:
     return json.dumps(text)  # a JSON string literal is a valid Lua string literal here (ASCII)
 
 
-def write_script(path: Path, *, body: bytes | None = None, token: str | None = None) -> Path:
-    """A wrk script: POST `body` as JSON with a bearer token, or a plain GET when body is None."""
+def write_script(
+    path: Path,
+    *,
+    body: bytes | None = None,
+    token: str | None = None,
+    content_type: str = "application/json",
+) -> Path:
+    """A wrk script: POST `body` (labelled `content_type`) with a bearer token, or a plain GET
+    when body is None."""
     lines = []
     if body is not None:
         lines += [
             'wrk.method = "POST"',
             f"wrk.body = {_lua_string(body.decode('ascii'))}",
-            'wrk.headers["Content-Type"] = "application/json"',
+            f"wrk.headers[\"Content-Type\"] = {_lua_string(content_type)}",
         ]
     if token is not None:
         lines.append(f'wrk.headers["Authorization"] = {_lua_string("Bearer " + token)}')

@@ -43,8 +43,20 @@ class Results:
     rsa_connections: int = 16
     jwks_bytes: int = 0
     signing_input_bytes: int = 0
+    otf: tuple[int, list[tuple[float, float]]] | None = None
+    """OTF's runner endpoint: (workers, [(/v1/tokens, /otfapi) tokens/s] from alternating
+    rounds on one keysvc, the fake otfd on loopback)."""
+    otf_uncached: list[tuple[float, float]] = field(default_factory=list)
+    """The same with `[otf] workspace_cache = "0s"`: two lookups in otfd for every token."""
+    otf_load: LoadResult | None = None
+    """OTF's runner endpoint under load, one full-length run (default config)."""
     notes: list[str] = field(default_factory=list)
     appendix: list[str] = field(default_factory=list)
+
+    def otf_ratio(self, uncached: bool = False) -> float:
+        assert self.otf is not None
+        pairs = self.otf_uncached if uncached else self.otf[1]
+        return statistics.median(otf / v1 for v1, otf in pairs)
 
     def _signs(self, alg: str, threads: int) -> list[SignRate]:
         return [s for _, s in self.sign if s.alg == alg and s.threads == threads]
@@ -167,6 +179,25 @@ def targets(r: Results) -> list[Target]:
                 _valid(x) and x.rate / limit >= goal,
                 _ratio(r.floor_rate(kind, w), limit) if kind == "ES256" else None,
                 r.paired_median(kind),
+            )
+        )
+    if r.otf is not None:
+        workers, pairs = r.otf
+        v1 = statistics.median(v for v, _ in pairs)
+        otf = statistics.median(k for _, k in pairs)
+        ratio = r.otf_ratio()
+        out.append(
+            Target(
+                "OTF runner endpoint: ES256 tokens through /otfapi ≥ 50 % of /v1/tokens "
+                "(same keysvc; lookups in a fake otfd on loopback)",
+                f"{otf:,.0f} tokens/s ({_workers(workers)})",
+                f"{v1:,.0f} tokens/s (/v1/tokens)",
+                ratio,
+                float("nan"),
+                "≥ 0.50",
+                (r.otf_load is None or _valid(r.otf_load)) and ratio >= 0.50,
+                None,
+                ratio,
             )
         )
     worst = max(
@@ -414,6 +445,8 @@ def render(r: Results) -> str:
             lines.append(_row([kind, str(workers), *cells[:4], f"{median:.2f}"]))
         lines.append("")
 
+    lines += otf_section(r)
+
     lines += [
         "## Unloaded latency",
         "",
@@ -476,3 +509,44 @@ def render(r: Results) -> str:
     for section in r.appendix:
         lines += [section.rstrip(), ""]
     return "\n".join(lines)
+
+
+def otf_section(r: Results) -> list[str]:
+    """OTF's runner endpoint against /v1/tokens, cache on and off (bench/run.py measure_otf)."""
+    if r.otf is None:
+        return []
+    workers, pairs = r.otf
+    lines = [
+        "## OTF's runner endpoint",
+        "",
+        (
+            "`POST /otfapi/jobs/{id}/dynamic-credentials` as OTF's agents send it, on an ES256 "
+            f"keysvc ({_workers(workers)}) with `[otf]` pointing at the fake otfd "
+            "(`bench/otfd.py`, its own process on loopback), one job asking again and again. "
+            "By default each token costs one lookup in otfd (the job, for its status) and the "
+            "job's first token a second one (its workspace, then reused for the job's next "
+            "tokens within `workspace_cache`); with `workspace_cache = \"0s\"` every token "
+            "costs both, as a phase's first token does. Rounds alternate /v1/tokens and "
+            "/otfapi on the same keysvc (4 s each, 1 s warm-up); figures in tokens/s. "
+            "wrk, keysvc and otfd share the two cores."
+        ),
+        "",
+        _row(["round", "/v1/tokens", "/otfapi", "ratio", "/v1/tokens", "/otfapi, cache off", "ratio"]),
+        _row(["---"] * 7),
+    ]
+    uncached = r.otf_uncached or [(0.0, 0.0)] * len(pairs)
+    for number, ((v1, otf), (v1b, otfb)) in enumerate(zip(pairs, uncached, strict=False), 1):
+        cells = [f"{v1:,.0f}", f"{otf:,.0f}", f"{otf / v1:.2f}"]
+        cells += [f"{v1b:,.0f}", f"{otfb:,.0f}", f"{otfb / v1b:.2f}" if v1b else ""]
+        lines.append(_row([str(number), *cells]))
+    median_uncached = f"{r.otf_ratio(uncached=True):.2f}" if r.otf_uncached else ""
+    lines.append(_row(["median", "", "", f"{r.otf_ratio():.2f}", "", "", median_uncached]))
+    if r.otf_load is not None:
+        x = r.otf_load
+        lines += [
+            "",
+            f"One full-length run of /otfapi: {x.rate:,.0f} tokens/s, p50 {x.p50_ms:.2f} ms, "
+            f"p99 {x.p99_ms:.2f} ms, {x.errors} errors.",
+        ]
+    lines.append("")
+    return lines

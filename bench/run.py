@@ -151,6 +151,32 @@ class Bench:
         log = self.fx.work / f"keysvc-{alg}-{workers}.log"
         return Server(f"keysvc {alg} ({workers} worker)", command, port, "/readyz", log)
 
+    def otfd(self) -> Server:
+        """The fake otfd (bench/otfd.py) with one running job; its id and job token are in
+        `self.fx.work / "otf-job.json"` once it answers."""
+        port = free_port()
+        command = [
+            sys.executable,
+            str(ROOT / "bench" / "otfd.py"),
+            "--port",
+            str(port),
+            "--job-file",
+            str(self.fx.work / "otf-job.json"),
+        ]
+        return Server("fake otfd", command, port, "/healthz", self.fx.work / "otfd.log")
+
+    def keysvc_otf(self, otfd_url: str, workers: int, workspace_cache: str = "30s") -> Server:
+        """keysvc ES256 as `keysvc()`, plus an [otf] table pointing at `otfd_url`."""
+        config = self.fx.work / f"otf-{workspace_cache}.toml"
+        config.write_text(
+            f'[otf]\nurl = "{otfd_url}"\ntimeout = "10s"\nworkspace_cache = "{workspace_cache}"\n'
+        )
+        port = free_port()
+        serve = [*self.fx.serve_args("ES256", port, workers), "--config", str(config)]
+        log = self.fx.work / f"keysvc-otf-{workers}-{workspace_cache}.log"
+        command = [sys.executable, "-m", "keysvc", *serve]
+        return Server(f"keysvc OTF ({workers} worker)", command, port, "/readyz", log)
+
     def check_token(self, server: Server, alg: str) -> None:
         """One real token before measuring: signed by the expected key, and verifiable."""
         import urllib.request
@@ -343,6 +369,85 @@ PAIRED_ROUNDS = 4
 PAIRED_SECONDS = 4.0
 
 
+def alternate(
+    limit: Callable[[], float], mine: Callable[[], float]
+) -> list[tuple[float, float]]:
+    """PAIRED_ROUNDS rounds of (limit, mine), measured in the order L M, M L, L M, M L so a drift
+    of the machine's speed hits both sides alike."""
+    pairs = []
+    for round_ in range(PAIRED_ROUNDS):
+        if round_ % 2 == 0:
+            first = limit()
+            pairs.append((first, mine()))
+        else:
+            first = mine()
+            pairs.append((limit(), first))
+    return pairs
+OTF_AUDIENCE = b'{"audience":"aws.workload.identity"}'
+
+
+def measure_otf(bench: Bench, results: report.Results, log: Callable[[str], None]) -> None:
+    """OTF's runner endpoint: ES256 tokens through POST /otfapi/jobs/{id}/dynamic-credentials,
+    as OTF's agents send it, with the fake otfd (its own process) answering keysvc's lookups on
+    loopback; against /v1/tokens on the same keysvc, in alternating rounds. Twice: as configured
+    by default (one job asking again and again: the job looked up for every token, its
+    workspace once, as for a phase's second and later tokens), and with `workspace_cache = "0s"`
+    (two lookups per token, as for a phase's first token)."""
+    fx = bench.fx
+    with bench.otfd() as otfd:
+        job = json.loads((fx.work / "otf-job.json").read_text())
+        path = f"/otfapi/jobs/{job['job_id']}/dynamic-credentials"
+        script = write_script(
+            fx.work / "otf.lua",
+            body=OTF_AUDIENCE,
+            token=job["token"],
+            content_type="application/vnd.api+json",
+        )
+        workers = 1
+        for cache in ("30s", "0s"):
+            with bench.keysvc_otf(otfd.url, workers, cache) as server:
+                check_otf_token(server, path, job["token"])
+                if cache == "30s":
+                    results.otf_load = bench.load(server, path, script)
+
+                def v1() -> float:
+                    return bench.load(
+                        server, "/v1/tokens", bench.post, seconds=PAIRED_SECONDS, warmup=1
+                    ).rate
+
+                def otf() -> float:
+                    return bench.load(server, path, script, seconds=PAIRED_SECONDS, warmup=1).rate
+
+                pairs = alternate(v1, otf)
+            if cache == "30s":
+                results.otf = (workers, pairs)
+            else:
+                results.otf_uncached = pairs
+            log(
+                f"OTF runner endpoint, workspace_cache {cache}: paired with /v1/tokens: "
+                + ", ".join(f"{k:,.0f}/{v:,.0f} = {k / v:.2f}" for v, k in pairs)
+            )
+
+
+def check_otf_token(server: Server, path: str, job_token: str) -> None:
+    """One real token through the endpoint before measuring: 200 and a compact JWT."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        server.url + path,
+        data=OTF_AUDIENCE,
+        method="POST",
+        headers={
+            "Content-Type": "application/vnd.api+json",
+            "Authorization": f"Bearer {job_token}",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        token = reply.read().decode()
+    if token.count(".") != 2:
+        raise RuntimeError(f"{server.name} answered no JWT: {token[:80]!r}")
+
+
 def measure_paired(bench: Bench, results: report.Results, log: Callable[[str], None]) -> None:
     """Each throughput target once more as alternating short rounds of its limit and keysvc
     (best worker setting), both servers up at once (an idle server costs nothing), in the order
@@ -374,14 +479,7 @@ def measure_paired(bench: Bench, results: report.Results, log: Callable[[str], N
             # Discarded: a just-started server warms up (with workers > 1, readiness means
             # one worker ready, not all of them).
             bench.load(mine, path, script, connections=conns, seconds=bench.warmup)
-            pairs = []
-            for round_ in range(PAIRED_ROUNDS):
-                if round_ % 2 == 0:
-                    first = limit()
-                    pairs.append((first, keysvc()))
-                else:
-                    first = keysvc()
-                    pairs.append((limit(), first))
+            pairs = alternate(limit, keysvc)
         results.paired[kind] = (workers, pairs)
         log(f"paired {kind}, {workers} worker(s): ratios " + ", ".join(f"{k / l:.2f}" for l, k in pairs))
 
@@ -394,6 +492,7 @@ def measure(bench: Bench, results: report.Results, log: Callable[[str], None]) -
     measure_limits(bench, results, log, "after")
     measure_keysvc_again(bench, results, log)
     measure_paired(bench, results, log)
+    measure_otf(bench, results, log)
 
 
 def probe_event_loop(bench: Bench, server: Server) -> tuple[LoadResult, LoadResult]:
@@ -441,6 +540,11 @@ def main() -> int:
         action="store_true",
         help="only rewrite the output from the last run's saved figures",
     )
+    parser.add_argument(
+        "--only",
+        choices=["otf"],
+        help="measure one scenario and print it; RESULTS.md is left as it is",
+    )
     args = parser.parse_args()
     if args.rerender:
         args.output.write_text(report.render(pickle.loads(SAVED.read_bytes())))
@@ -458,6 +562,11 @@ def main() -> int:
     results.signing_input_bytes = len(fixtures.signing_inputs["ES256"])
     results.jwks_bytes = len(fixtures.jwks_body)
     bench = Bench(fixtures, args.seconds, args.warmup)
+    if args.only == "otf":
+        measure_otf(bench, results, log)
+        log(f"median paired ratio (OTF ÷ /v1/tokens), default: {results.otf_ratio():.2f}")
+        log(f"median paired ratio, workspace_cache 0s: {results.otf_ratio(uncached=True):.2f}")
+        return 0
     try:
         measure(bench, results, log)
     except Exception as exc:  # noqa: BLE001 (any failure: say so, keep RESULTS.md as it was)

@@ -426,7 +426,7 @@ def create_app(service: Service) -> web.Application:
         from keysvc.otf import PATH
         from keysvc.otf.endpoint import DynamicCredentials
 
-        otf = DynamicCredentials(endpoints, service.otfd, service.config.otf.organizations)
+        otf = DynamicCredentials(endpoints, service.otfd, service.config.otf)
         routes[PATH] = {"POST": otf}
     add_routes(app.router, routes)
     return app

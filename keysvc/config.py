@@ -308,6 +308,9 @@ class OtfConfig(_Section):
     """Per request to otfd; slower (or unreachable) gives the runner 503 + Retry-After."""
     organizations: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
     """Glob patterns of the organizations whose jobs may get tokens."""
+    workspace_cache: Duration = timedelta(seconds=30)
+    """How long a job's workspace lookup is reused for that job's next tokens ("0s": never).
+    The job itself is looked up for every token (keysvc.otf.endpoint says why that is enough)."""
 
     @field_validator("url")
     @classmethod
@@ -344,6 +347,13 @@ class OtfConfig(_Section):
     def _timeout(cls, value: timedelta) -> timedelta:
         if not timedelta(0) < value <= timedelta(minutes=5):
             raise ValueError("must be more than 0s and at most 5m")
+        return value
+
+    @field_validator("workspace_cache")
+    @classmethod
+    def _workspace_cache(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) <= value <= timedelta(minutes=10):
+            raise ValueError("must be from 0s (no cache) to 10m")
         return value
 
     @model_validator(mode="after")

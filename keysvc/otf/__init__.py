@@ -8,6 +8,7 @@ otf-agent and the Kubernetes executor's job pods ask otfd for a dynamic-credenti
                 anything is sent to otfd
 - otfd.py       the client of otfd's API: the job and its workspace, read with the caller's
                 own job token (otfd checks the signature and OTF's authorization rules)
+- workspace_cache.py  a job's workspace lookup, reused for the same job's next tokens
 - jsonapi.py    OTF's JSON:API documents: reading a resource, writing an error
 - endpoint.py   the handler: the checks in order, then the token /v1/tokens would mint
 

@@ -9,7 +9,9 @@ The caller is accepted only when, in this order (cheap and local first):
 3. otfd returns that job for the same token, and the job is `running` in phase plan or apply
    (otfd itself would sign for a finished job, or for any caller that may read the workspace);
 4. the job's organization is allowed by `[otf] organizations`;
-5. otfd returns the job's workspace for the same token (OTF's `Job.CanAccess`);
+5. otfd returns the job's workspace for the same token (OTF's `Job.CanAccess`); the answer is
+   reused for the same job token's next tokens within `[otf] workspace_cache`
+   (workspace_cache.py says why every refusal stays correct);
 6. the names pass /v1/tokens' checks (a name that would forge another `sub` is refused).
 The token is then the one /v1/tokens mints for that run (tokens.TokenIssuer.issue_for_run).
 
@@ -31,10 +33,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keysvc import metrics
 from keysvc.app import APIError, authorization
-from keysvc.config import organization_allowed
+from keysvc.config import OtfConfig, organization_allowed
 from keysvc.otf import job_token
 from keysvc.otf.jsonapi import MEDIA_TYPE, error_response
 from keysvc.otf.otfd import OtfdClient, OtfdRefused, OtfdUnavailable
+from keysvc.otf.workspace_cache import WorkspaceCache
 from keysvc.tokens import PATTERN_MESSAGES, Audience, RunContext
 
 if TYPE_CHECKING:
@@ -76,11 +79,12 @@ class CredentialsRequest(BaseModel):
 class DynamicCredentials:
     """The handler, over keysvc's endpoints (body limits, signing, audit) and an otfd client."""
 
-    def __init__(self, endpoints: Endpoints, otfd: OtfdClient, organizations: list[str]) -> None:
+    def __init__(self, endpoints: Endpoints, otfd: OtfdClient, config: OtfConfig) -> None:
         self.endpoints = endpoints
         self.issuer = endpoints.service.issuer
         self.otfd = otfd
-        self.organizations = organizations
+        self.organizations = config.organizations
+        self.workspaces = WorkspaceCache(config.workspace_cache.total_seconds())
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -121,7 +125,10 @@ class DynamicCredentials:
                 f"keysvc does not issue tokens for organization {job.organization!r}"
                 " ([otf] organizations)",
             )
-        workspace = await self.ask("workspace", self.otfd.workspace(job.workspace_id, token))
+        workspace = self.workspaces.get(token, job.workspace_id)
+        if workspace is None:
+            workspace = await self.ask("workspace", self.otfd.workspace(job.workspace_id, token))
+            self.workspaces.put(token, workspace)
         run = self.run(
             job.organization, workspace.name, job.workspace_id, job.run_id, job.phase, audience
         )

@@ -12,7 +12,6 @@ replayed for another job, is refused here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import orjson
 
@@ -22,12 +21,15 @@ JOB_ID = re.compile(r"job-[1-9A-HJ-NP-Za-km-z]{1,64}")
 """An OTF job id: the kind, a hyphen and base58 (internal/resource/tfe_id.go)."""
 
 
-@dataclass(frozen=True)
 class TokenRefused(Exception):
-    status: int
-    """401 for a token that is no (live) token at all, 403 for one that is not this job's."""
-    code: str
-    detail: str
+    """`status` 401 for a token that is no (live) token at all, 403 for one that is not this
+    job's; `code` and `detail` for the error reply."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
 
 
 def bearer(authorization: str | None) -> str:

@@ -320,22 +320,18 @@ class FakeOtfd:
         raise LookupError(f"unknown authentication token kind: {kind}")
 
     async def get_job(self, request: web.Request) -> web.Response:
-        job_id = request.match_info["job_id"]
-        try:
-            parse_id(job_id)
-        except ValueError as exc:
-            return _tfeapi_error(_malformed_status(job_id), str(exc))
+        job_id, malformed = _decode_id(request, "job_id")
+        if malformed:
+            return malformed
         job = self.jobs.get(job_id)
         if job is None:
             return _tfeapi_error(404, "resource not found")
         return _jsonapi(job.document())
 
     async def get_workspace(self, request: web.Request) -> web.Response:
-        workspace_id = request.match_info["workspace_id"]
-        try:
-            parse_id(workspace_id)
-        except ValueError as exc:
-            return _tfeapi_error(_malformed_status(workspace_id), str(exc))
+        workspace_id, malformed = _decode_id(request, "workspace_id")
+        if malformed:
+            return malformed
         workspace = self.workspaces.get(workspace_id)
         if workspace is None:
             return _tfeapi_error(404, "resolving ID: resource not found")
@@ -347,11 +343,9 @@ class FakeOtfd:
         return response
 
     async def generate_dynamic_credentials_token(self, request: web.Request) -> web.Response:
-        job_id = request.match_info["job_id"]
-        try:
-            parse_id(job_id)
-        except ValueError as exc:
-            return _tfeapi_error(_malformed_status(job_id), str(exc))
+        _, malformed = _decode_id(request, "job_id")
+        if malformed:
+            return malformed
         try:
             json.loads(await request.read())
         except ValueError as exc:
@@ -438,10 +432,17 @@ class FakeOtfd:
         }
 
 
-def _malformed_status(value: str) -> int:
-    """internal/tfeapi/errors.go: a malformed id maps to no status (500), except the two ids
-    go-tfe's tests use for a missing resource."""
-    return 404 if value in ("nonexisting", "nonexistent") else 500
+def _decode_id(request: web.Request, name: str) -> tuple[str, web.Response | None]:
+    """internal/http/decode ID: the path parameter, and the error reply when it is no id. A
+    malformed id maps to no status in internal/tfeapi/errors.go (500), except the two ids
+    go-tfe's tests use for a missing resource (404)."""
+    value = request.match_info[name]
+    try:
+        parse_id(value)
+    except ValueError as exc:
+        status = 404 if value in ("nonexisting", "nonexistent") else 500
+        return value, _tfeapi_error(status, str(exc))
+    return value, None
 
 
 def _tfeapi_error(status: int, detail: str) -> web.Response:

@@ -34,6 +34,7 @@ def test_defaults() -> None:
     assert otf.url == "https://otf.example.com"  # paths are appended to it
     assert otf.timeout == timedelta(seconds=10)
     assert otf.organizations == ["*"] and otf.ca_file is None and otf.allow_http is False
+    assert otf.workspace_cache == timedelta(seconds=30)
     assert parse_config({k: v for k, v in with_otf().items() if k != "otf"}).otf is None
 
 
@@ -73,6 +74,7 @@ def test_plain_http_elsewhere_needs_allow_http() -> None:
         ({"url": "https://otf.example.com", "timeout": "0s"}, "otf.timeout: must be more than 0s"),
         ({"url": "https://otf.example.com", "timeout": "6m"}, "otf.timeout: must be more than 0s"),
         ({"url": "https://otf.example.com", "organizations": []}, "otf.organizations"),
+        ({"url": "https://otf.example.com", "workspace_cache": "11m"}, "otf.workspace_cache"),
         ({"url": "https://otf.example.com", "secret": "x"}, "otf.secret"),
         ({"url": "https://otf.example.com", "ca_file": "/nonexistent/ca.pem"}, "does not exist"),
     ],

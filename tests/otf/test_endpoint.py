@@ -466,3 +466,83 @@ async def test_the_otfd_session_lives_as_long_as_the_service(otfd: FakeOtfd, key
         session = client._session
         assert session is not None and not session.closed
     assert session.closed and client._session is None
+
+
+# -- the workspace cache: the job is asked for every token, its workspace once per job -------------
+
+
+def lookups(otfd: FakeOtfd) -> tuple[int, int]:
+    jobs = sum(r.path.startswith("/otfapi/jobs/") for r in otfd.requests)
+    return jobs, sum(r.path.startswith("/api/v2/workspaces/") for r in otfd.requests)
+
+
+async def test_a_jobs_next_tokens_reuse_its_workspace_but_not_its_job(
+    otfd: FakeOtfd, keysvc: RunningService
+) -> None:
+    job, token = otfd.running_job()
+    for audience in ("sts.amazonaws.com", AUDIENCE, "//iam.googleapis.com/x"):
+        reply = await ask(keysvc.url, job.id, token, audience)
+        assert reply.status == 200, reply.body
+        claims = await verify_once(keysvc.url, reply.body.decode(), audience)
+        assert claims["terraform_workspace_name"] == "networking"
+    assert lookups(otfd) == (3, 1)
+    other, other_token = otfd.running_job()  # another job has its own lookup
+    assert (await ask(keysvc.url, other.id, other_token)).status == 200
+    assert lookups(otfd) == (4, 2)
+
+
+@pytest.mark.parametrize("change", ["finished", "canceled", "gone", "organization", "otfd down"])
+async def test_every_refusal_holds_for_a_job_whose_workspace_is_cached(
+    otfd: FakeOtfd, key_dir: Path, change: str
+) -> None:
+    async with keysvc_for(otfd.url, key_dir, {"organizations": ["acme"], "timeout": "1s"}) as svc:
+        job, token = otfd.running_job("acme")
+        assert (await ask(svc.url, job.id, token)).status == 200  # the workspace is cached now
+        expected = {
+            "finished": (403, "job_not_running"),
+            "canceled": (403, "job_not_running"),
+            "gone": (401, "otfd_refused_token"),
+            "organization": (403, "organization_forbidden"),
+            "otfd down": (503, "otfd_unavailable"),
+        }[change]
+        if change in ("finished", "canceled"):
+            otfd.move(job, change)
+        elif change == "gone":
+            del otfd.jobs[job.id]
+        elif change == "organization":
+            job.organization = "globex"
+        else:
+            otfd.fault = "hang"
+        assert_refused(*await post(svc, job.id, headers=bearer(token)), *expected)
+
+
+async def test_workspace_cache_off_asks_for_the_workspace_every_time(
+    otfd: FakeOtfd, key_dir: Path
+) -> None:
+    async with keysvc_for(otfd.url, key_dir, {"workspace_cache": "0s"}) as svc:
+        job, token = otfd.running_job()
+        assert (await ask(svc.url, job.id, token)).status == 200
+        otfd.workspaces[job.workspace_id].name = "renamed"
+        reply = await ask(svc.url, job.id, token)
+        claims = await verify_once(svc.url, reply.body.decode(), AUDIENCE)
+        assert claims["terraform_workspace_name"] == "renamed"
+        assert lookups(otfd) == (2, 2)
+
+
+def test_the_cache_expires_is_bounded_and_holds_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keysvc.otf import workspace_cache
+    from keysvc.otf.otfd import Workspace
+
+    cache = workspace_cache.WorkspaceCache(ttl=0.2)
+    cache.put("token-a", Workspace("ws-1", "networking"))
+    assert cache.get("token-a", "ws-1") == Workspace("ws-1", "networking")
+    assert cache.get("token-b", "ws-1") is None and cache.get("token-a", "ws-2") is None
+    assert "token-a" not in repr(cache._entries)
+    time.sleep(0.3)
+    assert cache.get("token-a", "ws-1") is None
+    monkeypatch.setattr(workspace_cache, "MAX_ENTRIES", 3)
+    for i in range(5):
+        cache.put(f"token-{i}", Workspace(f"ws-{i}", "n"))
+    assert len(cache._entries) == 3
+    assert cache.get("token-0", "ws-0") is None and cache.get("token-4", "ws-4") is not None
+    assert workspace_cache.WorkspaceCache(ttl=0).get("token-4", "ws-4") is None
