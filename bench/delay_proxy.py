@@ -16,6 +16,8 @@ import sys
 from collections import deque
 from typing import Self
 
+from keysvc.loopback import is_loopback_host
+
 
 class DelayProxy:
     def __init__(self, target_host: str, target_port: int, one_way_delay: float,
@@ -123,7 +125,7 @@ async def _main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     target_host, target_port = args.target.rsplit(":", 1)
     listen_host, listen_port = args.listen.rsplit(":", 1)
-    if listen_host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback_host(listen_host):
         parser.error("the proxy only listens on loopback")
     proxy = DelayProxy(target_host, int(target_port), args.rtt_ms / 2000, listen_host, int(listen_port))
     await proxy.start()

@@ -154,8 +154,8 @@ async def bench(args: argparse.Namespace) -> list[Result]:
             token_path = Path(tmp) / "token"
             write_private_file(token_path, server.root_token.encode())
             common = {
-                "address": f"http://127.0.0.1:{proxy_port}", "key": "bench",
-                "token_file": str(token_path), "request_timeout": "10s",
+                "endpoint": f"http://127.0.0.1:{proxy_port}", "key": "bench",
+                "token_file": str(token_path), "timeout": "10s",
                 "max_connections": args.connections,
             }
             modes = [

@@ -32,6 +32,7 @@ from keysvc.backends import BackendSettings, UnknownBackendType, load_backend_cl
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 from keysvc.jose import Algorithm
+from keysvc.loopback import is_loopback_host
 from keysvc.secrets import read_secret_file
 
 Scope = Literal["tokens:issue", "sign", "keys:read", "keys:rotate"]
@@ -97,9 +98,11 @@ def check_issuer(value: str, *, http_anywhere: bool = False) -> str:
         port = parts.port
     except ValueError:
         port = 0
-    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    local = is_loopback_host(parts.hostname)
     if parts.scheme != "https" and not (parts.scheme == "http" and (local or http_anywhere)):
-        raise ValueError("must be an https URL (http only for 127.0.0.1/localhost)")
+        raise ValueError(
+            "must be an https URL (http only on loopback: localhost, 127.0.0.0/8, ::1)"
+        )
     if not parts.hostname or "?" in value or "#" in value or value.endswith("/"):
         raise ValueError("must be a URL with a host, no query, fragment or trailing slash")
     if "@" in parts.netloc:
@@ -280,18 +283,6 @@ def organization_allowed(patterns: list[str], organization: str) -> bool:
     if "*" in patterns:  # the common case, without fnmatch's per-call work
         return True
     return any(fnmatch.fnmatchcase(organization, p) for p in patterns)
-
-
-def is_loopback_host(hostname: str | None) -> bool:
-    """localhost or a loopback IP address (127.0.0.0/8, ::1)."""
-    if hostname is None:
-        return False
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
 
 
 class OtfConfig(_Section):

@@ -15,14 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT = 10.0
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class FetchError(Exception):
@@ -54,10 +52,6 @@ def ssl_context(ca_file: Path | None = None) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise FetchError(f"cannot load CA file {ca_file}: {exc}") from None
     return context
-
-
-def is_loopback(url: str) -> bool:
-    return urlsplit(url).hostname in LOOPBACK_HOSTS
 
 
 def session(ca_file: Path | None = None, timeout: float = DEFAULT_TIMEOUT) -> aiohttp.ClientSession:

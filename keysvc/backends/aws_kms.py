@@ -37,6 +37,7 @@ import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from aiobotocore.config import AioConfig
@@ -119,11 +120,16 @@ class AwsKmsSettings(BackendSettings):
     """Discovery: every SIGN_VERIFY key carrying this tag is part of the ring."""
     region: str | None = None
     """AWS region; by default the standard chain's (AWS_REGION, AWS_DEFAULT_REGION, profile)."""
-    endpoint_url: str | None = None
-    """KMS endpoint override (a VPC endpoint, or a local emulator in tests)."""
-    tagging_endpoint_url: str | None = None
+    endpoint: str | None = Field(None, validation_alias="endpoint_url")
+    """KMS endpoint override (a VPC endpoint, or a local emulator in tests; formerly
+    `endpoint_url`)."""
+    tagging_endpoint: str | None = Field(None, validation_alias="tagging_endpoint_url")
     """Resource Groups Tagging API endpoint override for `tag` discovery; defaults to
-    `endpoint_url` when that is set, else AWS's regional endpoint."""
+    `endpoint` when that is set, else AWS's regional endpoint (formerly
+    `tagging_endpoint_url`)."""
+    ca_file: Path | None = None
+    """PEM roots to trust for AWS's endpoints instead of botocore's bundle (a TLS-inspecting
+    proxy, a private VPC endpoint's CA)."""
     profile: str | None = None
     """Named profile of the shared AWS config; credentials otherwise come from the standard
     chain (environment, web identity token file, container or instance role)."""
@@ -132,7 +138,8 @@ class AwsKmsSettings(BackendSettings):
     max_attempts: int = Field(3, ge=1, le=10)
     """Tries per AWS call, including the first, on throttling, 5xx and connection errors."""
     connect_timeout: Duration = timedelta(seconds=2)
-    read_timeout: Duration = timedelta(seconds=5)
+    timeout: Duration = Field(timedelta(seconds=5), validation_alias="read_timeout")
+    """How long one KMS call may wait for its answer (formerly `read_timeout`)."""
     max_connections: int = Field(32, ge=1, le=1024)
     """Concurrent KMS requests (HTTP connection pool size)."""
 
@@ -146,7 +153,7 @@ class AwsKmsSettings(BackendSettings):
             raise ValueError("key ids must be unique")
         return cleaned
 
-    @field_validator("endpoint_url", "tagging_endpoint_url")
+    @field_validator("endpoint", "tagging_endpoint")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
@@ -198,7 +205,7 @@ class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
         config = AioConfig(
             retries=retry_config(s.max_attempts),
             connect_timeout=s.connect_timeout.total_seconds(),
-            read_timeout=s.read_timeout.total_seconds(),
+            read_timeout=s.timeout.total_seconds(),
             max_pool_connections=s.max_connections,
         )
         try:
@@ -212,9 +219,14 @@ class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
                 f"backends.{self.name}.region: not set, and the AWS environment names no region"
                 " (AWS_REGION, AWS_DEFAULT_REGION or the profile's region)"
             )
+        verify: str | None = None
+        if s.ca_file is not None:
+            if not s.ca_file.is_file():
+                raise ConfigError(f"backends.{self.name}.ca_file: {s.ca_file} is not a file")
+            verify = str(s.ca_file)
         self._kms = await self._stack.enter_async_context(
             session.create_client(
-                "kms", region_name=region, endpoint_url=s.endpoint_url, config=config
+                "kms", region_name=region, endpoint_url=s.endpoint, config=config, verify=verify
             )
         )
         if s.tag is not None:
@@ -222,7 +234,8 @@ class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
                 session.create_client(
                     "resourcegroupstaggingapi",
                     region_name=region,
-                    endpoint_url=s.tagging_endpoint_url or s.endpoint_url,
+                    endpoint_url=s.tagging_endpoint or s.endpoint,
+                    verify=verify,
                     config=config,
                 )
             )

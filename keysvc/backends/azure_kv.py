@@ -8,7 +8,7 @@ Key Vault returns ECDSA signatures as raw r‖s, which is already the JWS form.
 
 Every call is bounded in time. azure-core's retry policy is switched off (it would honour any
 Retry-After a throttled vault sends, holding a signing request for as long as the vault asks);
-instead, `_call` retries 429 answers itself within `throttle_budget` and turns every other fault
+instead, `_call` retries 429 answers itself within `retry_budget` and turns every other fault
 (unreachable, 5xx, too slow) into `BackendUnavailable`, which the service answers with 503 and
 Retry-After.
 """
@@ -41,7 +41,7 @@ from azure.keyvault.keys import KeyVaultKey
 from azure.keyvault.keys.aio import KeyClient
 from azure.keyvault.keys.crypto import SignatureAlgorithm
 from azure.keyvault.keys.crypto.aio import CryptographyClient
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from keysvc import jose
 from keysvc.backends.azure_jwk import UnsupportedAzureKey, public_key_from_jwk
@@ -60,12 +60,12 @@ from keysvc.backends.base import (
 from keysvc.backends.failures import Failure, lookup, status_class
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
+from keysvc.loopback import is_loopback_url
 from keysvc.secrets import read_secret_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _RETRY_AFTER_PARSER = AsyncRetryPolicy()
 _DEFAULT_RETRY_AFTER = 1.0
 
@@ -114,8 +114,8 @@ REFUSED = Failure(BackendError, "Azure Key Vault refused {what} ({detail})")
 
 
 class AzureKeyVaultSettings(BackendSettings):
-    vault_url: str
-    """The vault's URL, e.g. https://my-vault.vault.azure.net."""
+    endpoint: str = Field(validation_alias="vault_url")
+    """The vault's URL, e.g. https://my-vault.vault.azure.net (formerly `vault_url`)."""
     key: str
     """The key's name in the vault (not its URL)."""
     tenant_id: str | None = None
@@ -127,15 +127,17 @@ class AzureKeyVaultSettings(BackendSettings):
     """PEM file holding the app's certificate and its private key."""
     authority_host: str | None = None
     """Entra ID authority for sovereign clouds, e.g. https://login.microsoftonline.us."""
-    ca_cert: Path | None = None
-    """Extra CA certificate (PEM) to trust for the vault and the authority."""
+    ca_file: Path | None = Field(None, validation_alias="ca_cert")
+    """Extra CA certificate (PEM) to trust for the vault and the authority (formerly
+    `ca_cert`)."""
     timeout: Duration = timedelta(seconds=4)
     """Upper bound for one backend operation, authentication and throttling waits included
     (below `tokens.sign_timeout`, 5s by default, so this backend's clearer message wins)."""
-    throttle_budget: Duration = timedelta(seconds=2)
-    """How long one operation may wait in total on 429 Retry-After before giving up (503)."""
+    retry_budget: Duration = Field(timedelta(seconds=2), validation_alias="throttle_budget")
+    """How long one operation may wait in total on 429 Retry-After before giving up (503)
+    (formerly `throttle_budget`)."""
 
-    @field_validator("vault_url")
+    @field_validator("endpoint")
     @classmethod
     def _https_vault(cls, value: str) -> str:
         parts = urlsplit(value)
@@ -164,8 +166,8 @@ class AzureKeyVaultSettings(BackendSettings):
             raise ValueError("a client secret or certificate needs tenant_id and client_id")
         if self.timeout <= timedelta(0):
             raise ValueError("timeout must be positive")
-        if self.throttle_budget >= self.timeout:
-            raise ValueError("throttle_budget must be shorter than timeout")
+        if self.retry_budget >= self.timeout:
+            raise ValueError("retry_budget (formerly throttle_budget) must be shorter than timeout")
         return self
 
 
@@ -200,8 +202,8 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
         s = self.settings
         _quiet_azure_loggers()
         context = ssl.create_default_context()
-        if s.ca_cert is not None:
-            context.load_verify_locations(cafile=str(s.ca_cert))
+        if s.ca_file is not None:
+            context.load_verify_locations(cafile=str(s.ca_file))
         # One aiohttp session (one TLS context, one connection pool) behind every client:
         # the key client, one CryptographyClient per version and the credential.
         self._session = aiohttp.ClientSession(
@@ -222,7 +224,7 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
             "retry_total": 0,
             # The challenge names https://vault.azure.net; the SDK checks that the vault's host is
             # under it, which only a loopback test vault cannot be.
-            "verify_challenge_resource": urlsplit(s.vault_url).hostname not in _LOOPBACK,
+            "verify_challenge_resource": not is_loopback_url(s.endpoint),
         }
         try:
             self._credential = self._given_credential or _credential_for(s, transport)
@@ -230,7 +232,7 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
             await self._session.close()
             self._session = None
             raise
-        self._keys = KeyClient(s.vault_url, self._credential, **self._client_kwargs)
+        self._keys = KeyClient(s.endpoint, self._credential, **self._client_kwargs)
 
     async def close(self) -> None:
         clients = [*self._signers.values(), *([self._keys] if self._keys else [])]
@@ -254,10 +256,10 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
     # -- bounded calls --------------------------------------------------------------------------
 
     async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run one Key Vault operation within `timeout`, retrying 429s within `throttle_budget`."""
+        """Run one Key Vault operation within `timeout`, retrying 429s within `retry_budget`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.timeout.total_seconds()
-        budget = self.settings.throttle_budget.total_seconds()
+        budget = self.settings.retry_budget.total_seconds()
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -293,7 +295,7 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
             said = _first_line(_error_message(exc))
             summary = f"{detail if status else type(exc).__name__}: {said}"
         self._log_failure(what, summary)
-        if isinstance(exc, ClientAuthenticationError) and not _from_vault(exc, s.vault_url):
+        if isinstance(exc, ClientAuthenticationError) and not _from_vault(exc, s.endpoint):
             keys: tuple[object, ...] = (("entra", status_class(status)), "entra")
         else:
             keys = (status, status_class(status), exc)
@@ -302,7 +304,7 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
             retry_after=_retry_after(exc) if isinstance(exc, HttpResponseError) else None,
             what=what,
             key=s.key,
-            vault=s.vault_url,
+            vault=s.endpoint,
             status=status,
             detail=detail if status else type(exc).__name__,
             seconds=seconds,
@@ -327,7 +329,7 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
         listed = await self._call("list key versions", all_versions)
         if not listed:  # Key Vault answers an empty list, not 404, for a key that does not exist
             raise NotFound(
-                f"key {self.settings.key!r} does not exist in {self.settings.vault_url}"
+                f"key {self.settings.key!r} does not exist in {self.settings.endpoint}"
                 " (create it with: az keyvault key create --kty RSA-HSM --size 2048 ...)"
             )
         await self._forget({p.version for p in listed})
@@ -386,7 +388,7 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
             key = (
                 version.handle
                 if isinstance(version.handle, KeyVaultKey)
-                else (f"{self.settings.vault_url}/keys/{self.settings.key}/{version.version_id}")
+                else (f"{self.settings.endpoint}/keys/{self.settings.key}/{version.version_id}")
             )
             signer = CryptographyClient(key, self._credential, **self._client_kwargs)
             self._signers[version.version_id] = signer

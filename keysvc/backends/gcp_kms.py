@@ -25,7 +25,6 @@ For tests against a local fake, `insecure = true` drops TLS and credentials; it 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 from datetime import UTC, datetime, timedelta
@@ -75,6 +74,7 @@ from keysvc.backends.failures import Failure, lookup
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 from keysvc.jose import Algorithm
+from keysvc.loopback import is_loopback_url
 from keysvc.secrets import InsecureFileError, check_private
 
 log = logging.getLogger(__name__)
@@ -157,19 +157,6 @@ times. A mismatch that persists is reported as unavailable."""
 _T = TypeVar("_T")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _endpoint_host(endpoint: str) -> str:
-    return urlsplit("//" + endpoint).hostname or ""
-
-
 class GcpKmsSettings(BackendSettings):
     key: str
     """`projects/P/locations/L/keyRings/R/cryptoKeys/K`, an ASYMMETRIC_SIGN key."""
@@ -226,7 +213,7 @@ class GcpKmsSettings(BackendSettings):
     def _insecure_only_on_loopback(self) -> GcpKmsSettings:
         if not self.insecure:
             return self
-        if self.endpoint is None or not _is_loopback(_endpoint_host(self.endpoint)):
+        if self.endpoint is None or not is_loopback_url("//" + self.endpoint):
             raise ValueError(
                 "insecure = true (no TLS, no credentials) is only for local fakes: it needs an"
                 " endpoint on a loopback address such as 127.0.0.1:PORT"

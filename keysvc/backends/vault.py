@@ -24,7 +24,6 @@ import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -45,6 +44,7 @@ from keysvc.backends.vault_auth import VaultAuth
 from keysvc.backends.vault_http import VaultHTTP
 from keysvc.backends.vault_settings import VaultSettings
 from keysvc.errors import ConfigError
+from keysvc.loopback import is_loopback_url
 
 log = logging.getLogger("keysvc.backends.vault")
 
@@ -129,10 +129,10 @@ class VaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        parts = urlsplit(self.settings.address)
-        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        address = self.settings.endpoint
+        if address.startswith("http://") and not is_loopback_url(address):
             log.warning("vault backend %s sends its Vault token over plain http", self.name)
-        if self.settings.tls_skip_verify:
+        if self.settings.insecure:
             log.warning("vault backend %s does not verify Vault's TLS certificate", self.name)
         await self.http.open()
         await self.auth.start()

@@ -66,7 +66,7 @@ class TokenLease:
 _REASONS: dict[object, str] = {
     requests.exceptions.ConnectTimeout: "timed out",
     requests.exceptions.Timeout: "timed out",
-    requests.exceptions.SSLError: "TLS verification failed (check ca_cert)",
+    requests.exceptions.SSLError: "TLS verification failed (check ca_file)",
     requests.exceptions.ConnectionError: "connection failed",
 }
 """What an hvac/requests failure says, in a few safe words (never request headers or bodies)."""
@@ -121,7 +121,7 @@ class VaultAuth:
         """First login, then keep the token fresh in the background. A ConfigError (missing
         secret file) is raised; an unreachable Vault is raised as BackendUnavailable while the
         background task keeps trying."""
-        if self.settings.tls_skip_verify:  # keysvc logs its own warning once, at open
+        if self.settings.insecure:  # keysvc logs its own warning once, at open
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         try:
             await self._obtain()
@@ -240,12 +240,12 @@ class VaultAuth:
 
     def _client(self, token: str | None = None) -> hvac.Client:
         s = self.settings
-        verify: bool | str = False if s.tls_skip_verify else (str(s.ca_cert) if s.ca_cert else True)
+        verify: bool | str = False if s.insecure else (str(s.ca_file) if s.ca_file else True)
         return hvac.Client(
-            url=s.address,
+            url=s.endpoint,
             token=token,
             verify=verify,
-            timeout=s.request_timeout.total_seconds(),
+            timeout=s.timeout.total_seconds(),
             namespace=s.namespace,
         )
 

@@ -3,7 +3,7 @@
 Why not hvac here: hvac is synchronous, so each call would hold a thread for a full round trip.
 At 20 ms RTT a pool of N threads caps signing at N × 50 calls/s and a hung Vault can exhaust the
 pool; aiohttp keeps any number of calls in flight on the event loop, bounded only by
-`max_connections` and `request_timeout`. hvac keeps the rarely used, more varied auth calls
+`max_connections` and `timeout`. hvac keeps the rarely used, more varied auth calls
 (see vault_auth.py).
 
 Every failure is mapped here, once, by one table (FAILURES), to what the key ring understands:
@@ -47,7 +47,7 @@ FAILURES: dict[object, Failure] = {
     aiohttp.ServerTimeoutError: _TIMED_OUT,
     aiohttp.ClientSSLError: Failure(
         BackendUnavailable,
-        "{where}: TLS verification failed (check ca_cert)",
+        "{where}: TLS verification failed (check ca_file)",
         retry_after=UNREACHABLE_RETRY,
     ),
     aiohttp.ClientError: _UNREACHABLE,
@@ -99,10 +99,10 @@ class VaultHTTP:
         self._session: aiohttp.ClientSession | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
-        if self.settings.tls_skip_verify:
+        if self.settings.insecure:
             return False
-        if self.settings.ca_cert is not None:
-            return ssl.create_default_context(cafile=str(self.settings.ca_cert))
+        if self.settings.ca_file is not None:
+            return ssl.create_default_context(cafile=str(self.settings.ca_file))
         return True
 
     async def open(self) -> None:
@@ -112,14 +112,14 @@ class VaultHTTP:
             ssl_setting = self._ssl()
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
-                f"backends.{self.backend_name}.ca_cert: {self.settings.ca_cert} cannot be used: {exc}"
+                f"backends.{self.backend_name}.ca_file: {self.settings.ca_file} cannot be used: {exc}"
             ) from None
         connector = aiohttp.TCPConnector(
             limit=self.settings.max_connections, ssl=ssl_setting, keepalive_timeout=30
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout.total_seconds()),
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout.total_seconds()),
             json_serialize=lambda obj: json.dumps(obj, separators=(",", ":")),
         )
 
@@ -129,7 +129,7 @@ class VaultHTTP:
             self._session = None
 
     def _where(self) -> str:
-        return f"Vault at {self.settings.address}"
+        return f"Vault at {self.settings.endpoint}"
 
     async def request(
         self, method: str, path: str, body: dict[str, Any] | None = None, *,
@@ -137,7 +137,7 @@ class VaultHTTP:
     ) -> Any:
         """Call `/v1/<path>` and return the parsed JSON body (None for 204). After a 403 the
         token is refreshed once and the call retried if that produced a new token. `timeout`
-        overrides `request_timeout` for calls known to be slow (key generation)."""
+        overrides `timeout` for calls known to be slow (key generation)."""
         token = self.auth.token
         status, payload, response = await self._send(method, path, body, token, timeout)
         if status == 403 and await self.auth.reauthenticate(token):
@@ -155,8 +155,8 @@ class VaultHTTP:
         headers = {"X-Vault-Token": token, "X-Vault-Request": "true"}
         if self.settings.namespace:
             headers["X-Vault-Namespace"] = self.settings.namespace
-        url = f"{self.settings.address}/v1/{path}"
-        limit = self.settings.request_timeout.total_seconds() if timeout is None else timeout
+        url = f"{self.settings.endpoint}/v1/{path}"
+        limit = self.settings.timeout.total_seconds() if timeout is None else timeout
         self.requests_sent += 1
         try:
             async with self._session.request(

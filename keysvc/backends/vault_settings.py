@@ -26,8 +26,8 @@ _MOUNT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 
 
 class VaultSettings(BackendSettings):
-    address: str
-    """Vault's URL, e.g. https://vault.example.com:8200."""
+    endpoint: str = Field(validation_alias="address")
+    """Vault's URL, e.g. https://vault.example.com:8200 (formerly `address`)."""
     mount: str = "transit"
     key: str
     namespace: str | None = None
@@ -43,16 +43,20 @@ class VaultSettings(BackendSettings):
     auth_mount: str | None = None
     """Where the auth method is mounted; default `approle` or `kubernetes`."""
 
-    ca_cert: Path | None = None
-    tls_skip_verify: bool = False
+    ca_file: Path | None = Field(None, validation_alias="ca_cert")
+    """PEM roots to trust for Vault's certificate (formerly `ca_cert`)."""
+    insecure: bool = Field(False, validation_alias="tls_skip_verify")
+    """Do not verify Vault's TLS certificate: for test servers only; keysvc warns at start
+    (formerly `tls_skip_verify`)."""
 
-    request_timeout: Duration = timedelta(seconds=3)
-    """Bound on every call to Vault: a slow or hung Vault becomes 503 after this long."""
+    timeout: Duration = Field(timedelta(seconds=3), validation_alias="request_timeout")
+    """Bound on every call to Vault: a slow or hung Vault becomes 503 after this long
+    (formerly `request_timeout`)."""
     batch_window: Duration = timedelta(milliseconds=2)
     max_batch: int = Field(100, ge=1, le=1000)
     max_connections: int = Field(16, ge=1, le=256)
 
-    @field_validator("address")
+    @field_validator("endpoint")
     @classmethod
     def _url(cls, value: str) -> str:
         parts = urlsplit(value)
@@ -79,7 +83,7 @@ class VaultSettings(BackendSettings):
             raise ValueError("must be a Transit key name (letters, digits, '-', '_', '.')")
         return value
 
-    @field_validator("request_timeout")
+    @field_validator("timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -108,8 +112,10 @@ class VaultSettings(BackendSettings):
             raise ValueError(f"role belongs to Kubernetes auth, not {method}")
         if method != "token" and self.token_file is not None:
             raise ValueError(f"token_file belongs to token auth, not {method}")
-        if self.tls_skip_verify and self.ca_cert is not None:
-            raise ValueError("set ca_cert or tls_skip_verify, not both")
+        if self.insecure and self.ca_file is not None:
+            raise ValueError(
+                "set ca_file or insecure (formerly ca_cert, tls_skip_verify), not both"
+            )
         return self
 
     @property

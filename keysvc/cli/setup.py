@@ -26,6 +26,7 @@ from keysvc.cloudsetup import aws as aws_setup
 from keysvc.cloudsetup import azure as azure_setup
 from keysvc.cloudsetup import gcp as gcp_setup
 from keysvc.issuer_url import InvalidIssuer, IssuerURL
+from keysvc.loopback import is_loopback_url
 from keysvc.run_identity import PHASES
 
 
@@ -135,7 +136,7 @@ def aws(
 def _read_jwks(source: str, ca_file: Path | None) -> Any:
     """A JWKS from a file, `-` (stdin) or an https URL (http only on the loopback interface)."""
     if source.startswith(("https://", "http://")):
-        if source.startswith("http://") and not http_fetch.is_loopback(source):
+        if source.startswith("http://") and not is_loopback_url(source):
             raise CLIError(f"--jwks {source}: fetch the JWKS over https")
         try:
             return http_fetch.fetch_json(source, ca_file)

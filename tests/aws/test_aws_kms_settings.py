@@ -37,7 +37,8 @@ def test_full_table_parses() -> None:
     settings = config.backends[0].settings
     assert isinstance(settings, AwsKmsSettings)
     assert settings.tag is not None and str(settings.tag) == "keysvc=prod"
-    assert settings.read_timeout == timedelta(seconds=3)
+    assert settings.timeout == timedelta(seconds=3)  # read_timeout, its former name
+    assert settings.endpoint == "https://vpce-1.kms.eu-west-1.vpce.amazonaws.com"
     assert settings.aliases == ["alias/keysvc"]
 
 

@@ -59,7 +59,7 @@ class AwsSubject(ServiceSubject):
 
     def table(self) -> dict[str, Any]:
         return {"name": self.name, "type": "aws_kms", "region": REGION,
-                "endpoint_url": self.plug.url, "key_ids": [ALIAS], "max_attempts": 2}
+                "endpoint": self.plug.url, "key_ids": [ALIAS], "max_attempts": 2}
 
     def _alias_target(self) -> str | None:
         aliases = self.kms.list_aliases()["Aliases"]

@@ -25,7 +25,7 @@ def test_the_entry_point_names_this_backend() -> None:
     parsed = parse_config(config(client_id="abc", timeout="3s", throttle_budget="1500ms"))
     settings = parsed.backends[0].settings
     assert isinstance(settings, AzureKeyVaultSettings)
-    assert settings.timeout.total_seconds() == 3 and settings.throttle_budget.total_seconds() == 1.5
+    assert settings.timeout.total_seconds() == 3 and settings.retry_budget.total_seconds() == 1.5
     assert AzureKeyVaultBackend.signature_encoding == "raw"
 
 
@@ -52,7 +52,7 @@ def test_the_entry_point_names_this_backend() -> None:
             "not both",
         ),
         ({"client_secret_file": "/s"}, "needs tenant_id and client_id"),
-        ({"throttle_budget": "5s"}, "throttle_budget must be shorter than timeout"),
+        ({"throttle_budget": "5s"}, "retry_budget (formerly throttle_budget) must be shorter than timeout"),
         ({"timeout": "fast"}, "backends[0]: timeout: invalid duration"),
         ({"vault": VAULT}, "backends[0]: vault: Extra inputs are not permitted"),
     ],

@@ -68,15 +68,15 @@ class AzureSubject(ServiceSubject):
         return {
             "name": self.name,
             "type": "azure_kv",
-            "vault_url": self.vault.url,
+            "endpoint": self.vault.url,
             "key": KEY,
             "tenant_id": TENANT,
             "client_id": CLIENT_ID,
             "client_secret_file": str(self.secret_path),
             "authority_host": self.vault.url,
-            "ca_cert": str(self.ca_file),
+            "ca_file": str(self.ca_file),
             "timeout": "1s",
-            "throttle_budget": "500ms",
+            "retry_budget": "500ms",
         }
 
     def make_backend(self) -> AzureKeyVaultBackend:

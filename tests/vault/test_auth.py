@@ -180,7 +180,7 @@ async def test_policy_without_rotate_is_refused_clearly(bao: BaoServer, make_bac
         ({"address": "https://vault.example.com/v1"}, "without a path"),
         ({"batch_window": "2s"}, "at most 1s"),
         ({"max_batch": 0}, "max_batch"),
-        ({"tls_skip_verify": True, "ca_cert": "/ca.pem"}, "ca_cert or tls_skip_verify"),
+        ({"tls_skip_verify": True, "ca_cert": "/ca.pem"}, "ca_file or insecure (formerly ca_cert, tls_skip_verify)"),
         ({"secret": "x"}, "secret"),
     ],
 )

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from keysvc.backends.vault import VaultBackend
+from keysvc.backends.vault_settings import VaultSettings
 from tests.contract.plug import Plug
 from tests.contract.service import FaultContract, KeyCase, ServiceContract, ServiceSubject
 from tests.verification import RotationReport
 from tests.vault.bao import BaoServer
-from tests.vault.conftest import policy_token, settings, token_file, unique
+from tests.vault.conftest import policy_token, token_file, unique
 
 
 class VaultSubject(ServiceSubject):
@@ -51,17 +52,14 @@ class VaultSubject(ServiceSubject):
             self.created = True
 
     def table(self) -> dict[str, Any]:
-        return {"name": self.name, "type": "vault", "address": self.plug.url, "key": self.key,
-                "token_file": str(self.token_path), "request_timeout": "2s"}
+        return {"name": self.name, "type": "vault", "endpoint": self.plug.url, "key": self.key,
+                "token_file": str(self.token_path), "timeout": "2s"}
 
     def make_backend(self) -> VaultBackend:
         self._create_key(self.rotation_key)
         table = self.table()
-        for setting in ("name", "type", "address", "key", "token_file"):
-            table.pop(setting)
-        return VaultBackend(
-            self.name, settings(self.bao, self.key, self.token_path, address=self.plug.url, **table)
-        )
+        name, _ = table.pop("name"), table.pop("type")
+        return VaultBackend(name, VaultSettings.model_validate(table))
 
     async def seed(self, key_type: str) -> None:
         self._create_key(key_type)  # Transit dates versions itself: created now
