@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 
 from keysvc import jose, keygen, metrics
 from keysvc.backends.base import BackendError, BackendUnavailable, KeyBackend, KeyVersion
+from keysvc.backends.retry import deadline
 from keysvc.errors import ConfigError, InsecureKeyError
 from keysvc.sign_batch import SignBatch
 
@@ -307,9 +308,11 @@ class KeyRing:
     async def _refresh_backend(self, backend: KeyBackend, quiet: bool) -> None:
         try:
             if backend.name in self._unopened:
-                await asyncio.wait_for(open_backend(backend), self.list_timeout)
+                async with deadline(self.list_timeout):
+                    await open_backend(backend)
                 self._unopened.discard(backend.name)
-            versions = await asyncio.wait_for(backend.list_versions(), self.list_timeout)
+            async with deadline(self.list_timeout):
+                versions = await backend.list_versions()
             had = len(self._versions.get(backend.name, []))
             if not versions and had:
                 raise EmptyListing(
@@ -483,9 +486,9 @@ class KeyRing:
                 # Microseconds on this thread: no timer, batched per loop iteration.
                 signature = await self._batch.sign(backend, key.version, key.alg, message)
             else:
-                # asyncio.timeout, not wait_for: the same deadline and TimeoutError without
-                # a Task per signature.
-                async with asyncio.timeout(self.sign_timeout):
+                # A deadline (asyncio.timeout the backend can read), not wait_for: no Task per
+                # signature, and the backend's retries and call timeouts fit inside it.
+                async with deadline(self.sign_timeout):
                     signature = await backend.sign(key.version, key.alg, message)
         except BackendError:
             metrics.BACKEND_ERRORS.labels(backend.name, "sign").inc()

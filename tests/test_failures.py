@@ -24,6 +24,7 @@ from keysvc.backends.base import (
     Unauthenticated,
 )
 from keysvc.backends.failures import Failure, lookup, status_class
+from keysvc.backends.retry import Transient
 from keysvc.backends.gcp_kms import GcpKmsBackend, GcpKmsSettings
 from keysvc.backends.vault_auth import vault_error_text
 
@@ -70,18 +71,18 @@ def client_error(code: str, status: int) -> ClientError:
         (client_error("AccessDeniedException", 400), PermissionDenied, "denied kms:Sign on k"),
         (client_error("NotFoundException", 400), NotFound, "has no key k"),
         (client_error("UnrecognizedClientException", 400), Unauthenticated, "rejected the"),
-        (client_error("ThrottlingException", 400), BackendUnavailable, "throttling kms:Sign"),
-        (client_error("KMSInternalException", 500), BackendUnavailable, "server error"),
+        (client_error("ThrottlingException", 400), Transient, "throttling kms:Sign"),
+        (client_error("KMSInternalException", 500), Transient, "server error"),
         (client_error("DisabledException", 400), BackendError, "disabled or pending deletion"),
         (client_error("ValidationException", 400), BackendError, "(ValidationException, HTTP 400)"),
-        (EndpointConnectionError(endpoint_url="https://k"), BackendUnavailable, "cannot reach"),
-        (ReadTimeoutError(endpoint_url="https://k"), BackendUnavailable, "cannot reach"),
+        (EndpointConnectionError(endpoint_url="https://k"), Transient, "cannot reach"),
+        (ReadTimeoutError(endpoint_url="https://k"), Transient, "cannot reach"),
         (SSLError(endpoint_url="https://kms", error="x"), BackendError, "TLS to AWS failed"),
         (NoCredentialsError(), Unauthenticated, "no AWS credentials found"),
     ],
 )
 def test_aws_table(exc: Exception, kind: type, text: str) -> None:
-    error = translate(exc, "kms:Sign", "k", 3)
+    error = translate(exc, "kms:Sign", "k")
     assert type(error) is kind and text in str(error)
     assert "assumed-role" not in str(error)  # AWS's own text stays out of the message
 
@@ -92,10 +93,10 @@ def test_aws_table(exc: Exception, kind: type, text: str) -> None:
         (gexc.PermissionDenied("no"), PermissionDenied, "denied backend 'gcp' permission"),
         (gexc.NotFound("gone"), NotFound, "k not found (gone)"),
         (gexc.Unauthenticated("who"), Unauthenticated, "rejected the credentials"),
-        (gexc.ServiceUnavailable("down"), BackendUnavailable, "(UNAVAILABLE: down)"),
+        (gexc.ServiceUnavailable("down"), Transient, "(UNAVAILABLE: down)"),
         (gexc.DeadlineExceeded("slow"), BackendUnavailable, "(DEADLINE_EXCEEDED: slow)"),
         (gexc.FailedPrecondition("disabled"), BackendError, "refused to sign with k"),
-        (gexc.RetryError("gave up", cause=gexc.Aborted("x")), BackendUnavailable, "(ABORTED: x)"),
+        (gexc.Aborted("x"), Transient, "(ABORTED: x)"),
     ],
 )
 def test_gcp_table(exc: Exception, kind: type, text: str) -> None:

@@ -1,10 +1,9 @@
 """How AWS client failures become keysvc backend errors: one table (FAILURES).
 
-botocore has already retried what is worth retrying (throttling, 5xx, dropped connections: see
-`retry_config`) by the time an exception reaches here, so a transient failure that is still
-failing is `BackendUnavailable` (HTTP 503 with Retry-After: callers should come back later), and
-everything else (permissions, a missing or disabled key, bad credentials) is a `BackendError`
-whose message says what to fix. AWS's own error text names the caller's role and account: it is
+Throttling, 5xx and dropped connections are `Transient`: the backend's RetryPolicy tries again
+(botocore's own retries are off, see NO_RETRIES), and one still failing reaches the client as
+503 with Retry-After. Everything else (permissions, a missing or disabled key, bad credentials)
+is a typed `BackendError` whose message says what to fix. AWS's own error text names the caller's role and account: it is
 kept out of the messages clients see and logged at debug level only (the key ring already logs
 each refresh failure once, and a throttled burst would otherwise log a line per token).
 """
@@ -74,14 +73,13 @@ RETRY_AFTER_UNREACHABLE = 5.0
 
 _THROTTLED = Failure(
     BackendUnavailable,
-    "AWS is throttling {action} ({code}) after {attempts} attempts; the account's KMS request"
-    " quota is exhausted",
+    "AWS is throttling {action} ({code}); the account's KMS request quota is exhausted",
     retry_after=RETRY_AFTER_THROTTLED,
     retry=True,
 )
 _UNREACHABLE = Failure(
     BackendUnavailable,
-    "cannot reach AWS for {action} after {attempts} attempts ({kind})",
+    "cannot reach AWS for {action} ({kind})",
     retry_after=RETRY_AFTER_UNREACHABLE,
     retry=True,
 )
@@ -96,8 +94,7 @@ FAILURES: dict[object, Failure] = {
     429: _THROTTLED,
     "5xx": Failure(
         BackendUnavailable,
-        "AWS {action} failed with a server error ({code}, HTTP {status}) after {attempts}"
-        " attempts",
+        "AWS {action} failed with a server error ({code}, HTTP {status})",
         retry_after=RETRY_AFTER_SERVER_ERROR,
         retry=True,
     ),
@@ -138,15 +135,18 @@ FAILURES: dict[object, Failure] = {
 """botocore's failures → keysvc's errors: by AWS error code, then HTTP status, then class."""
 
 
-def retry_config(max_attempts: int) -> dict[str, Any]:
-    """botocore's `retries` setting, spelled out rather than inherited from the environment
-    (AWS_MAX_ATTEMPTS / AWS_RETRY_MODE) so every replica behaves the same: "standard" mode
-    retries throttling, 5xx and connection errors with exponential backoff and full jitter,
-    `max_attempts` tries in all, and fails fast on anything else."""
-    return {"mode": "standard", "total_max_attempts": max_attempts}
+NO_RETRIES: dict[str, Any] = {"mode": "standard", "total_max_attempts": 1}
+"""botocore's `retries` setting: none. keysvc's RetryPolicy retries what FAILURES marks (within
+retry_budget, max_attempts and the caller's deadline, which botocore cannot know); spelled out
+rather than inherited from AWS_MAX_ATTEMPTS / AWS_RETRY_MODE so every replica behaves alike."""
+TIMED_OUT = Failure(
+    BackendUnavailable,
+    "AWS did not answer {action} within {seconds:g}s",
+    retry_after=RETRY_AFTER_UNREACHABLE,
+)
 
 
-def translate(exc: Exception, action: str, subject: str, attempts: int) -> BackendError:
+def translate(exc: Exception, action: str, subject: str) -> BackendError:
     """The BackendError for a failed AWS call. `action` is the IAM action (`kms:Sign`),
     `subject` the key or alias concerned (or a short description)."""
     if not isinstance(exc, AWS_ERRORS):
@@ -165,7 +165,7 @@ def translate(exc: Exception, action: str, subject: str, attempts: int) -> Backe
     failure = lookup(FAILURES, code or None, status or None, status_class(status), exc,
                      default=FAILURES[BotoCoreError])
     return failure(action=action, subject=subject, code=code, status=status,
-                   attempts=attempts, kind=type(exc).__name__)
+                   kind=type(exc).__name__)
 
 
 AWS_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError)

@@ -21,9 +21,10 @@ Client choice: aiobotocore, the asyncio port of botocore. KMS calls are pure net
 (10-30 ms each), so on the event loop they cost no thread and their concurrency is bounded only
 by the connection pool (`max_connections`); boto3 in an executor would cap concurrent signs at
 the thread count and add a thread hand-off per token. aiobotocore uses botocore's own credential
-chain, endpoint resolution and retry logic, so behaviour matches the AWS CLI. Retries are set
-explicitly ("standard" mode, `max_attempts` tries with jittered exponential backoff) and short
-timeouts keep a stuck KMS from holding token requests for botocore's default 60 s.
+chain and endpoint resolution, so behaviour matches the AWS CLI. Retries are keysvc's shared
+RetryPolicy (`max_attempts` tries with jittered exponential backoff within `retry_budget`, never
+past the token request's deadline; botocore's own are off), and short timeouts keep a stuck KMS
+from holding token requests for botocore's default 60 s.
 
 Signing always uses `MessageType=DIGEST` over `alg.digest(message)`: the JWS signing input
 never leaves the process (only its hash does), and its length is never an issue (KMS takes at
@@ -47,7 +48,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keysvc import jose
-from keysvc.backends.aws_errors import AWS_ERRORS, retry_config, translate
+from keysvc.backends.aws_errors import AWS_ERRORS, NO_RETRIES, TIMED_OUT, translate
 from keysvc.backends.base import (
     BackendError,
     BackendSettings,
@@ -59,6 +60,7 @@ from keysvc.backends.base import (
     NotFound,
     require,
 )
+from keysvc.backends.retry import RetryPolicy, time_left
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 
@@ -137,6 +139,9 @@ class AwsKmsSettings(BackendSettings):
     """KeySpec of keys created by rotation; by default that of the newest key."""
     max_attempts: int = Field(3, ge=1, le=10)
     """Tries per AWS call, including the first, on throttling, 5xx and connection errors."""
+    retry_budget: Duration = timedelta(seconds=2)
+    """How long, in all, one call may wait between those tries (exponential backoff from
+    0.1 s); never past tokens.sign_timeout."""
     connect_timeout: Duration = timedelta(seconds=2)
     timeout: Duration = Field(timedelta(seconds=5), validation_alias="read_timeout")
     """How long one KMS call may wait for its answer (formerly `read_timeout`)."""
@@ -196,6 +201,7 @@ class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
         self._public_keys: dict[str, jose.PublicKey] = {}
         self._previous: dict[str, str | None] = {}
         self._rotation_lock = asyncio.Lock()
+        self._retry = RetryPolicy.of(settings.retry_budget, settings.max_attempts)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -203,7 +209,7 @@ class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
         s = self.settings
         session = AioSession(profile=s.profile)
         config = AioConfig(
-            retries=retry_config(s.max_attempts),
+            retries=NO_RETRIES,
             connect_timeout=s.connect_timeout.total_seconds(),
             read_timeout=s.timeout.total_seconds(),
             max_pool_connections=s.max_connections,
@@ -245,16 +251,27 @@ class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
         self._kms = self._tagging = None
 
     async def _call(self, client: Any, operation: str, subject: str, **params: Any) -> Any:
-        """One AWS API call; failures (after botocore's retries) become BackendErrors."""
+        """One AWS API call, each try bounded by connect_timeout + timeout (less when the
+        caller's deadline is nearer), retried by the backend's RetryPolicy; failures become
+        BackendErrors."""
         if client is None:
             raise BackendError(f"backend {self.name!r} is not open")
         service = client.meta.service_model.service_name
         prefix = IAM_PREFIXES.get(service, service)
         action = f"{prefix}:{client.meta.method_to_api_mapping[operation]}"
-        try:
-            return await getattr(client, operation)(**params)
-        except AWS_ERRORS as exc:
-            raise translate(exc, action, subject, self.settings.max_attempts) from None
+        limit = (self.settings.connect_timeout + self.settings.timeout).total_seconds()
+
+        async def attempt() -> Any:
+            seconds = time_left(limit)
+            try:
+                async with asyncio.timeout(seconds):
+                    return await getattr(client, operation)(**params)
+            except AWS_ERRORS as exc:
+                raise translate(exc, action, subject) from None
+            except TimeoutError:
+                raise TIMED_OUT(action=action, seconds=seconds) from None
+
+        return await self._retry.run(attempt)
 
     # -- listing ----------------------------------------------------------------------------
 

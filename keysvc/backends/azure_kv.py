@@ -8,9 +8,9 @@ Key Vault returns ECDSA signatures as raw r‖s, which is already the JWS form.
 
 Every call is bounded in time. azure-core's retry policy is switched off (it would honour any
 Retry-After a throttled vault sends, holding a signing request for as long as the vault asks);
-instead, `_call` retries 429 answers itself within `retry_budget` and turns every other fault
-(unreachable, 5xx, too slow) into `BackendUnavailable`, which the service answers with 503 and
-Retry-After.
+instead the shared RetryPolicy (retry.py) retries 429 answers after their Retry-After within
+`retry_budget` and the token request's deadline, and every other fault (unreachable, 5xx, too
+slow) becomes `BackendUnavailable`, which the service answers with 503 and Retry-After.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from keysvc.backends.base import (
     Unauthenticated,
 )
 from keysvc.backends.failures import Failure, lookup, status_class
+from keysvc.backends.retry import RetryPolicy, time_left
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 from keysvc.loopback import is_loopback_url
@@ -131,8 +132,8 @@ class AzureKeyVaultSettings(BackendSettings):
     """Extra CA certificate (PEM) to trust for the vault and the authority (formerly
     `ca_cert`)."""
     timeout: Duration = timedelta(seconds=4)
-    """Upper bound for one backend operation, authentication and throttling waits included
-    (below `tokens.sign_timeout`, 5s by default, so this backend's clearer message wins)."""
+    """Upper bound for one call to the vault, authentication included (and never past
+    `tokens.sign_timeout`, so this backend's clearer message wins)."""
     retry_budget: Duration = Field(timedelta(seconds=2), validation_alias="throttle_budget")
     """How long one operation may wait in total on 429 Retry-After before giving up (503)
     (formerly `throttle_budget`)."""
@@ -166,8 +167,6 @@ class AzureKeyVaultSettings(BackendSettings):
             raise ValueError("a client secret or certificate needs tenant_id and client_id")
         if self.timeout <= timedelta(0):
             raise ValueError("timeout must be positive")
-        if self.retry_budget >= self.timeout:
-            raise ValueError("retry_budget (formerly throttle_budget) must be shorter than timeout")
         return self
 
 
@@ -193,6 +192,7 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
         self._versions: dict[str, KeyVersion] = {}
         self._signers: dict[str, CryptographyClient] = {}
         self._last_failure: str | None = None
+        self._retry = RetryPolicy.of(settings.retry_budget)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -256,33 +256,29 @@ class AzureKeyVaultBackend(KeyBackend, CreatesVersions, DisablesVersions):
     # -- bounded calls --------------------------------------------------------------------------
 
     async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run one Key Vault operation within `timeout`, retrying 429s within `retry_budget`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.timeout.total_seconds()
-        budget = self.settings.retry_budget.total_seconds()
-        while True:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    result = await operation()
-                self._last_failure = None
-                return result
-            except HttpResponseError as exc:
-                wait = _retry_after(exc)
-                if exc.status_code != 429 or wait > budget or loop.time() + wait >= deadline:
-                    raise self._failure(what, exc) from None
-                budget -= wait
-                await asyncio.sleep(wait)
-            except (AzureError, TimeoutError) as exc:
-                raise self._failure(what, exc) from None
+        """Run one Key Vault operation: each try within `timeout` (less when the caller's
+        deadline is nearer), a 429 tried again after the vault's Retry-After by the backend's
+        RetryPolicy, as long as the waits fit in `retry_budget`."""
 
-    def _failure(self, what: str, exc: AzureError | TimeoutError) -> BackendError:
+        async def attempt() -> T:
+            seconds = time_left(self.settings.timeout.total_seconds())
+            try:
+                async with asyncio.timeout(seconds):
+                    return await operation()
+            except (AzureError, TimeoutError) as exc:
+                raise self._failure(what, exc, seconds) from None
+
+        result = await self._retry.run(attempt)
+        self._last_failure = None
+        return result
+
+    def _failure(self, what: str, exc: AzureError | TimeoutError, seconds: float) -> BackendError:
         """Turn an Azure error into a message safe to show: the status and Key Vault's error
         code, never the request's token or the credential's secrets."""
         s = self.settings
         status = getattr(exc, "status_code", None)
         code = _error_code(exc) if isinstance(exc, AzureError) else None
         detail = f"HTTP {status}" + (f" {code}" if code else "")
-        seconds = s.timeout.total_seconds()
         if isinstance(exc, TimeoutError):
             summary = f"no answer within {seconds:g}s"
         elif isinstance(exc, (ServiceRequestError, ServiceResponseError)):

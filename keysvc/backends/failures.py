@@ -25,6 +25,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from keysvc.backends.retry import Transient
 from keysvc.errors import BackendError, BackendUnavailable
 
 DEFAULT_RETRY_AFTER = 1.0
@@ -42,13 +43,18 @@ class Failure:
     retry_after: float = DEFAULT_RETRY_AFTER
     """BackendUnavailable only: the client's Retry-After when the server named none."""
     retry: bool = False
-    """Whether trying again within the same request may help (a RetryPolicy's question)."""
+    """Whether trying again within the same request may help: the error is then a Transient,
+    which the backend's RetryPolicy retries (BackendUnavailable entries only)."""
 
     def __call__(self, retry_after: float | None = None, **fields: object) -> BackendError:
-        """The error, its message filled in; `retry_after` is the server's own hint, if any."""
+        """The error, its message filled in; `retry_after` is the server's own hint, if any
+        (for a Transient also the least a retry waits)."""
         message = self.message.format(**fields)
         if issubclass(self.error, BackendUnavailable):
-            return self.error(message, retry_after=retry_after or self.retry_after)
+            hint = retry_after or self.retry_after
+            if self.retry:
+                return Transient(message, retry_after=hint, wait=retry_after or 0.0)
+            return self.error(message, retry_after=hint)
         return self.error(message)
 
 

@@ -38,7 +38,6 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from google.api_core import exceptions as gexc
-from google.api_core.retry import AsyncRetry, if_exception_type
 from google.auth import exceptions as auth_exceptions
 from google.cloud.kms_v1 import KeyManagementServiceAsyncClient
 from google.cloud.kms_v1.services.key_management_service.transports import (
@@ -71,6 +70,7 @@ from keysvc.backends.base import (
     Unauthenticated,
 )
 from keysvc.backends.failures import Failure, lookup
+from keysvc.backends.retry import RetryPolicy, time_left
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
 from keysvc.jose import Algorithm
@@ -133,15 +133,11 @@ FAILURES: dict[type[Exception], Failure] = {
     gexc.Unauthenticated: Failure(
         Unauthenticated, "Cloud KMS rejected the credentials of backend {name!r} ({message})"
     ),
-    gexc.RetryError: Failure(
-        BackendUnavailable, "Cloud KMS did not answer; could not {doing} {resource}"
-    ),
     gexc.GoogleAPICallError: Failure(
         BackendError, "Cloud KMS refused to {doing} {resource} ({status})"
     ),
 }
 """google.api_core's exceptions (one class per gRPC status) → keysvc's errors."""
-FAILED = Failure(BackendUnavailable, "Cloud KMS failed; could not {doing} {resource}")
 
 # Reconnect at least every 5 s after an outage (gRPC's default backoff grows to 120 s), so a
 # replica recovers within seconds of KMS coming back.
@@ -238,13 +234,12 @@ def _created_at(version: CryptoKeyVersion) -> datetime:
     return datetime(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond, tzinfo=UTC)
 
 
-def _retry_after(exc: gexc.GoogleAPICallError, default: float = 1.0) -> float:
-    """Google's RetryInfo detail when the error carries one, else `default`."""
+def _retry_delay(exc: gexc.GoogleAPICallError) -> float | None:
+    """Google's RetryInfo delay when the error carries one."""
     for detail in getattr(exc, "details", None) or ():
         if isinstance(detail, error_details_pb2.RetryInfo):
-            delay = detail.retry_delay.seconds + detail.retry_delay.nanos / 1e9
-            return max(delay, default)
-    return default
+            return detail.retry_delay.seconds + detail.retry_delay.nanos / 1e9
+    return None
 
 
 def _short(exc: gexc.GoogleAPICallError) -> str:
@@ -260,20 +255,8 @@ class GcpKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
         super().__init__(name, settings)
         self._client: KeyManagementServiceAsyncClient | None = None
         self._public_keys: dict[str, jose.PublicKey] = {}
-        timeout = settings.timeout.total_seconds()
-        budget = settings.retry_budget.total_seconds()
-        self._timeout = timeout
-        self._retry = (
-            AsyncRetry(
-                predicate=if_exception_type(*_TRANSIENT),
-                initial=0.1,
-                maximum=1.0,
-                multiplier=2.0,
-                timeout=budget,
-            )
-            if budget > 0
-            else None
-        )
+        self._timeout = settings.timeout.total_seconds()
+        self._retry = RetryPolicy.of(settings.retry_budget)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -347,30 +330,30 @@ class GcpKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
 
     # -- calls and errors -------------------------------------------------------------------
 
-    def _error(self, exc: Exception, doing: str, resource: str) -> BackendError:
+    def _error(self, exc: gexc.GoogleAPICallError, doing: str, resource: str) -> BackendError:
         """Turn a google.api_core error into the backend error a client or operator sees."""
-        if isinstance(exc, gexc.RetryError):
-            cause = exc.cause
-            if isinstance(cause, gexc.GoogleAPICallError):
-                return self._error(cause, doing, resource)
-        failure = lookup(FAILURES, exc, default=FAILED)
-        api_error = isinstance(exc, gexc.GoogleAPICallError)
-        return failure(
-            retry_after=_retry_after(exc) if api_error else None,
+        return lookup(FAILURES, exc, default=FAILURES[gexc.GoogleAPICallError])(
+            retry_after=_retry_delay(exc),
             name=self.name,
             doing=doing,
             resource=resource,
-            message=exc.message if api_error else "",
-            status=_short(exc) if api_error else "",
+            message=exc.message,
+            status=_short(exc),
         )
 
     async def _call(
         self, doing: str, resource: str, method: Callable[..., Awaitable[_T]], request: Any
     ) -> _T:
-        try:
-            return await method(request=request, retry=self._retry, timeout=self._timeout)
-        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
-            raise self._error(exc, doing, resource) from exc
+        """One KMS call within `timeout` (less when the caller's deadline is nearer), retried
+        by the backend's RetryPolicy; api_core's own retry is off (`retry=None`)."""
+
+        async def attempt() -> _T:
+            try:
+                return await method(request=request, retry=None, timeout=time_left(self._timeout))
+            except gexc.GoogleAPICallError as exc:
+                raise self._error(exc, doing, resource) from exc
+
+        return await self._retry.run(attempt)
 
     # -- listing ----------------------------------------------------------------------------
 
@@ -382,7 +365,7 @@ class GcpKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
                 "list the versions of", key, self.client.list_crypto_key_versions, request
             )
             return [version async for version in pager]
-        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:  # later pages
+        except gexc.GoogleAPICallError as exc:  # later pages
             raise self._error(exc, "list the versions of", key) from exc
 
     def _jws_algorithm(self, version: CryptoKeyVersion) -> Algorithm:

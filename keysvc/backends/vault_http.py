@@ -22,6 +22,7 @@ import aiohttp
 
 from keysvc.backends.base import BackendError, BackendUnavailable, NotFound
 from keysvc.backends.failures import Failure, lookup, status_class
+from keysvc.backends.retry import RetryPolicy, time_left
 from keysvc.backends.vault_auth import VaultAuth
 from keysvc.backends.vault_settings import VaultSettings
 from keysvc.errors import ConfigError
@@ -96,6 +97,7 @@ class VaultHTTP:
         self.auth = auth
         self.backend_name = backend_name
         self.requests_sent = 0
+        self.retry = RetryPolicy.of(settings.retry_budget)
         self._session: aiohttp.ClientSession | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
@@ -136,19 +138,25 @@ class VaultHTTP:
         timeout: float | None = None,
     ) -> Any:
         """Call `/v1/<path>` and return the parsed JSON body (None for 204). After a 403 the
-        token is refreshed once and the call retried if that produced a new token. `timeout`
-        overrides `timeout` for calls known to be slow (key generation)."""
-        token = self.auth.token
-        status, payload, response = await self._send(method, path, body, token, timeout)
-        if status == 403 and await self.auth.reauthenticate(token):
-            status, payload, response = await self._send(
-                method, path, body, self.auth.token, timeout
-            )
-        return self._result(method, path, status, payload, response)
+        token is refreshed once and the call retried if that produced a new token; a 429 or 5xx
+        is retried by the backend's RetryPolicy (within `retry_budget` and the caller's
+        deadline). `timeout` overrides the setting for calls known to be slow (key generation).
+        """
+        limit = self.settings.timeout.total_seconds() if timeout is None else timeout
+
+        async def attempt() -> Any:
+            token = self.auth.token
+            status, payload, response = await self._send(method, path, body, token, limit)
+            if status == 403 and await self.auth.reauthenticate(token):
+                status, payload, response = await self._send(
+                    method, path, body, self.auth.token, limit
+                )
+            return self._result(method, path, status, payload, response)
+
+        return await self.retry.run(attempt)
 
     async def _send(
-        self, method: str, path: str, body: dict[str, Any] | None, token: str,
-        timeout: float | None,
+        self, method: str, path: str, body: dict[str, Any] | None, token: str, limit: float
     ) -> tuple[int, Any, aiohttp.ClientResponse]:
         if self._session is None:
             raise BackendUnavailable(f"backend {self.backend_name!r} is not open")
@@ -156,7 +164,7 @@ class VaultHTTP:
         if self.settings.namespace:
             headers["X-Vault-Namespace"] = self.settings.namespace
         url = f"{self.settings.endpoint}/v1/{path}"
-        limit = self.settings.timeout.total_seconds() if timeout is None else timeout
+        limit = time_left(limit)
         self.requests_sent += 1
         try:
             async with self._session.request(

@@ -52,6 +52,9 @@ class VaultSettings(BackendSettings):
     timeout: Duration = Field(timedelta(seconds=3), validation_alias="request_timeout")
     """Bound on every call to Vault: a slow or hung Vault becomes 503 after this long
     (formerly `request_timeout`)."""
+    retry_budget: Duration = timedelta(seconds=1)
+    """How long, in all, a call answered 429 or 5xx (not sealed) may wait between tries
+    (Vault's Retry-After, else backoff from 0.1 s); never past tokens.sign_timeout. 0s: none."""
     batch_window: Duration = timedelta(milliseconds=2)
     max_batch: int = Field(100, ge=1, le=1000)
     max_connections: int = Field(16, ge=1, le=256)

@@ -52,7 +52,6 @@ def test_the_entry_point_names_this_backend() -> None:
             "not both",
         ),
         ({"client_secret_file": "/s"}, "needs tenant_id and client_id"),
-        ({"throttle_budget": "5s"}, "retry_budget (formerly throttle_budget) must be shorter than timeout"),
         ({"timeout": "fast"}, "backends[0]: timeout: invalid duration"),
         ({"vault": VAULT}, "backends[0]: vault: Extra inputs are not permitted"),
     ],
