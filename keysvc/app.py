@@ -1,5 +1,5 @@
 """The HTTP API (aiohttp): public discovery and JWKS, the token and signing endpoints for
-clients, and the operational endpoints. See CONTRACT.md for the exact interface.
+clients, and the operational endpoints. docs/api.md describes the interface exactly.
 
 Every error leaves as `{"error": {"code", "message"}}`; nothing reaches a client as a traceback.
 """
@@ -26,7 +26,14 @@ from keysvc.backends.base import BackendError, BackendUnavailable
 from keysvc.documents import DISCOVERY_PATH, JWKS_PATH, Document, PublicDocuments
 from keysvc.keyring import RingView
 from keysvc.service import Service
-from keysvc.tokens import PATTERN_MESSAGES, IssuedToken, RequestError, RunContext, SignRequest
+from keysvc.tokens import (
+    PATTERN_MESSAGES,
+    IssuedToken,
+    NoSigningKey,
+    RequestError,
+    RunContext,
+    SignRequest,
+)
 
 log = logging.getLogger("keysvc.http")
 
@@ -261,6 +268,14 @@ class Endpoints:
             return await issue
         except RequestError as exc:
             raise APIError(400, exc.code, str(exc)) from None
+        except NoSigningKey as exc:
+            metrics.TOKENS_ISSUED.labels(endpoint, "", "", "no_signing_key").inc()
+            raise APIError(
+                503,
+                "no_signing_key",
+                f"{exc}; an operator must add or fix one (see /readyz); retry later",
+                {"Retry-After": str(max(1, round(exc.retry_after)))},
+            ) from None
         except BackendUnavailable as exc:
             metrics.TOKENS_ISSUED.labels(endpoint, "", "", "unavailable").inc()
             raise APIError(

@@ -44,10 +44,14 @@ class Document:
     content_type: str = "application/json"
 
 
+def etag_of(body: bytes) -> str:
+    """The ETag (quoted) of a document's bytes: the same for the service and a static copy."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
 def _document(data: Any, max_age: timedelta) -> Document:
     body = json.dumps(data, separators=(",", ":")).encode()
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    return Document(body, etag, f"public, max-age={int(max_age.total_seconds())}")
+    return Document(body, etag_of(body), f"public, max-age={int(max_age.total_seconds())}")
 
 
 def discovery_data(issuer: str, algorithms: list[str]) -> dict[str, Any]:

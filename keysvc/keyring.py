@@ -7,7 +7,10 @@ others and without state of its own:
 - a version is *published* as soon as it is seen, and may sign from
   `signs_from = created_at + publish_lead`;
 - the newest version past its `signs_from` is *active* (it signs); newer ones are *pending*;
-  when none is past its `signs_from` (a first start) the oldest signs at once;
+  when none is past its `signs_from` (a first start) the oldest signs at once. So the oldest
+  version's `signs_from` is its creation time: nothing older can sign before it, and that is
+  the time shown for it (`keys list`, `/v1/keys`), so a key that signs is never shown as
+  signing only from a later time. Every other version waits its full `publish_lead`;
 - a version stopped signing when its successor became active, and stays published (*retiring*)
   for `max_ttl + jwks_max_age` more, so every token it signed verifies until it expires and every
   verifier cache has seen the successor. Then it drops out.
@@ -81,6 +84,8 @@ class RingKey:
     version: KeyVersion = field(compare=False, repr=False)
     created_at: datetime
     signs_from: datetime
+    """`created_at + publish_lead`, when the key may sign unless it is the ring's oldest (which
+    signs from its creation: see KeyStatus.signs_from)."""
     jwk: dict[str, str] = field(compare=False, repr=False)
     header_b64: bytes = field(compare=False, repr=False)
     ecdsa_size: int = field(default=0, compare=False, repr=False)
@@ -96,6 +101,9 @@ class KeyStatus:
     key: RingKey
     state: KeyState
     published_until: datetime | None  # None while the key signs or waits to sign
+    signs_from: datetime
+    """When the key signs (or signed) in this ring: its creation for the oldest key, else
+    `key.signs_from`."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ class RingView:
                 "backend": s.key.backend_name,
                 "created_at": _iso(s.key.created_at),
                 "state": s.state.value,
-                "signs_from": _iso(s.key.signs_from),
+                "signs_from": _iso(s.signs_from),
                 "published_until": _iso(s.published_until),
             }
             for s in self.keys
@@ -202,21 +210,25 @@ def compute_view(
     """The lifecycle rules of the module docstring, as a pure function of keys and time."""
     ordered = sorted(keys, key=lambda k: (k.created_at, k.kid))
     starts = [k.signs_from for k in ordered]
+    if ordered:
+        # The oldest key signs while none is past its signs_from: from its creation on. Still
+        # sorted: created_at <= created_at + publish_lead <= the next key's signs_from.
+        starts[0] = ordered[0].created_at
     eligible = bisect.bisect_right(starts, now)
+    # Before the oldest key's creation (a clock behind the backend's) it signs all the same.
     signer_index = eligible - 1 if eligible else (0 if ordered else -1)
     statuses: list[KeyStatus] = []
     boundaries: list[datetime] = []
     for index, key in enumerate(ordered):
         if index == signer_index:
-            statuses.append(KeyStatus(key, KeyState.ACTIVE, None))
+            statuses.append(KeyStatus(key, KeyState.ACTIVE, None, starts[index]))
         elif index > signer_index:
-            statuses.append(KeyStatus(key, KeyState.PENDING, None))
-            boundaries.append(key.signs_from)
+            statuses.append(KeyStatus(key, KeyState.PENDING, None, starts[index]))
+            boundaries.append(starts[index])
         else:
-            stopped = ordered[index + 1].signs_from
-            until = stopped + lifecycle.retention
+            until = starts[index + 1] + lifecycle.retention
             if until > now:
-                statuses.append(KeyStatus(key, KeyState.RETIRING, until))
+                statuses.append(KeyStatus(key, KeyState.RETIRING, until, starts[index]))
                 boundaries.append(until)
     return RingView(
         keys=tuple(statuses),

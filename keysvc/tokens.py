@@ -47,6 +47,11 @@ class RequestError(ValueError):
         self.code = code
 
 
+class NoSigningKey(BackendUnavailable):
+    """The ring has no key that may sign: the backends answer but hold no usable key version
+    (none created yet, every one revoked, or the key file refused). Not a backend outage."""
+
+
 Name = Annotated[str, Field(min_length=1, max_length=255, pattern=NAME_PATTERN)]
 Audience = Annotated[str, Field(min_length=1, max_length=1024, pattern=AUDIENCE_PATTERN)]
 
@@ -188,7 +193,13 @@ class TokenIssuer:
     def signer(self) -> RingKey:
         key = self.ring.view().signer
         if key is None:
-            raise BackendUnavailable("no signing key is available yet", retry_after=5)
+            if self.ring.last_errors:  # a backend that cannot be listed: an outage
+                raise BackendUnavailable(
+                    "no key can sign: a key backend could not be listed", retry_after=5
+                )
+            raise NoSigningKey(
+                "no key can sign: the key backends hold no usable key version", retry_after=5
+            )
         return key
 
     async def issue_for_run(self, run: RunContext) -> IssuedToken:

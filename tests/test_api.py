@@ -379,7 +379,10 @@ async def test_health_readiness_metrics(key_dir: Path, tmp_path: Path) -> None:
         status, headers, body = await svc.request("GET", "/readyz")
         assert status == 503 and body["error"]["code"] == "not_ready"
         status, headers, body = await svc.request("POST", "/v1/tokens", json=RUN)
-        assert status == 503 and headers["Retry-After"] and body["error"]["code"] == "backend_unavailable"
+        # The backend answers but holds no key: its own code, not a backend outage.
+        assert status == 503 and headers["Retry-After"] and body["error"]["code"] == "no_signing_key"
+        assert "no key can sign" in body["error"]["message"]
+        assert "unavailable" not in body["error"]["message"]
         assert (await svc.jwks()) == {"keys": []}
 
 

@@ -139,6 +139,7 @@ def test_keys_generate_list_rotate_revoke(tmp_path: Path) -> None:
     result = run("keys", "rotate", "--config", str(path), "--json")
     assert result.returncode == 0, result.stderr
     rotated = json.loads(result.stdout)
+    assert rotated["state"] == "pending"
     listing = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
     assert [(k["kid"], k["state"]) for k in listing] == [
         (generated["kid"], "active"), (rotated["kid"], "pending")
@@ -153,6 +154,27 @@ def test_keys_generate_list_rotate_revoke(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["signing_kid"] == rotated["kid"]
     assert_one_line_error(run("keys", "revoke", "--config", str(path), "nope"), "no key with kid")
+
+
+def test_rotate_into_an_empty_ring_says_the_key_signs_now(tmp_path: Path) -> None:
+    """With no other key, the new one signs at once: rotate, list and the runbook say so, and
+    its signs_from is its creation time, not a publish lead ahead."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    lifecycle = '[rotation]\npublish_lead = "2m"\njwks_max_age = "30s"\nrefresh_interval = "5s"'
+    path = config_file(tmp_path, keys, extra=lifecycle)
+    result = run("keys", "rotate", "--config", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    rotated = json.loads(result.stdout)
+    assert rotated["state"] == "active"
+    assert rotated["signs_from"] == rotated["created_at"]
+    (listed,) = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
+    assert (listed["kid"], listed["state"]) == (rotated["kid"], "active")
+    signs_from = datetime.fromisoformat(listed["signs_from"].replace("Z", "+00:00"))
+    assert signs_from <= datetime.now(UTC)
+    human = run("keys", "rotate", "--config", str(path))
+    assert human.returncode == 0, human.stderr
+    assert "signs from" in human.stdout and "signs now" not in human.stdout  # a second key waits
 
 
 def test_revoke_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:

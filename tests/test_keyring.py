@@ -55,6 +55,43 @@ def test_first_start_oldest_signs_at_once(ring: KeyRing) -> None:
     assert later.keys[0].published_until == b.signs_from + RETENTION
 
 
+def test_first_start_shows_when_the_oldest_key_really_signs(ring: KeyRing) -> None:
+    """The oldest key signs from its creation (nothing older can sign before it): that is the
+    signs_from shown, so no key is listed `active` with a signs_from still ahead. Every other key
+    keeps created_at + publish_lead, and which key signs when does not change."""
+    a, b = keys_at(ring, timedelta(0), timedelta(minutes=5))
+    now = T0 + timedelta(minutes=10)
+    listing = {row["kid"]: row for row in compute_view([a, b], LIFE, now).listing()}
+    assert listing[a.kid]["state"] == "active"
+    assert listing[a.kid]["signs_from"] == listing[a.kid]["created_at"] == "2026-01-01T00:00:00Z"
+    assert listing[b.kid]["state"] == "pending"
+    assert listing[b.kid]["signs_from"] == "2026-01-02T00:05:00Z"  # its full publish lead
+    # A lone key made a second ago (an empty ring, a first start): active, signing since created.
+    (c,) = keys_at(ring, timedelta(days=9))
+    (status,) = compute_view([c], LIFE, c.created_at + timedelta(seconds=1)).keys
+    assert status.state is KeyState.ACTIVE and status.signs_from == c.created_at
+    # Once its publish lead is past, nothing about it changes.
+    (later,) = compute_view([c], LIFE, c.signs_from + timedelta(days=1)).keys
+    assert later.signs_from == c.created_at and later.state is KeyState.ACTIVE
+    # A clock behind the backend's (the key seems created in the future) still has a signer.
+    early = compute_view([c], LIFE, c.created_at - timedelta(minutes=1))
+    assert early.signer is c
+
+
+def test_signer_at_every_moment_is_unchanged_by_the_oldest_keys_signs_from(
+    ring: KeyRing,
+) -> None:
+    """Showing the oldest key's creation as its signs_from is a description, not a new rule: at
+    every moment the signer is the one `the newest past created_at + publish_lead, else the
+    oldest` gives."""
+    keys = keys_at(ring, timedelta(0), timedelta(hours=3), timedelta(hours=30), timedelta(days=3))
+    for minutes in range(-60, 6 * 24 * 60, 37):
+        now = T0 + timedelta(minutes=minutes)
+        eligible = [k for k in keys if k.signs_from <= now]
+        expected = eligible[-1] if eligible else keys[0]
+        assert compute_view(keys, LIFE, now).signer is expected, minutes
+
+
 def test_full_cycle(ring: KeyRing) -> None:
     a, b, c = keys_at(ring, timedelta(0), timedelta(days=2), timedelta(days=4))
     view = compute_view([a, b, c], LIFE, T0 + timedelta(days=4, hours=1))

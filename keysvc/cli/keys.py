@@ -90,7 +90,7 @@ def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) ->
             if why_not is not None:
                 raise CLIError(why_not)
             assert isinstance(backend, CreatesVersions)
-            return _new_version(ring, backend, await backend.create_version())
+            return await _new_version(ring, backend, await backend.create_version())
 
     result = asyncio.run(run())
     _report_new_version(
@@ -98,25 +98,40 @@ def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) ->
     )
 
 
-def _new_version(ring: KeyRing, backend: KeyBackend, version: KeyVersion) -> dict[str, Any]:
-    """What `rotate` and `import` report about the version they added."""
+async def _new_version(ring: KeyRing, backend: KeyBackend, version: KeyVersion) -> dict[str, Any]:
+    """What `rotate` and `import` report about the version they added, as the ring now sees it:
+    its state and `signs_from` are those every replica computes (a key added to a ring where no
+    other key can sign is active at once, and its `signs_from` is its creation time)."""
     alg = jose.choose_algorithm(version.public_key, ring.algorithm, version.algorithms)
-    signs_from = version.created_at + ring.lifecycle.publish_lead
+    kid = jose.thumbprint(version.public_key)
+    await ring.refresh(raise_errors=True, quiet=True)
+    status = next((s for s in ring.view().keys if s.key.kid == kid), None)
+    signs_from = (
+        status.signs_from if status is not None
+        else version.created_at + ring.lifecycle.publish_lead  # not listed yet
+    )
     return {
         "backend": backend.name,
         "version": version.version_id,
-        "kid": jose.thumbprint(version.public_key),
+        "kid": kid,
         "alg": alg.value,
         "created_at": version.created_at.isoformat(),
+        "state": status.state.value if status is not None else "pending",
         "signs_from": signs_from.isoformat(),
     }
+
+
+def _signs(result: dict[str, Any]) -> str:
+    if result["state"] == "active":
+        return f"signs now (no other key could sign; signs_from {result['signs_from']})"
+    return f"signs from {result['signs_from']}"
 
 
 def _report_new_version(result: dict[str, Any], as_json: bool, what: str) -> None:
     if as_json:
         echo_json(result)
     else:
-        click.echo(f"{what}: published now, signs from {result['signs_from']}")
+        click.echo(f"{what}: published now, {_signs(result)}")
 
 
 MAX_IMPORT_BYTES = 1 << 20
@@ -168,7 +183,7 @@ def import_key(config_path: Path | None, file: Path, backend_name: str | None, a
                                   for k in present)
                 raise CLIError(f"key {kid} is already in the ring ({where})")
             version = await backend.import_version(key)
-            return {**_new_version(ring, backend, version),
+            return {**await _new_version(ring, backend, version),
                     "path": str(backend.settings.path / version.version_id)}
 
     result = asyncio.run(run())

@@ -77,7 +77,9 @@ class Publisher:
         return dict(zip(PATHS, (built.jwks, built.discovery), strict=True))
 
     async def publish(self) -> Publication:
-        """Write the documents that changed since the last write (all of them the first time)."""
+        """Write the documents that changed since the last write; the first time, those that
+        differ from what the target holds (bytes or Cache-Control), so `changed` is true only
+        when something was written."""
         if not self.allow_empty and not self.ring.view().published:
             raise EmptyJWKS(
                 "the backends list no key, so the JWKS would be empty: nothing written (a"
@@ -86,6 +88,10 @@ class Publisher:
         documents = self.documents()
         changed = False
         for path, document in documents.items():  # the JWKS first: discovery points at it
+            if path not in self._written:
+                stored = await self.target.stored(path)
+                if stored is not None and stored.matches(document):
+                    self._written[path] = document.etag
             if self._written.get(path) != document.etag:
                 await self.target.write(path, document)
                 self._written[path] = document.etag

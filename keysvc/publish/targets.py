@@ -19,17 +19,35 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from keysvc.atomic_write import write_atomically_at
-from keysvc.documents import Document
+from keysvc.documents import Document, etag_of
 
 MANIFEST = ".keysvc-publish.json"
+STORED_LIMIT = 1 << 20
+"""More than any document publish writes: a larger file there is not one of them."""
 
 
 class PublishError(Exception):
     """Writing failed; the message is safe to print (no credentials, no response bodies)."""
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What a target holds at a path: the ETag (unquoted) and Cache-Control it was written with."""
+
+    etag: str
+    cache_control: str | None
+
+    def matches(self, document: Document) -> bool:
+        return (self.etag, self.cache_control) == (document.etag.strip('"'), document.cache_control)
+
+
 class Target(Protocol):
     def describe(self) -> str: ...
+
+    async def stored(self, path: str) -> Stored | None:
+        """What is at `path` now (None: nothing, or nothing readable), so that a publish that
+        would write the same document again writes nothing and says so."""
+        ...
 
     async def write(self, path: str, document: Document) -> None: ...
 
@@ -87,6 +105,40 @@ class DirectoryTarget:
         finally:
             os.close(dir_fd)
 
+    def _read(self, relative: str) -> bytes | None:
+        """A regular file's bytes (at most STORED_LIMIT), read as `_write` writes: no symlink
+        followed on the way, no FIFO or device opened in earnest. None for anything else."""
+        *parents, name = relative.split("/")
+        where = self.root
+        for parent in parents:
+            where = where / parent
+            if where.is_symlink():
+                return None
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(where / name, flags)
+        except OSError:  # missing, a symlink
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            body = fh.read(STORED_LIMIT + 1)
+        return body if len(body) <= STORED_LIMIT else None
+
+    def _stored(self, relative: str) -> Stored | None:
+        body, manifest_bytes = self._read(relative), self._read(MANIFEST)
+        if body is None or manifest_bytes is None:
+            return None
+        try:
+            cache = json.loads(manifest_bytes).get(relative, {})
+        except (ValueError, AttributeError):  # not the manifest publish writes
+            return None
+        control = cache.get("cache_control") if isinstance(cache, dict) else None
+        return Stored(etag_of(body).strip('"'), control if isinstance(control, str) else None)
+
+    async def stored(self, path: str) -> Stored | None:
+        return await asyncio.to_thread(self._stored, path)
+
     async def write(self, path: str, document: Document) -> None:
         await asyncio.to_thread(self._write, path, document.body)
 
@@ -133,6 +185,17 @@ class S3Target:
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+    async def stored(self, path: str) -> Stored | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            async with self._session.create_client("s3", **self._client_args) as client:
+                head = await client.head_object(Bucket=self.bucket, Key=self.prefix + path)
+        except (ClientError, BotoCoreError):  # none yet, or no access: write says which
+            return None
+        etag = head.get("Metadata", {}).get("keysvc-etag")
+        return Stored(etag, head.get("CacheControl")) if etag else None
 
     async def write(self, path: str, document: Document) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -209,6 +272,20 @@ class GCSTarget:
             raise PublishError(f"cannot write gs://{self.bucket}/{key}: {reason}") from None
         except (GoogleAuthError, OSError) as exc:
             raise PublishError(f"cannot write gs://{self.bucket}/{key}: {type(exc).__name__}") from None
+
+    def _stored(self, key: str) -> Stored | None:
+        from google.api_core.exceptions import GoogleAPICallError
+        from google.auth.exceptions import GoogleAuthError
+
+        try:
+            blob = self._bucket().get_blob(key, timeout=GCS_TIMEOUT)
+        except (GoogleAPICallError, GoogleAuthError, PublishError, OSError):
+            return None  # none yet, or no access: write says which
+        etag = (blob.metadata or {}).get("keysvc-etag") if blob is not None else None
+        return Stored(etag, blob.cache_control) if etag else None
+
+    async def stored(self, path: str) -> Stored | None:
+        return await asyncio.to_thread(self._stored, self.prefix + path)
 
     async def write(self, path: str, document: Document) -> None:
         await asyncio.to_thread(self._write, self.prefix + path, document)

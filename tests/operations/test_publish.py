@@ -74,14 +74,34 @@ def test_json_output_and_replacing_an_existing_copy(tmp_path: Path) -> None:
     out = tmp_path / "www"
     first = run("publish", "--config", str(deployment.config), "--to", str(out), "--json")
     inode = (out / PATHS[0]).stat().st_ino
+    # A copy of the key under another name has the same kid: the documents are the same.
     (deployment.keys / "extra.pem").write_bytes(next(deployment.keys.iterdir()).read_bytes())
     os.chmod(deployment.keys / "extra.pem", 0o600)
+    same = run("publish", "--config", str(deployment.config), "--to", str(out), "--json")
+    assert first.returncode == same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["changed"] is False
+    assert (out / PATHS[0]).stat().st_ino == inode
+    (deployment.keys / "extra.pem").unlink()
+    assert run("keys", "rotate", "--config", str(deployment.config)).returncode == 0
     second = run("publish", "--config", str(deployment.config), "--to", str(out), "--json")
-    assert first.returncode == second.returncode == 0
+    assert second.returncode == 0, second.stderr
     report = json.loads(second.stdout)
     assert report["changed"] is True and set(report["documents"]) == set(PATHS)
-    assert [k["state"] for k in report["keys"]] == ["active"]  # the copy has the same kid
+    assert [k["state"] for k in report["keys"]] == ["active", "pending"]
     assert (out / PATHS[0]).stat().st_ino != inode  # replaced by rename, never rewritten in place
+    # Nothing new to publish: nothing written, and the report says so.
+    inode = (out / PATHS[0]).stat().st_ino
+    third = run("publish", "--config", str(deployment.config), "--to", str(out), "--json")
+    assert third.returncode == 0, third.stderr
+    assert json.loads(third.stdout)["changed"] is False
+    assert (out / PATHS[0]).stat().st_ino == inode
+    human = run("publish", "--config", str(deployment.config), "--to", str(out))
+    assert human.stdout.startswith(f"unchanged {out}: "), human.stdout
+    # A copy edited by hand (or a different Cache-Control) is not "unchanged": it is replaced.
+    (out / PATHS[0]).write_bytes(b'{"keys":[]}')
+    fourth = run("publish", "--config", str(deployment.config), "--to", str(out), "--json")
+    assert json.loads(fourth.stdout)["changed"] is True
+    assert json.loads((out / PATHS[0]).read_text())["keys"]
 
 
 def test_otfd_flags_work_without_a_config(tmp_path: Path) -> None:
@@ -188,6 +208,12 @@ def test_s3_objects_carry_the_services_bytes_and_cache_control(
             assert stored["CacheControl"] == headers["Cache-Control"]
             assert stored["ContentType"] == "application/json"
             assert stored["Metadata"]["keysvc-etag"] == headers["ETag"].strip('"')
+        again = run(
+            "publish", "--config", str(deployment.config), "--to", "s3://issuer/otf",
+            "--s3-endpoint-url", s3_endpoint, "--json", env=S3_ENV,
+        )
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["changed"] is False
 
 
 def test_s3_errors_are_one_line(tmp_path: Path, s3_endpoint: str) -> None:
@@ -252,13 +278,13 @@ def test_gcs_objects_carry_the_services_bytes_and_cache_control(
 ) -> None:
     deployment = Deployment.create(tmp_path, rotation={"publish_lead": "1h", "jwks_max_age": "10m"})
     with deployment.serve():
-        for _ in range(2):  # the second run replaces the objects in place
+        for verb in ("published", "unchanged"):  # the second run finds the same objects
             result = run(
                 "publish", "--config", str(deployment.config), "--to", "gs://issuer/otf",
                 env={"STORAGE_EMULATOR_HOST": gcs_endpoint},
             )
             assert result.returncode == 0, result.stderr
-            assert result.stdout.startswith("published gs://issuer/otf/: ")
+            assert result.stdout.startswith(f"{verb} gs://issuer/otf/: "), result.stdout
         bucket = gcs_bucket(gcs_endpoint)
         assert sorted(b.name for b in bucket.list_blobs()) == sorted(f"otf/{p}" for p in PATHS)
         for path in PATHS:
