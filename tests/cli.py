@@ -34,11 +34,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
 
 @contextmanager
 def serving(
-    *args: str, url: str, timeout: float = 30, preexec_fn: Callable[[], None] | None = None
+    *args: str,
+    url: str,
+    timeout: float = 30,
+    preexec_fn: Callable[[], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
-    """`keysvc serve ARGS` until /readyz answers 200; stopped with SIGTERM afterwards.
-    `preexec_fn` runs in the child before keysvc starts (to lower a resource limit)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYSVC_", "OTF_"))}
+    """`keysvc serve ARGS` (with `env` added to the environment) until /readyz answers 200;
+    stopped with SIGTERM afterwards. `preexec_fn` runs in the child before keysvc starts (to
+    lower a resource limit)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYSVC_", "OTF_"))
+           } | (env or {})
     process = subprocess.Popen([*KEYSVC, "serve", *args], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                preexec_fn=preexec_fn)

@@ -114,6 +114,36 @@ def test_serve_with_otfd_flags_issues_verifiable_tokens(tmp_path: Path) -> None:
     assert "s3cret-client-token" not in stderr and "PRIVATE KEY" not in stderr
 
 
+def test_serve_takes_otfd_own_flags_and_variables(tmp_path: Path) -> None:
+    """otfd's listen flag is --address (":8080" style) and its issuer is https://<--hostname>;
+    keysvc takes both, as flags and as otfd's OTF_* variables, beside the key paths."""
+    key = keygen.generate("rsa-2048")
+    private_key = private(tmp_path / "otfd.pem", keygen.private_pem(key).decode())
+    public_key = tmp_path / "otfd.pub"
+    public_key.write_bytes(keygen.public_pem(key.public_key()))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with serving("--hostname", f"127.0.0.1:{port}", "--address", f"127.0.0.1:{port}",
+                 "--private-key-path", str(private_key), "--public-key-path", str(public_key),
+                 url=url):
+        with urllib.request.urlopen(url + "/.well-known/openid-configuration") as response:
+            assert json.load(response)["issuer"] == f"https://127.0.0.1:{port}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"OTF_ADDRESS": f":{port}", "OTF_HOSTNAME": "otf.example.com",
+           "OTF_PRIVATE_KEY_PATH": str(private_key), "OTF_PUBLIC_KEY_PATH": str(public_key)}
+    with serving(url=url, env=env):  # ":PORT" listens on every interface, as Go's does
+        with urllib.request.urlopen(url + "/.well-known/openid-configuration") as response:
+            assert json.load(response)["issuer"] == "https://otf.example.com"
+    assert_one_line_error(
+        run("serve", "--listen", "127.0.0.1:1", "--address", "127.0.0.1:2", env=env), "disagree"
+    )
+    assert_one_line_error(
+        run("jwks", "--issuer", "https://a.example.com", "--hostname", "b.example.com", env=env),
+        "disagree",
+    )
+
+
 def test_serve_with_two_workers(tmp_path: Path, key_dir: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -37,6 +37,7 @@ def raw_config(
     config_path: Path | None,
     *,
     issuer: str | None = None,
+    hostname: str | None = None,
     private_key_path: Path | None = None,
     public_key_path: Path | None = None,
     listen: str | None = None,
@@ -46,6 +47,15 @@ def raw_config(
     """The config mapping: the file (when given) with flags merged on top, flags winning."""
     data: dict[str, Any] = read_config_file(config_path) if config_path else {}
     flags: dict[str, Any] = {}
+    if hostname:
+        # otfd's tokens carry iss = https://<--hostname>: the same issuer from the same setting.
+        from_hostname = f"https://{hostname}"
+        if issuer and issuer != from_hostname:
+            raise ConfigError(
+                f"--issuer {issuer} and --hostname {hostname} (issuer {from_hostname}) disagree:"
+                " give one"
+            )
+        issuer = from_hostname
     if issuer:
         flags["issuer"] = issuer
     server: dict[str, Any] = {}
@@ -84,7 +94,7 @@ def load(config_path: Path | None, **flags: Any) -> tuple[Config, dict[str, Any]
     return parse_config(data), data
 
 
-OTFD_FLAGS = ("issuer", "private_key_path", "public_key_path")
+OTFD_FLAGS = ("issuer", "hostname", "private_key_path", "public_key_path")
 
 
 def otfd_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -98,6 +108,11 @@ def otfd_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     options = [
         click.option("--issuer", envvar="KEYSVC_ISSUER", help="Issuer URL (https://<host>)."),
+        click.option(
+            "--hostname",
+            envvar="OTF_HOSTNAME",
+            help="otfd's --hostname: the issuer is then https://HOSTNAME, as otfd's tokens have it.",
+        ),
         click.option(
             "--private-key-path",
             type=click.Path(path_type=Path),

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from keysvc import logs
-from keysvc.cli.common import config_option
+from keysvc.cli.common import CLIError, config_option
 from keysvc.cli.loading import load, otfd_options
 
 
@@ -17,6 +17,11 @@ from keysvc.cli.loading import load, otfd_options
 @config_option
 @otfd_options
 @click.option("--listen", help="HOST:PORT to listen on (overrides [server]).")
+@click.option(
+    "--address",
+    envvar="OTF_ADDRESS",
+    help="otfd's --address, the same as --listen: HOST:PORT, or :PORT for every interface.",
+)
 @click.option("--workers", type=click.IntRange(1, 64), help="Processes sharing the port.")
 @click.option(
     "--client-token-file",
@@ -27,6 +32,7 @@ def serve(
     config_path: Path | None,
     otfd_flags: dict[str, Any],
     listen: str | None,
+    address: str | None,
     workers: int | None,
     client_token_file: Path | None,
 ) -> None:
@@ -37,10 +43,13 @@ def serve(
     from keysvc.server import serve as run
     from keysvc.service import Service
 
+    if listen and address and listen != address:
+        raise CLIError(f"--listen {listen} and --address {address} disagree: give one")
+
     config, data = load(
         config_path,
         **otfd_flags,
-        listen=listen,
+        listen=listen or address,
         workers=workers,
         client_token_file=client_token_file,
     )

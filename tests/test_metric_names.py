@@ -1,0 +1,84 @@
+"""Every metric name the docs, README and deployment files mention is one a running keysvc
+exports, spelled as Prometheus stores it (a counter with `_total`, a histogram by its family
+name or its `_bucket`/`_sum`/`_count` series): an alert or dashboard built from the docs must
+find its series."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.cli import config_file, serving
+from tests.conftest import write_key
+from tests.service import RUN, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+METRIC = re.compile(r"\bkeysvc_[a-z0-9_]*[a-z0-9]")
+FENCE = re.compile(r"^```(\w*)")
+NOT_METRICS = {"hcl", "terraform", "tf"}
+"""Fenced blocks in these languages hold Terraform text (`local.keysvc_…` names), not metrics."""
+SERIES_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("", "_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+}
+
+
+def documents() -> list[Path]:
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    files += sorted(p for p in (ROOT / "deploy").rglob("*") if p.is_file())
+    return files
+
+
+def mentioned_metrics() -> dict[str, list[str]]:
+    """Each `keysvc_*` name in the documents, with where it appears."""
+    found: dict[str, list[str]] = {}
+    for path in documents():
+        language = None
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            fence = FENCE.match(line.strip()) if path.suffix == ".md" else None
+            if fence:
+                language = None if language is not None else fence[1].lower()
+                continue
+            if language in NOT_METRICS:
+                continue
+            for name in METRIC.findall(line):
+                found.setdefault(name, []).append(f"{path.relative_to(ROOT)}:{number}")
+    return found
+
+
+def exported_names(text: str) -> set[str]:
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.update(family.name + suffix for suffix in SERIES_SUFFIXES.get(family.type, ("",)))
+    return names
+
+
+def test_the_documents_mention_metrics() -> None:
+    """The check below has something to check (the docs do name metrics)."""
+    assert {"keysvc_tokens_issued_total", "keysvc_ring_keys"} <= set(mentioned_metrics())
+
+
+def test_every_metric_named_in_the_docs_is_exported(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    write_key(keys)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with serving("--config", str(config_file(tmp_path, keys, port=port)), url=url):
+        request = urllib.request.Request(
+            url + "/v1/tokens", data=json.dumps(RUN).encode(), method="POST",
+            headers={"Authorization": "Bearer cli-test-token", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(url + "/metrics") as response:
+            exported = exported_names(response.read().decode())
+    assert "keysvc_tokens_issued_total" in exported and "keysvc_tokens_issued" not in exported
+    missing = {name: where for name, where in mentioned_metrics().items() if name not in exported}
+    assert not missing, f"named in the docs but not exported: {missing}"
