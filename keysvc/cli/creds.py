@@ -13,6 +13,7 @@ import click
 
 from keysvc.cli.common import CLIError, echo_json, json_option
 from keysvc.creds import CredsError, RunContext, TokenClient, apply, clean
+from keysvc.creds.apply import EnvFile
 from keysvc.creds.context import PHASES, Phase
 from keysvc.creds.output import FORMATS
 
@@ -51,6 +52,12 @@ def creds() -> None:
     show_default=True,
     help="How to print the variables the run must set.",
 )
+@click.option(
+    "--env-file",
+    metavar="FILE",
+    help="Write the variables to this file directly inside WORKDIR (mode 0600; `creds clean`"
+    " removes it) instead of printing them: they hold tokens.",
+)
 @json_option
 def apply_command(
     url: str,
@@ -62,6 +69,7 @@ def apply_command(
     run_id: str,
     phase: str,
     output_format: str,
+    env_file: str | None,
     as_json: bool,
 ) -> None:
     """Get one token per enabled provider configuration from keysvc, write the credential
@@ -69,14 +77,18 @@ def apply_command(
 
     Reads the TFC_* variables (TFC_AWS_PROVIDER_AUTH, TFC_GCP_..., TFC_AZURE_...,
     TFC_VAULT_..., TFC_KUBERNETES_..., TFC_WORKLOAD_IDENTITY_AUDIENCE...) from the
-    environment. A bad value is an error and nothing is written. `--json` is `--format json`."""
+    environment. A bad value is an error and nothing is written. `--json` is `--format json`.
+    With --env-file the variables go to that file (0600, removed by `clean`), not to stdout."""
     context = RunContext(organization, workspace, workspace_id, run_id, cast(Phase, phase))
+    render = FORMATS["json" if as_json else output_format]
     try:
+        variables = None if env_file is None else EnvFile.inside(workdir, env_file, render)
         client = TokenClient.from_token_file(url, token_file)
-        result = apply(dict(os.environ), context, workdir, client)
+        result = apply(dict(os.environ), context, workdir, client, env_file=variables)
     except CredsError as exc:
         raise CLIError(str(exc)) from None
-    click.echo(FORMATS["json" if as_json else output_format](result.env), nl=False)
+    if variables is None:
+        click.echo(render(result.env), nl=False)
 
 
 @creds.command("clean")

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keysvc.creds import transaction
+from keysvc.creds import manifest, transaction
 from keysvc.creds.context import RunContext
+from keysvc.creds.errors import WorkdirError
 from keysvc.creds.plan import Plan, ProviderPlan, make_plan
 from keysvc.creds.providers import Configuration, FileNames, Rendered
 from keysvc.creds.revocation import Warn
@@ -71,6 +72,44 @@ def _fetch(
     return {m.variable: client.issue(context, m.audience) for m in plan.manual}
 
 
+NO_PROVIDER = (
+    "no provider is enabled (no TFC_<AWS|GCP|AZURE|VAULT|KUBERNETES>_PROVIDER_AUTH[_TAG]=true and"
+    " no TFC_WORKLOAD_IDENTITY_AUDIENCE[_TAG]): no credentials written, and none an earlier apply"
+    " wrote are left in {workdir}"
+)
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    """Where `apply` also writes the variables the run must set: one more file of the apply
+    (mode 0600, in the manifest, replaced by the next apply, removed by `clean`), since the
+    variables hold tokens (ARM_OIDC_TOKEN, KUBE_TOKEN, VAULT_TOKEN). Its name is one apply owns
+    (manifest.VARIABLES_FILE), directly inside the work directory."""
+
+    name: str
+    render: Callable[[Mapping[str, str]], str]
+
+    @classmethod
+    def inside(
+        cls, workdir: Path, path: Path | str, render: Callable[[Mapping[str, str]], str]
+    ) -> EnvFile:
+        """`path` as a name in `workdir`: a bare name, or a path whose directory is `workdir`."""
+        path = Path(path)
+        inside = path.parent == Path(".") or path.parent.absolute() == Path(workdir).absolute()
+        if not inside:
+            raise WorkdirError(
+                f"the variables file {str(path)!r} must be directly inside the work directory"
+                f" {workdir} (clean removes only what is there)"
+            )
+        if not manifest.VARIABLES_FILE.fullmatch(path.name):
+            raise WorkdirError(
+                f"the variables file must be named keysvc.env, keysvc.json or"
+                f" keysvc_<NAME>.env|.json, not {path.name!r}: clean removes only names apply"
+                " owns, so an edited manifest cannot make it remove a file of the run's"
+            )
+        return cls(path.name, render)
+
+
 def apply(
     env: Mapping[str, str],
     context: RunContext,
@@ -78,12 +117,16 @@ def apply(
     client: TokenClient,
     *,
     warn: Warn = warn_stderr,
+    env_file: EnvFile | None = None,
 ) -> Result:
     """Configure dynamic credentials for one phase of a run in `workdir` (the Terraform working
-    directory, the same for plan and apply). Raises CredsError (nothing written) on failure."""
+    directory, the same for plan and apply). Raises CredsError (nothing written) on failure.
+    With `env_file`, the variables are also written to that file among the credentials."""
     with transaction.open_workdir(Path(workdir)) as opened:
         directory = opened.path
         plan = make_plan(env, context.phase)
+        if plan.empty:
+            warn(NO_PROVIDER.format(workdir=directory))
         obtained: list[tuple[Configuration, str]] = []
         try:
             manual_env = _fetch(plan, context, client, obtained)
@@ -95,14 +138,15 @@ def apply(
                     for c in provider.configurations
                 ]
                 _render_provider(provider, rendered, out)
+            variables = {**out.env, **manual_env}
+            if env_file is not None:
+                out.files[env_file.name] = env_file.render(variables).encode()
             transaction.replace(opened, out.files, out.vault, env, warn)
         except BaseException:
             for configuration, credential in obtained:
                 configuration.discard(credential)
             raise
-    return Result(
-        env={**out.env, **manual_env}, files=[directory / name for name in sorted(out.files)]
-    )
+    return Result(env=variables, files=[directory / name for name in sorted(out.files)])
 
 
 def clean(

@@ -34,10 +34,14 @@ def _names(provider: str, files: tuple[str, ...]) -> str:
     return rf"{provider}{_TAG}_(?:{'|'.join(re.escape(f) for f in files)})"
 
 
+VARIABLES_FILE = re.compile(r"keysvc(?:_[A-Za-z0-9_-]+)?\.(?:env|json)")
+"""The names `apply --env-file` may give the file of variables: apply's own (keysvc.env,
+keysvc_plan.json, ...), so that a manifest naming one cannot make `clean` remove a run's file."""
 CREDENTIAL_NAME = re.compile(
     "|".join(
         [_names(p.provider, p.files) for p in PROVIDERS]
         + [re.escape(TFVARS_FILE.format(provider=p.provider)) for p in PROVIDERS]
+        + [VARIABLES_FILE.pattern]
     )
 )
 """Every name `apply` may write in the work directory."""

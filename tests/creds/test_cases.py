@@ -19,7 +19,7 @@ from tests.service import RunningService
 GCP_PROVIDER = "projects/123/locations/global/workloadIdentityPools/pool-123/providers/provider-123"
 GCP_IMPERSONATION = (
     "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/"
-    "terraform@iam.google.com:generateAccessToken"
+    "terraform@acme.iam.gserviceaccount.com:generateAccessToken"
 )
 
 
@@ -85,7 +85,7 @@ CASES = [
         {
             "TFC_GCP_PROVIDER_AUTH": "true",
             "TFC_GCP_WORKLOAD_IDENTITY_AUDIENCE": "acme.audience",
-            "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "terraform@iam.google.com",
+            "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "terraform@acme.iam.gserviceaccount.com",
             "TFC_GCP_WORKLOAD_PROVIDER_NAME": GCP_PROVIDER,
         },
         want_env={"GOOGLE_APPLICATION_CREDENTIALS": "{w}/gcp_config"},
@@ -97,7 +97,7 @@ CASES = [
         {
             "TFC_GCP_PROVIDER_AUTH_ALIAS1": "true",
             "TFC_GCP_WORKLOAD_IDENTITY_AUDIENCE_ALIAS1": "acme.audience",
-            "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL_ALIAS1": "terraform@iam.google.com",
+            "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL_ALIAS1": "terraform@acme.iam.gserviceaccount.com",
             "TFC_GCP_WORKLOAD_PROVIDER_NAME_ALIAS1": GCP_PROVIDER,
         },
         tokens={"gcp_ALIAS1_token": "acme.audience"},

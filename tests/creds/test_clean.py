@@ -18,7 +18,7 @@ EVERYTHING = {
     "TFC_AWS_PROVIDER_AUTH": "true",
     "TFC_AWS_RUN_ROLE_ARN": "arn:aws:iam::1:role/r",
     "TFC_GCP_PROVIDER_AUTH_A": "true",
-    "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL_A": "t@p.iam",
+    "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL_A": "t@p.iam.gserviceaccount.com",
     "TFC_GCP_WORKLOAD_PROVIDER_NAME_A": "projects/1/locations/global/workloadIdentityPools/p/providers/q",
     "TFC_AZURE_PROVIDER_AUTH": "true",
     "TFC_AZURE_RUN_CLIENT_ID": "c",

@@ -4,6 +4,7 @@ and apply, and the import boundary (no backend, key ring or private key inside a
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -64,17 +65,70 @@ def test_dotenv_quotes_only_what_needs_it() -> None:
     )
 
 
-async def test_no_credentials_prints_nothing(
+async def test_no_provider_prints_no_variables_and_says_why(
     keysvc: RunningService, workdir: Path, tmp_path: Path
 ) -> None:
     token = token_file_for(keysvc, tmp_path)
+    code, out, _ = await run_cli(*cli_apply_args(keysvc, token, workdir, "plan"), env=ENV)
+    assert code == 0 and (workdir / "aws_token").exists()
     for output_format in ("dotenv", "json"):
         code, out, err = await run_cli(
-            *cli_apply_args(keysvc, token, workdir, "plan", "--format", output_format), env={}
+            *cli_apply_args(keysvc, token, workdir, "apply", "--format", output_format), env={}
         )
-        assert (code, err) == (0, "")
+        assert code == 0
         assert out == ("" if output_format == "dotenv" else "{}\n")
+        # Not silent: the plan phase's files are gone, and the run is told why it gets none.
+        assert err.startswith("keysvc: warning: no provider is enabled"), err
+        assert "TFC_<AWS|GCP|AZURE|VAULT|KUBERNETES>_PROVIDER_AUTH" in err and str(workdir) in err
     assert list(workdir.iterdir()) == []
+
+
+async def test_env_file_is_a_credential_file(
+    keysvc: RunningService, workdir: Path, tmp_path: Path
+) -> None:
+    """--env-file: the variables (a token among them) go to a 0600 file inside the work
+    directory that is in the manifest, replaced by the next apply and removed by clean."""
+    token = token_file_for(keysvc, tmp_path)
+    args = cli_apply_args(keysvc, token, workdir, "plan")
+    code, out, err = await run_cli(*args, "--env-file", "keysvc.env", env=ENV)
+    assert (code, out, err) == (0, "", "")
+    written = workdir / "keysvc.env"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    variables = parse_dotenv(written.read_text())
+    await verified(keysvc, variables["ARM_OIDC_TOKEN"], "api://AzureADTokenExchange", "plan")
+    assert "keysvc.env" in json.loads((workdir / ".keysvc-creds.json").read_text())["files"]
+    # The apply phase replaces it (a path naming the work directory works too), as JSON.
+    apply_args = cli_apply_args(keysvc, token, workdir, "apply", "--format", "json")
+    code, out, err = await run_cli(*apply_args, "--env-file", str(written), env=ENV)
+    assert (code, out) == (0, "")
+    assert set(json.loads(written.read_text())) >= {"ARM_OIDC_TOKEN", "AWS_ROLE_ARN"}
+    code, out, _ = await run_cli("creds", "clean", "--workdir", str(workdir), "--json", env={})
+    assert code == 0 and str(written) in json.loads(out)["removed"]
+    assert list(workdir.iterdir()) == []
+
+
+async def test_env_file_must_be_apply_s_own_file_inside_the_work_directory(
+    keysvc: RunningService, workdir: Path, tmp_path: Path
+) -> None:
+    token = token_file_for(keysvc, tmp_path)
+    args = cli_apply_args(keysvc, token, workdir, "plan")
+    elsewhere = tmp_path / "keysvc.env"
+    mine = workdir / "keysvc_mine.env"
+    mine.write_text("KEEP=1\n")
+    for env_file, fragment in (
+        (str(elsewhere), "directly inside the work directory"),
+        ("sub/keysvc.env", "directly inside the work directory"),
+        ("..", "must be named keysvc.env, keysvc.json or keysvc_<NAME>.env|.json"),
+        (".keysvc-creds.json", "must be named keysvc.env"),
+        ("aws_token", "must be named keysvc.env"),
+        ("main.tf", "must be named keysvc.env"),
+        ("keysvc_mine.env", "was not written by keysvc"),
+    ):
+        code, out, err = await run_cli(*args, "--env-file", env_file, env=ENV)
+        assert code == 2 and out == "", (env_file, err)
+        assert err.startswith("keysvc: error: ") and fragment in err, (env_file, err)
+    assert sorted(p.name for p in workdir.iterdir()) == ["keysvc_mine.env"]
+    assert mine.read_text() == "KEEP=1\n" and not elsewhere.exists()
 
 
 async def test_json_flags(keysvc: RunningService, workdir: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from tests.service import RunningService
 
 GCP_OK = {
     "TFC_GCP_PROVIDER_AUTH": "true",
-    "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "terraform@iam.google.com",
+    "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "terraform@acme.iam.gserviceaccount.com",
     "TFC_GCP_WORKLOAD_PROVIDER_NAME": "projects/123/locations/global/workloadIdentityPools/pool/providers/p",
 }
 AWS_OK = {"TFC_AWS_PROVIDER_AUTH": "true", "TFC_AWS_RUN_ROLE_ARN": "arn:aws:iam::1:role/r"}
@@ -155,6 +155,19 @@ BAD = [
     (
         {**GCP_OK, "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": "terraform"},
         "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL: must be a service account email",
+    ),
+    *(  # a person's address, or a look-alike domain, is no service account
+        (
+            {**GCP_OK, "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL": email},
+            "TFC_GCP_RUN_SERVICE_ACCOUNT_EMAIL: must be a service account email:"
+            " NAME@PROJECT.iam.gserviceaccount.com",
+        )
+        for email in (
+            "someone@gmail.com",
+            "t@gserviceaccount.com",
+            "t@p.iam.gserviceaccount.com.evil.example",
+            "t@p.iam.gserviceaccount.comx",
+        )
     ),
     (
         {"TFC_WORKLOAD_IDENTITY_AUDIENCE_X": "a\rb"},

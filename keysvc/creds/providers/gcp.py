@@ -17,8 +17,16 @@ PROVIDER_NAME = re.compile(
 PROVIDER_NAME_FORM = (
     "projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>"
 )
-# It is put into the impersonation URL's path as it is: nothing there may end the path segment.
-SERVICE_ACCOUNT_EMAIL = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+# A service account's email: user-managed NAME@PROJECT.iam.gserviceaccount.com, or a
+# Google-managed one (PROJECT_NUMBER-compute@developer.gserviceaccount.com,
+# PROJECT@appspot.gserviceaccount.com, service-N@gcp-sa-X.iam.gserviceaccount.com). Anything
+# else (someone@gmail.com) is no service account, and STS would refuse it only at run time. It
+# is put into the impersonation URL's path as it is: nothing there may end the path segment.
+SERVICE_ACCOUNT_EMAIL = re.compile(r"[A-Za-z0-9._+-]+@([A-Za-z0-9-]+\.)+gserviceaccount\.com")
+SERVICE_ACCOUNT_FORM = (
+    "must be a service account email: NAME@PROJECT.iam.gserviceaccount.com (or a Google-managed"
+    " account's, ending .gserviceaccount.com)"
+)
 PRINCIPAL_TYPES = ("service_account", "workload_pool")
 STS_URL = "https://sts.googleapis.com/v1/token"
 IMPERSONATION_URL = (
@@ -63,10 +71,7 @@ class GcpConfiguration(Configuration):
         if self.principal_type == "service_account":
             email = settings.require_run("SERVICE_ACCOUNT_EMAIL")
             if not SERVICE_ACCOUNT_EMAIL.fullmatch(email.value):
-                raise VariableError(
-                    email.name,
-                    "must be a service account email: NAME@PROJECT.iam.gserviceaccount.com",
-                )
+                raise VariableError(email.name, SERVICE_ACCOUNT_FORM)
             self.service_account_email = email.value
 
     def credential_config(self, token_file: str) -> dict[str, object]:
