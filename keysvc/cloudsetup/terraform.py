@@ -144,13 +144,32 @@ def _render_value(value: Value, indent: str) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        keys = {k: _key(k) for k in value}
-        width = max(len(k) for k in keys.values())
-        lines = [
-            f"{inner}{keys[k].ljust(width)} = {_render_value(v, inner)}" for k, v in value.items()
-        ]
-        return "{\n" + "\n".join(lines) + "\n" + indent + "}"
+        items = [(_key(k), _render_value(v, inner)) for k, v in value.items()]
+        return "{\n" + "\n".join(_assignments(items, inner)) + "\n" + indent + "}"
     raise TypeError(f"cannot render {type(value).__name__} as HCL")
+
+
+def _assignments(items: list[tuple[str, str]], indent: str) -> list[str]:
+    """`name = value` lines as `terraform fmt` (hclwrite) lays them out: the `=` of consecutive
+    one-line assignments aligned one space after the longest name among them; an assignment whose
+    value spans several lines stands alone (one space before its `=`) and ends the run, as its
+    closing bracket line has no `=` to align with."""
+    lines: list[str] = []
+    run: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        width = max((len(name) for name, _ in run), default=0)
+        lines.extend(f"{indent}{name.ljust(width)} = {value}" for name, value in run)
+        run.clear()
+
+    for name, value in items:
+        if "\n" in value:
+            flush()
+            lines.append(f"{indent}{name} = {value}")
+        else:
+            run.append((name, value))
+    flush()
+    return lines
 
 
 def _comment_lines(text: str, indent: str) -> list[str]:
@@ -167,11 +186,7 @@ def _render_block(block: Block, indent: str) -> list[str]:
     run: list[Attribute] = []
 
     def flush() -> None:
-        if not run:
-            return
-        width = max(len(a.name) for a in run)
-        for a in run:
-            out.append(f"{inner}{a.name.ljust(width)} = {_render_value(a.value, inner)}")
+        out.extend(_assignments([(a.name, _render_value(a.value, inner)) for a in run], inner))
         run.clear()
 
     previous: str | None = None
