@@ -104,8 +104,23 @@ def test_serve_with_otfd_flags_issues_verifiable_tokens(tmp_path: Path) -> None:
                        "--audience", RUN["audience"], "--json")
         assert verified.returncode == 0, verified.stderr
         assert json.loads(verified.stdout)["claims"]["terraform_run_phase"] == "plan"
-        wrong = run("token", "verify", reply["token"], "--issuer", url, "--audience", "other")
-        assert_one_line_error(wrong, "does not verify")
+        wrong = run("token", "verify", reply["token"], "--issuer", url,
+                    "--audience", "sts.amazonaws.com")
+        assert_one_line_error(  # what was expected, then what the token has
+            wrong, "does not verify: audience: expected 'sts.amazonaws.com', the token has"
+            f" {RUN['audience']!r}"
+        )
+        header, payload, signature = reply["token"].split(".")
+        other = jwt.encode({"iss": url}, keygen.private_pem(keygen.generate("ec-p256")),
+                           algorithm="ES256", headers={"kid": "not-published"})
+        unknown = run("token", "verify", other, "--issuer", url)
+        assert_one_line_error(
+            unknown, "its kid not-published is not in the JWKS at", url + "/.well-known/jwks",
+            f"it has {reply['kid']}",
+        )
+        forged = ".".join((header, payload, signature[::-1]))
+        assert_one_line_error(run("token", "verify", forged, "--issuer", url),
+                              f"RS256 signature does not verify with key {reply['kid']}")
         client = jwt.PyJWKClient(url + "/.well-known/jwks")
         claims = jwt.decode(reply["token"], client.get_signing_key_from_jwt(reply["token"]),
                             algorithms=["RS256"], audience=RUN["audience"], issuer=url)
@@ -629,3 +644,28 @@ def test_token_verify_bad_input_is_a_one_line_error(tmp_path: Path) -> None:
                                   "jwks_uri", fragment)
     finally:
         documents.close()
+
+
+@pytest.mark.parametrize(
+    ("claims", "audience", "message"),
+    [
+        ({"iss": "https://b.example"}, None,
+         "issuer: expected 'https://a.example', the token has 'https://b.example'"),
+        ({"aud": ["x", "y"]}, "z", "audience: expected 'z', the token has ['x', 'y']"),
+        ({"exp": 1_000_000_000}, None, "it expired at 2001-09-09T01:46:40Z ("),
+        ({"nbf": 4_000_000_000}, None, "it is not valid before 2096-10-02T07:06:40Z ("),
+        ({"iat": None}, None, "it has no numeric iat claim"),
+    ],
+)
+def test_token_verify_says_what_was_expected_and_what_it_found(
+    claims: dict, audience: str | None, message: str
+) -> None:
+    from keysvc.cli.common import CLIError
+    from keysvc.cli.token import _check_claims
+
+    now = int(datetime.now(UTC).timestamp())
+    good = {"iss": "https://a.example", "aud": "x", "iat": now, "exp": now + 60}
+    _check_claims(good, "https://a.example", "x")
+    with pytest.raises(CLIError) as refused:
+        _check_claims({**good, **claims}, "https://a.example", audience)
+    assert refused.value.format_message().startswith(f"token does not verify: {message}")

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -116,7 +117,7 @@ def _fetch_json(url: str, timeout: float) -> Any:
 def verify(token_value: str | None, issuer: str, audience: str | None, timeout: float,
            as_json: bool) -> None:
     """Verify TOKEN (or stdin) as a cloud does: discovery → jwks_uri → signature and claims."""
-    from jwcrypto import jwk, jwt
+    from jwcrypto import jwk
     from jwcrypto.common import JWException
 
     _http_url(issuer, "--issuer")
@@ -137,16 +138,8 @@ def verify(token_value: str | None, issuer: str, audience: str | None, timeout: 
         keyset = jwk.JWKSet.from_json(json.dumps(_fetch_json(jwks_uri, timeout)))
     except JWException:
         raise CLIError(f"{jwks_uri}: not a valid JWKS") from None
-    checks: dict[str, Any] = {"iss": discovery["issuer"], "exp": None, "iat": None}
-    if audience:
-        checks["aud"] = audience
-    try:
-        parsed = jwt.JWT(jwt=raw, key=keyset, check_claims=checks,
-                         expected_type="JWS", algs=["RS256", "PS256", "ES256", "ES384", "EdDSA"])
-    except (JWException, ValueError) as exc:
-        raise CLIError(f"token does not verify: {exc}") from None
-    claims = json.loads(parsed.claims)
-    result = {"valid": True, "header": json.loads(parsed.token.objects["protected"]),
+    header, claims = _verified(raw, keyset, jwks_uri, discovery["issuer"], audience)
+    result = {"valid": True, "header": header,
               "claims": claims, "expires_in": int(claims.get("exp", 0) - time.time())}
     if as_json:
         echo_json(result)
@@ -154,3 +147,80 @@ def verify(token_value: str | None, issuer: str, audience: str | None, timeout: 
         click.echo(f"valid token, kid {result['header'].get('kid')}, expires in {result['expires_in']}s")
         for name, value in claims.items():
             click.echo(f"  {name}: {value}")
+
+
+VERIFY_ALGORITHMS = ("RS256", "PS256", "ES256", "ES384", "EdDSA")
+LEEWAY = 60
+"""Seconds of clock skew allowed for exp and nbf, as jwcrypto and the clouds' verifiers allow."""
+
+
+def _refused(why: str) -> CLIError:
+    return CLIError(f"token does not verify: {why}")
+
+
+def _when(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+    delta = int(time.time() - timestamp)
+    return f"{moment} ({abs(delta)}s {'ago' if delta >= 0 else 'from now'})"
+
+
+def _verified(
+    raw: str, keyset: Any, jwks_uri: str, issuer: str, audience: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(header, claims) of a token that verifies as a cloud verifies it; otherwise a CLIError
+    that says what was expected and what the token has (the kid and jwks_uri for its key)."""
+    from jwcrypto import jws
+    from jwcrypto.common import JWException
+
+    token = jws.JWS()
+    try:
+        token.deserialize(raw)
+        header = token.jose_header
+    except (JWException, ValueError, TypeError):
+        raise _refused("it is not a compact JWS (header.payload.signature)") from None
+    if not isinstance(header, dict):
+        raise _refused("its header is not a JSON object")
+    kid, alg = header.get("kid"), header.get("alg")
+    published = sorted(str(k.get("kid")) for k in keyset["keys"])
+    has = f"it has {', '.join(published)}" if published else "it has no keys"
+    if not isinstance(kid, str):
+        raise _refused(f"its header names no kid, and {jwks_uri} holds several keys ({has})")
+    key = keyset.get_key(kid)
+    if key is None:
+        raise _refused(
+            f"its kid {kid} is not in the JWKS at {jwks_uri} ({has}): the key was revoked or"
+            " has left the JWKS, or the token is from another issuer"
+        )
+    if alg not in VERIFY_ALGORITHMS:
+        raise _refused(f"its alg {alg!r} is not one of {', '.join(VERIFY_ALGORITHMS)}")
+    try:
+        token.verify(key, alg=alg)
+    except (JWException, ValueError, TypeError):
+        raise _refused(f"its {alg} signature does not verify with key {kid} from {jwks_uri}") from None
+    try:
+        claims = json.loads(token.payload)
+    except ValueError:
+        raise _refused("its payload is not JSON") from None
+    if not isinstance(claims, dict):
+        raise _refused("its payload is not a JSON object")
+    _check_claims(claims, issuer, audience)
+    return header, claims
+
+
+def _check_claims(claims: dict[str, Any], issuer: str, audience: str | None) -> None:
+    if claims.get("iss") != issuer:
+        raise _refused(f"issuer: expected {issuer!r}, the token has {claims.get('iss')!r}")
+    if audience is not None:
+        aud = claims.get("aud")
+        audiences = aud if isinstance(aud, list) else [aud]
+        if audience not in audiences:
+            raise _refused(f"audience: expected {audience!r}, the token has {aud!r}")
+    now = time.time()
+    for name in ("exp", "iat"):
+        if not isinstance(claims.get(name), (int, float)) or isinstance(claims.get(name), bool):
+            raise _refused(f"it has no numeric {name} claim")
+    if claims["exp"] + LEEWAY < now:
+        raise _refused(f"it expired at {_when(claims['exp'])}")
+    nbf = claims.get("nbf")
+    if isinstance(nbf, (int, float)) and not isinstance(nbf, bool) and nbf - LEEWAY > now:
+        raise _refused(f"it is not valid before {_when(nbf)}")
