@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from keysvc import validation_errors
 from keysvc.backends import BackendSettings, UnknownBackendType, load_backend_class
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
@@ -420,21 +421,9 @@ class Config(_Section):
         return self
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not str(part).startswith(("function-", "model-")):
-            out += f".{part}" if out else str(part)
-    return out
-
-
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors(include_url=False)[0]
-    where = _location(err["loc"])
-    message = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+    """The first problem, in plain words, naming its key (keysvc.validation_errors)."""
+    return validation_errors.describe(exc.errors(include_url=False)[0])
 
 
 def parse_config(data: dict[str, Any]) -> Config:

@@ -351,6 +351,32 @@ async def test_malformed_requests(key_dir: Path) -> None:
         assert status == 404 and body["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # every missing field at once, not only the first
+        ({"organization": "acme", "run_phase": "plan"},
+         "missing required fields: workspace, workspace_id, run_id, audience"),
+        ({**RUN, "workspace_id": None, "ttl_seconds": "60", "colour": "red"},
+         "workspace_id: must be a string; ttl_seconds: must be a whole number;"
+         " colour: is not a field of this request"),
+        ({**RUN, "run_phase": "destroy"}, "run_phase: must be 'plan' or 'apply'"),
+        ({k: v for k, v in RUN.items() if k != "run_id"} | {"organization": "a:b"},
+         "missing required field: run_id; organization: must be letters, digits"),
+        ({**RUN, "workspace": ""}, "workspace: must not be empty"),
+    ],
+)
+async def test_request_errors_name_every_field_in_plain_words(
+    key_dir: Path, body: dict, message: str
+) -> None:
+    async with start_service(file_config(key_dir)) as svc:
+        status, _, reply = await svc.request("POST", "/v1/tokens", json=body)
+    assert status == 400 and reply["error"]["code"] == "invalid_request"
+    assert reply["error"]["message"].startswith(message), reply
+    for pydantic_words in ("Field required", "Extra inputs", "Input should", "valid integer"):
+        assert pydantic_words not in reply["error"]["message"]
+
+
 async def test_body_limit_without_content_length(key_dir: Path) -> None:
     async def chunks():  # type: ignore[no-untyped-def]
         for _ in range(100):

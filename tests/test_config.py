@@ -162,3 +162,29 @@ def test_out_of_range_config_exits_2_on_one_line(tmp_path: Path, table: str, fra
     result = run("keys", "list", "--config", str(path))
     assert_one_line_error(result, fragment)
     assert "pw@" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"backends": [{"type": "file", "path": "/k"}]}, "issuer: is required"),
+        (base(server={"workerz": 2}), "server.workerz: is not a setting keysvc knows"),
+        (base(server={"port": "eighty"}), "server.port: must be a whole number"),
+        (base(server={"port": 70000}), "server.port: must be at most 65535"),
+        (base(log_level="loud"), "log_level: must be 'debug', 'info', 'warning' or 'error'"),
+        (base(backends=[{"type": "file"}]), "backends[0]: path: is required"),
+        (base(backends=[{"type": "file", "path": "/k", "colour": "red"}]),
+         "backends[0]: colour: is not a setting keysvc knows"),
+        (base(clients=[{"name": "c", "token_sha256": "a" * 64, "scopes": []}]),
+         "clients[0].scopes: must not be empty"),
+        (base(tokens={"default_ttl": True}), "tokens.default_ttl: "),
+    ],
+)
+def test_config_errors_are_plain_words_naming_the_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data)
+    text = str(refused.value)
+    assert text.startswith(message), text
+    for pydantic_words in ("Field required", "Extra inputs", "Input should", "valid integer"):
+        assert pydantic_words not in text
+

@@ -13,6 +13,7 @@ from typing import Any
 import click
 from pydantic import TypeAdapter, ValidationError
 
+from keysvc import validation_errors
 from keysvc.cli.common import CLIError
 from keysvc.cli.params import DURATION
 from keysvc.config import (
@@ -158,8 +159,7 @@ def _duration(value: Any) -> timedelta:
     try:
         return _DURATION.validate_python(value)
     except ValidationError as exc:
-        message = exc.errors(include_url=False)[0]["msg"]
-        raise ValueError(message.removeprefix("Value error, ")) from None
+        raise ValueError(validation_errors.problem(exc.errors(include_url=False)[0])) from None
 
 
 def _max_ttl(value: Any) -> timedelta:

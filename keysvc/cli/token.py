@@ -51,9 +51,12 @@ def issue(
     try:
         context = RunContext(**run)
     except ValidationError as exc:
+        from keysvc.tokens import PATTERN_MESSAGES
+        from keysvc.validation_errors import location, problem
+
         err = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise CLIError(f"--{field.replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}") from None
+        flag = "--" + location(err["loc"]).replace("_", "-")
+        raise CLIError(f"{flag}: {problem(err, patterns=PATTERN_MESSAGES)}") from None
 
     async def run_issue() -> dict[str, Any]:
         async with local_ring(config) as ring:

@@ -53,7 +53,7 @@ def test_the_entry_point_names_this_backend() -> None:
         ),
         ({"client_secret_file": "/s"}, "needs tenant_id and client_id"),
         ({"timeout": "fast"}, "backends[0]: timeout: invalid duration"),
-        ({"vault": VAULT}, "backends[0]: vault: Extra inputs are not permitted"),
+        ({"vault": VAULT}, "backends[0]: vault: is not a setting keysvc knows"),
     ],
 )
 def test_bad_settings_are_refused_by_name(backend: dict[str, Any], error: str) -> None:

@@ -104,7 +104,7 @@ def test_endpoints_are_validated(endpoint: str, message: str) -> None:
 
 
 def test_unknown_settings_are_refused() -> None:
-    assert "backends[0]: project: Extra inputs are not permitted" in config_error(project="p")
+    assert "backends[0]: project: is not a setting keysvc knows" in config_error(project="p")
 
 
 # -- credentials --------------------------------------------------------------------------------

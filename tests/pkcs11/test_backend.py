@@ -344,7 +344,7 @@ def test_settings_are_validated_with_the_key_named(softhsm: SoftHsmToken) -> Non
     assert "backends[0]: label_prefix: must be" in refused(label_prefix="bad prefix")
     assert "backends[0]: key_type:" in refused(key_type="rsa-1024")
     assert "backends[0]: sessions:" in refused(sessions=0)
-    assert "backends[0]: slot: Extra inputs are not permitted" in refused(slot=0)
+    assert "backends[0]: slot: is not a setting keysvc knows" in refused(slot=0)
     assert "labels must be unique" in refused(key_labels=["a", "a"])
     config = parse_config({"issuer": "http://127.0.0.1:1", "backends": [softhsm.table()]})
     assert config.backends[0].settings.sessions == 4  # type: ignore[attr-defined]
