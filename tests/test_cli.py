@@ -127,6 +127,12 @@ def test_serve_with_otfd_flags_issues_verifiable_tokens(tmp_path: Path) -> None:
         assert claims["sub"].endswith(":run_phase:plan")
     _, stderr = process.communicate()
     assert "s3cret-client-token" not in stderr and "PRIVATE KEY" not in stderr
+    # Every stderr line is a JSON log line, the start announced with its facts as fields.
+    lines = [json.loads(line) for line in stderr.splitlines()]
+    (started,) = [line for line in lines if line["message"] == "keysvc is serving"]
+    assert (started["issuer"], started["listen"], started["workers"]) == (
+        url, f"http://127.0.0.1:{port}", 1
+    )
 
 
 def test_serve_takes_otfd_own_flags_and_variables(tmp_path: Path) -> None:

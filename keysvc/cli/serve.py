@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import click
 from keysvc import logs
 from keysvc.cli.common import CLIError, config_option
 from keysvc.cli.loading import load, otfd_options
+
+log = logging.getLogger("keysvc.server")
 
 
 @click.command()
@@ -67,12 +70,17 @@ def serve(
         asyncio.run(preflight())
     server = config.server
     scheme = "https" if server.tls_cert else "http"
+    host = f"[{server.host}]" if ":" in server.host else server.host
 
     def announce() -> None:
-        click.echo(
-            f"keysvc: serving {config.issuer} on {scheme}://{server.host}:{server.port}"
-            f" ({server.workers} worker{'s' if server.workers > 1 else ''})",
-            err=True,
+        # One JSON log line like every other, with the facts as fields.
+        log.info(
+            "keysvc is serving",
+            extra={
+                "issuer": config.issuer,
+                "listen": f"{scheme}://{host}:{server.port}",
+                "workers": server.workers,
+            },
         )
 
     raise SystemExit(run(config, data, ready=announce))
