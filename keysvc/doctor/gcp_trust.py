@@ -49,6 +49,21 @@ def compile_condition(expression: str) -> Any:
         raise TrustInputError(f"the GCP attribute condition is not valid CEL: {first}") from None
 
 
+def describe_eval_error(exc: Exception) -> str:
+    """cel-python's evaluation error in words: its message, without the Python exception class
+    and argument tuple it carries (`("no such member…", <class 'KeyError'>, None)`)."""
+    args = getattr(exc, "args", ())
+    message = args[0] if args and isinstance(args[0], str) else type(exc).__name__
+    cause = args[1] if len(args) > 1 else None
+    if message.startswith("no such member"):
+        return f"{message} (the token carries no such claim or attribute)"
+    if message.startswith("found no matching overload") or message == "no such overload":
+        return "an operator or function is applied to values of the wrong type"
+    if cause is ZeroDivisionError:
+        return "division by zero"
+    return message.splitlines()[0]
+
+
 def evaluate(expression: str, run: RunIdentity) -> Verdict:
     """Would GCP's token exchange accept this run's token under the condition?"""
     program = compile_condition(expression)
@@ -79,8 +94,8 @@ def evaluate(expression: str, run: RunIdentity) -> Verdict:
         result = exc
     if isinstance(result, Exception):
         reasons.append(
-            f"the condition fails to evaluate ({type(result).__name__}: {result});"
-            " GCP refuses the token"
+            f"the condition fails to evaluate: {describe_eval_error(result)}; GCP refuses the"
+            " token"
         )
     elif not isinstance(result, celpy.celtypes.BoolType):
         reasons.append(f"the condition yields {type(result).__name__}, not a bool")

@@ -243,12 +243,17 @@ def check_caching(headers: Mapping[str, str], options: IssuerCheckOptions) -> li
             skip("publish_lead", "needs a JWKS max-age"),
         ]
     age = timedelta(seconds=seconds)
-    findings = [
-        (warn if age < SHORT_MAX_AGE else ok)(
+    described = f"JWKS Cache-Control {cache_control!r} (max-age {format_duration(age)})"
+    if age < SHORT_MAX_AGE:
+        found = warn(
             "cache_control",
-            f"JWKS Cache-Control {cache_control!r} (max-age {format_duration(age)})",
+            f"{described}: under {format_duration(SHORT_MAX_AGE)}, so every verifier refetches"
+            " the JWKS about that often (load on the issuer, and an issuer outage fails tokens"
+            " at once instead of after the cache runs out); keysvc's default is 15m",
         )
-    ]
+    else:
+        found = ok("cache_control", described)
+    findings = [found]
     lead = options.publish_lead
     if lead is None:
         findings.append(

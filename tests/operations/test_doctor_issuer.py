@@ -233,6 +233,8 @@ def test_cache_control_and_publish_lead(
     found = statuses(report)
     assert (found["cache_control"], found["publish_lead"]) == ([cache], [lead])
     assert code == (1 if "fail" in (cache, lead) else 0)
+    if cache == "warn":  # a warning says why it warns
+        assert "so every verifier refetches the JWKS" in message(report, "cache_control")
 
 
 @pytest.mark.parametrize(

@@ -219,7 +219,17 @@ def test_gcp_conditions(condition: str, accepted: bool) -> None:
 
 def test_gcp_condition_on_a_claim_the_token_lacks_is_refused() -> None:
     verdict = gcp_trust.evaluate('assertion.repository == "x"', AZURE_RUN)
-    assert not verdict.accepted and "fails to evaluate" in verdict.reasons[0]
+    assert not verdict.accepted
+    assert verdict.reasons[0] == (
+        "the condition fails to evaluate: no such member in mapping: 'repository' (the token"
+        " carries no such claim or attribute); GCP refuses the token"
+    )
+    for condition, words in (
+        ("assertion.sub + 1 == 2", "an operator or function is applied to values of the wrong type"),
+        ("1 / 0 == 1", "division by zero"),
+    ):
+        (reason,) = gcp_trust.evaluate(condition, AZURE_RUN).reasons
+        assert words in reason and "<class" not in reason and "(" not in reason.split(":")[1]
 
 
 def test_gcp_limits() -> None:
