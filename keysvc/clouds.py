@@ -37,6 +37,28 @@ ACCEPTED_ALGORITHMS: dict[Cloud, frozenset[str]] = {
     Cloud.AZURE: frozenset({"RS256"}),
 }
 
+
+def refusing(algorithm: str) -> list[Cloud]:
+    """The clouds whose verifiers refuse tokens signed with `algorithm`."""
+    return [cloud for cloud in ALL_CLOUDS if algorithm not in ACCEPTED_ALGORITHMS[cloud]]
+
+
+def refusal_warning(kid: str, algorithm: str) -> str | None:
+    """What an operator is told when a new key signs what some cloud refuses (None: all
+    accept it): said when the key is made, not when a run fails."""
+    clouds = refusing(algorithm)
+    if not clouds:
+        return None
+    accepts = "; ".join(
+        f"{c.title} accepts only {', '.join(sorted(ACCEPTED_ALGORITHMS[c]))}" for c in clouds
+    )
+    return (
+        f"key {kid} signs {algorithm}, which {' and '.join(c.title for c in clouds)}"
+        f" refuse{'s' if len(clouds) == 1 else ''} ({accepts}): sign runs for"
+        f" {'that cloud' if len(clouds) == 1 else 'those clouds'} with an RSA key (RS256, which"
+        " every cloud accepts)"
+    )
+
 MAX_TOKEN_LIFETIME: dict[Cloud, timedelta] = {
     Cloud.GCP: timedelta(hours=48),
     Cloud.AZURE: timedelta(hours=25),

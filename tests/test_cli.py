@@ -186,10 +186,13 @@ def test_keys_generate_list_rotate_revoke(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     generated = json.loads(result.stdout)
     assert stat.S_IMODE(Path(generated["path"]).stat().st_mode) == 0o600
+    azure = "signs ES256, which Azure refuses (Azure accepts only RS256)"
+    assert result.stderr.startswith(f"keysvc: warning: key {generated['kid']} {azure}")
     path = config_file(tmp_path, keys)
     result = run("keys", "rotate", "--config", str(path), "--json")
     assert result.returncode == 0, result.stderr
     rotated = json.loads(result.stdout)
+    assert f"key {rotated['kid']} {azure}" in result.stderr  # rotated to the newest key's type
     assert rotated["state"] == "pending"
     listing = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
     assert [(k["kid"], k["state"]) for k in listing] == [
@@ -204,6 +207,9 @@ def test_keys_generate_list_rotate_revoke(tmp_path: Path) -> None:
     result = run("keys", "revoke", "--config", str(path), generated["kid"], "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["signing_kid"] == rotated["kid"]
+    # The key that signs now was created seconds ago: verifiers may not have fetched it yet.
+    assert f"keysvc: warning: {rotated['kid']} signs now, but it was created only" in result.stderr
+    assert "for up to refresh_interval + jwks_max_age (930s)" in result.stderr
     assert_one_line_error(run("keys", "revoke", "--config", str(path), "nope"), "no key with kid")
 
 

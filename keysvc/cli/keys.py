@@ -29,7 +29,9 @@ from keysvc.cli.common import (
 )
 from keysvc.errors import BackendError, ConfigError
 from keysvc.cli.loading import load, otfd_options
-from keysvc.keyring import KeyRing
+from keysvc.clouds import refusal_warning
+from keysvc.durations import format_duration
+from keysvc.keyring import KeyRing, RingKey
 from keysvc.secrets import write_private_file
 from keysvc.service import local_ring
 
@@ -37,6 +39,37 @@ from keysvc.service import local_ring
 @click.group()
 def keys() -> None:
     """List, rotate, import, generate and revoke signing keys."""
+
+
+
+def warn(message: str) -> None:
+    click.echo(f"keysvc: warning: {message}", err=True)
+
+
+def _warn_clouds(kid: str, algorithm: str) -> None:
+    warning = refusal_warning(kid, algorithm)
+    if warning is not None:
+        warn(warning)
+
+
+def _warn_unseen_signer(signer: RingKey, published_before: set[str], config: Any) -> None:
+    """Warn when the key that signs after a revocation may be missing from verifiers' cached
+    JWKS: it was not published before (a key that had left the JWKS), or was created so
+    recently that a replica may not have listed it and a verifier cached the JWKS without it."""
+    rotation = config.rotation
+    window = rotation.refresh_interval + rotation.jwks_max_age
+    age = datetime.now(UTC) - signer.created_at
+    if signer.kid not in published_before:
+        why = "it was not in the JWKS before this revocation"
+    elif age < window:
+        why = f"it was created only {max(int(age.total_seconds()), 0)}s ago"
+    else:
+        return
+    warn(
+        f"{signer.kid} signs now, but {why}: verifiers that cached the JWKS without it refuse"
+        f" its tokens for up to refresh_interval + jwks_max_age ({format_duration(window)});"
+        " AWS, GCP and Azure refetch on an unknown kid, so a retried run succeeds"
+    )
 
 
 def _config(config_path: Path | None, **flags: Any):  # type: ignore[no-untyped-def]
@@ -93,6 +126,7 @@ def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) ->
             return await _new_version(ring, backend, await backend.create_version())
 
     result = asyncio.run(run())
+    _warn_clouds(result["kid"], result["alg"])
     _report_new_version(
         result, as_json, f"created {result['kid']} ({result['alg']}) in backend {result['backend']}"
     )
@@ -187,6 +221,7 @@ def import_key(config_path: Path | None, file: Path, backend_name: str | None, a
                     "path": str(backend.settings.path / version.version_id)}
 
     result = asyncio.run(run())
+    _warn_clouds(result["kid"], result["alg"])
     _report_new_version(
         result,
         as_json,
@@ -223,6 +258,7 @@ def revoke(config_path: Path | None, kid: str, as_json: bool) -> None:
                         f" {name}; with no other key past its signs_from it signs at once),"
                         " then revoke"
                     )
+            published_before = {k.kid for k in ring.view().published}
             disabled: list[dict[str, str]] = []
             failures: list[str] = []
             for key in matches:
@@ -256,6 +292,8 @@ def revoke(config_path: Path | None, kid: str, as_json: bool) -> None:
                 why = "; ".join(failures) or "listed again after it was disabled"
                 raise CLIError(f"{done}; still listed: {where} ({why})")
             signer = ring.view().signer
+            if signer is not None:
+                _warn_unseen_signer(signer, published_before, config)
             return {"revoked": kid, "backend": matches[0].backend_name,
                     "backends": sorted({k.backend_name for k in matches}),
                     "disabled_versions": len(disabled), "versions": disabled,
@@ -296,6 +334,7 @@ def generate(key_type: str, out: Path, public_out: Path | None, as_json: bool) -
             path.unlink(missing_ok=True)  # no private key without the public key asked for
             raise
     kid = jose.thumbprint(key.public_key())
+    _warn_clouds(kid, jose.choose_algorithm(key.public_key(), None).value)
     if as_json:
         echo_json({"path": str(path), "public_path": str(public_out) if public_out else None,
                    "kid": kid, "type": key_type})
