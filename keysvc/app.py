@@ -23,6 +23,7 @@ from keysvc import content_coding, exact_json, metrics, validation_errors
 from keysvc.audit import AuditTrail
 from keysvc.auth import Client
 from keysvc.backends.base import BackendError, BackendUnavailable
+from keysvc.durations import format_duration
 from keysvc.documents import DISCOVERY_PATH, JWKS_PATH, Document, PublicDocuments
 from keysvc.keyring import RingView
 from keysvc.service import Service
@@ -370,7 +371,11 @@ class Endpoints:
 
     async def keys(self, request: web.Request) -> web.Response:
         self.client(request, "keys:read")
-        return web.json_response({"keys": self.service.ring.view().listing()})
+        ring = self.service.ring
+        # publish_lead too: the listing alone cannot show it when the only key is the oldest
+        # (it signs from its creation), and doctor judges the JWKS max-age against it.
+        lead = format_duration(ring.lifecycle.publish_lead)
+        return web.json_response({"keys": ring.view().listing(), "publish_lead": lead})
 
     # -- operations ---------------------------------------------------------------------------
 

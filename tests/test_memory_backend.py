@@ -28,9 +28,9 @@ def test_configured_through_its_entry_point() -> None:
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"colour": "blue"}, "backends[0]: colour: Extra inputs are not permitted"),
-        ({"initial_versions": 17}, "backends[0]: initial_versions: Input should be less"),
-        ({"key_type": "dsa-1024"}, "backends[0]: key_type: Input should be 'rsa-2048'"),
+        ({"colour": "blue"}, "backends[0]: colour: is not a setting keysvc knows"),
+        ({"initial_versions": 17}, "backends[0]: initial_versions: must be at most 16"),
+        ({"key_type": "dsa-1024"}, "backends[0]: key_type: must be 'rsa-2048'"),
     ],
 )
 def test_bad_settings_are_refused_by_name(table: dict[str, object], message: str) -> None:

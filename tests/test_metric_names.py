@@ -19,8 +19,9 @@ from tests.service import RUN, free_port
 ROOT = Path(__file__).resolve().parent.parent
 METRIC = re.compile(r"\bkeysvc_[a-z0-9_]*[a-z0-9]")
 FENCE = re.compile(r"^```(\w*)")
-NOT_METRICS = {"hcl", "terraform", "tf"}
-"""Fenced blocks in these languages hold Terraform text (`local.keysvc_…` names), not metrics."""
+NOT_METRICS = {"hcl", "terraform", "tf", "python", "py", "toml"}
+"""Fenced blocks in these languages hold code (Terraform's `local.keysvc_…`, a plugin package
+`keysvc_acme`), not metric names."""
 SERIES_SUFFIXES = {
     "counter": ("_total", "_created"),
     "gauge": ("",),
