@@ -63,7 +63,7 @@ def test_plain_http_elsewhere_needs_allow_http() -> None:
 @pytest.mark.parametrize(
     ("otf", "fragment"),
     [
-        ({}, "otf.url: Field required"),
+        ({}, "otf.url: is required"),
         ({"url": "ftp://otf.example.com"}, "otf.url: must be an http(s) URL"),
         ({"url": "https://"}, "otf.url: must be an http(s) URL"),
         ({"url": "https://user:pw@otf.example.com"}, "otf.url: must not hold a user name"),
