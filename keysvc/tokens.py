@@ -193,9 +193,10 @@ class TokenIssuer:
     def signer(self) -> RingKey:
         key = self.ring.view().signer
         if key is None:
-            if self.ring.last_errors:  # a backend that cannot be listed: an outage
+            if self.ring.problems():  # a backend down, refused or with an unsafe key file
                 raise BackendUnavailable(
-                    "no key can sign: a key backend could not be listed", retry_after=5
+                    "no key can sign: a key backend has a problem (/readyz says which)",
+                    retry_after=5,
                 )
             raise NoSigningKey(
                 "no key can sign: the key backends hold no usable key version", retry_after=5
