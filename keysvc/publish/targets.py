@@ -119,9 +119,10 @@ class DirectoryTarget:
             fd = os.open(where / name, flags)
         except OSError:  # missing, a symlink
             return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a directory, a FIFO: not a document
+            os.close(fd)
+            return None
         with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
             body = fh.read(STORED_LIMIT + 1)
         return body if len(body) <= STORED_LIMIT else None
 

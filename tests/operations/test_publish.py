@@ -484,3 +484,29 @@ def test_the_target_directory_itself_may_be_a_symlink(tmp_path: Path) -> None:
     result = run("publish", "--config", str(deployment.config), "--to", str(tmp_path / "www"))
     assert result.returncode == 0, result.stderr
     assert read_kids(real / PATHS[0])
+
+
+def test_reading_back_a_copy_never_follows_or_blocks(tmp_path: Path) -> None:
+    """Before writing, publish reads what the directory holds (so an unchanged copy is not
+    rewritten): a FIFO, a symlink or a symlinked .well-known there is "nothing stored", read
+    neither through nor blocking on."""
+    import asyncio
+
+    from keysvc.publish.targets import MANIFEST, DirectoryTarget
+
+    out = tmp_path / "www"
+    (out / ".well-known").mkdir(parents=True)
+    (out / MANIFEST).write_text(json.dumps({".well-known/jwks": {"cache_control": "x"}}))
+    os.mkfifo(out / ".well-known" / "jwks")
+    (tmp_path / "elsewhere").write_text("{}")
+    (out / ".well-known" / "openid-configuration").symlink_to(tmp_path / "elsewhere")
+    target = DirectoryTarget(out)
+    assert asyncio.run(target.stored(".well-known/jwks")) is None
+    assert asyncio.run(target.stored(".well-known/openid-configuration")) is None
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "jwks").write_text("{}")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / MANIFEST).write_text((out / MANIFEST).read_text())
+    (linked / ".well-known").symlink_to(tmp_path / "real")
+    assert asyncio.run(DirectoryTarget(linked).stored(".well-known/jwks")) is None
