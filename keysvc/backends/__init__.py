@@ -9,41 +9,13 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from keysvc.backends.base import (
-    BackendError,
-    BackendSettings,
-    BackendUnavailable,
-    CreatesVersions,
-    DestroysVersions,
-    DisablesVersions,
-    KeyBackend,
-    KeyVersion,
-    NotFound,
-    OperationNotSupported,
-    PermissionDenied,
-    Unauthenticated,
-    refusal,
-)
+from keysvc.backends import base
+from keysvc.backends.base import *  # noqa: F403 - the interface, re-exported for plugins
+from keysvc.backends.base import KeyBackend
 
 ENTRY_POINT_GROUP = "keysvc.backends"
 
-__all__ = [
-    "BackendError",
-    "BackendSettings",
-    "BackendUnavailable",
-    "CreatesVersions",
-    "DestroysVersions",
-    "DisablesVersions",
-    "KeyBackend",
-    "KeyVersion",
-    "NotFound",
-    "OperationNotSupported",
-    "PermissionDenied",
-    "Unauthenticated",
-    "available_types",
-    "load_backend_class",
-    "refusal",
-]
+__all__ = [*base.__all__, "available_types", "load_backend_class"]
 
 
 class UnknownBackendType(LookupError):

@@ -49,20 +49,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from keysvc import jose
 from keysvc.backends.aws_errors import AWS_ERRORS, NO_RETRIES, TIMED_OUT, translate
-from keysvc.backends.base import (
-    BackendError,
-    BackendSettings,
-    Capability,
-    CreatesVersions,
-    DisablesVersions,
-    KeyBackend,
-    KeyVersion,
-    NotFound,
-    require,
-)
+from keysvc.backends.base import BackendSettings, Capability, KeyBackend, KeyVersion, require
+from keysvc.backends.base import CreatesVersions, DestroysVersions, DisablesVersions
 from keysvc.backends.retry import RetryPolicy, time_left
 from keysvc.durations import Duration
-from keysvc.errors import ConfigError
+from keysvc.errors import BackendError, ConfigError, NotFound
 
 log = logging.getLogger("keysvc.backends.aws_kms")
 
@@ -188,7 +179,7 @@ class KmsKey:
     key_spec: str
 
 
-class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
+class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersions):
     Settings = AwsKmsSettings
     settings: AwsKmsSettings
     signature_encoding = "der"
@@ -506,4 +497,12 @@ class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
         """DisableKey: the key stops signing and is no longer published; EnableKey undoes it."""
         await self._call(
             self._kms, "disable_key", version.version_id, KeyId=version.version_id
+        )
+
+    async def destroy_version(self, version: KeyVersion) -> None:
+        """ScheduleKeyDeletion: the key is PendingDeletion at once (no longer listed or usable)
+        and deleted after AWS's waiting period (30 days), until when CancelKeyDeletion can
+        still undo it."""
+        await self._call(
+            self._kms, "schedule_key_deletion", version.version_id, KeyId=version.version_id
         )

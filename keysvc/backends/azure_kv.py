@@ -45,22 +45,13 @@ from pydantic import Field, field_validator, model_validator
 
 from keysvc import jose
 from keysvc.backends.azure_jwk import UnsupportedAzureKey, public_key_from_jwk
-from keysvc.backends.base import (
-    BackendError,
-    BackendSettings,
-    BackendUnavailable,
-    CreatesVersions,
-    DisablesVersions,
-    KeyBackend,
-    KeyVersion,
-    NotFound,
-    PermissionDenied,
-    Unauthenticated,
-)
+from keysvc.backends.base import BackendSettings, KeyBackend, KeyVersion
+from keysvc.backends.base import CreatesVersions, DisablesVersions
 from keysvc.backends.failures import Failure, lookup, status_class
 from keysvc.backends.retry import RetryPolicy, time_left
 from keysvc.durations import Duration
-from keysvc.errors import ConfigError
+from keysvc.errors import BackendError, BackendUnavailable, ConfigError
+from keysvc.errors import NotFound, PermissionDenied, Unauthenticated
 from keysvc.loopback import is_loopback_url
 from keysvc.secrets import read_secret_file
 

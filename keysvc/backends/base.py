@@ -187,7 +187,8 @@ class DestroysVersions(abc.ABC):
 
     @abc.abstractmethod
     async def destroy_version(self, version: KeyVersion) -> None:
-        """Destroy `version`: it is never listed again and can never sign again."""
+        """Destroy `version`'s key material (once the backend's grace period, if any, has
+        passed; a KMS schedules it): it is never listed again."""
 
 
 Capability = type[CreatesVersions] | type[DisablesVersions] | type[DestroysVersions]

@@ -24,19 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keysvc import jose, keygen
-from keysvc.backends.base import (
-    BackendError,
-    BackendSettings,
-    Capability,
-    CreatesVersions,
-    DestroysVersions,
-    DisablesVersions,
-    KeyBackend,
-    KeyVersion,
-    require,
-)
+from keysvc.backends.base import BackendSettings, Capability, KeyBackend, KeyVersion, require
+from keysvc.backends.base import CreatesVersions, DestroysVersions, DisablesVersions
 from keysvc.backends.stamps import EPOCH, STAMP, format_stamp, parse_stamp
-from keysvc.errors import ConfigError, InsecureKeyError, OperationNotSupported
+from keysvc.errors import BackendError, ConfigError, InsecureKeyError, OperationNotSupported
 from keysvc.secrets import (
     AccessibleByOthersError,
     InsecureFileError,

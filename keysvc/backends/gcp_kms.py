@@ -4,7 +4,7 @@ Each ENABLED CryptoKeyVersion is one key version of the ring: its `createTime` i
 creation time, its public key comes from GetPublicKey (fetched once per version and kept: a
 version's key pair never changes), and tokens are signed by AsymmetricSign over the SHA-256 or
 SHA-384 digest of the JWS signing input. Rotation creates a CryptoKeyVersion; revocation sets one
-DISABLED.
+DISABLED; destroying one schedules its destruction.
 
 Transport: google-cloud-kms's gRPC asyncio transport (`KeyManagementServiceAsyncClient` over a
 `grpc.aio` channel). It is the library's native asyncio path, so no call blocks the event loop
@@ -46,6 +46,7 @@ from google.cloud.kms_v1.services.key_management_service.transports import (
 from google.cloud.kms_v1.types import (
     AsymmetricSignRequest,
     CreateCryptoKeyVersionRequest,
+    DestroyCryptoKeyVersionRequest,
     CryptoKeyVersion,
     Digest,
     GetPublicKeyRequest,
@@ -57,22 +58,13 @@ from google.rpc import error_details_pb2
 from pydantic import field_validator, model_validator
 
 from keysvc import jose
-from keysvc.backends.base import (
-    BackendError,
-    BackendSettings,
-    BackendUnavailable,
-    CreatesVersions,
-    DisablesVersions,
-    KeyBackend,
-    KeyVersion,
-    NotFound,
-    PermissionDenied,
-    Unauthenticated,
-)
+from keysvc.backends.base import BackendSettings, KeyBackend, KeyVersion
+from keysvc.backends.base import CreatesVersions, DestroysVersions, DisablesVersions
 from keysvc.backends.failures import Failure, lookup
 from keysvc.backends.retry import RetryPolicy, time_left
 from keysvc.durations import Duration
-from keysvc.errors import ConfigError
+from keysvc.errors import BackendError, BackendUnavailable, ConfigError
+from keysvc.errors import NotFound, PermissionDenied, Unauthenticated
 from keysvc.jose import Algorithm
 from keysvc.loopback import is_loopback_url
 from keysvc.secrets import InsecureFileError, check_private
@@ -246,7 +238,7 @@ def _short(exc: gexc.GoogleAPICallError) -> str:
     return f"{exc.grpc_status_code.name if exc.grpc_status_code else exc.code}: {exc.message}"
 
 
-class GcpKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
+class GcpKmsBackend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersions):
     Settings = GcpKmsSettings
     settings: GcpKmsSettings
     signature_encoding = "der"
@@ -512,4 +504,16 @@ class GcpKmsBackend(KeyBackend, CreatesVersions, DisablesVersions):
         )
         await self._call(
             "disable", version.version_id, self.client.update_crypto_key_version, request
+        )
+
+    async def destroy_version(self, version: KeyVersion) -> None:
+        """DestroyCryptoKeyVersion: the version is DESTROY_SCHEDULED at once (no longer listed
+        or usable) and its key material is destroyed after the key's
+        destroy_scheduled_duration (30 days by default), until when RestoreCryptoKeyVersion
+        can still undo it."""
+        await self._call(
+            "destroy",
+            version.version_id,
+            self.client.destroy_crypto_key_version,
+            DestroyCryptoKeyVersionRequest(name=version.version_id),
         )

@@ -34,17 +34,9 @@ from datetime import UTC, datetime
 from pydantic import Field
 
 from keysvc import jose, keygen
-from keysvc.backends.base import (
-    BackendError,
-    BackendSettings,
-    BackendUnavailable,
-    CreatesVersions,
-    DestroysVersions,
-    DisablesVersions,
-    KeyBackend,
-    KeyVersion,
-    NotFound,
-)
+from keysvc.backends.base import BackendSettings, KeyBackend, KeyVersion
+from keysvc.backends.base import CreatesVersions, DestroysVersions, DisablesVersions
+from keysvc.errors import BackendError, BackendUnavailable, NotFound
 
 
 class MemorySettings(BackendSettings):

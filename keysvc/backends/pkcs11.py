@@ -34,17 +34,8 @@ from pkcs11 import exceptions as p11
 from pydantic import Field, field_validator, model_validator
 
 from keysvc import jose, keygen
-from keysvc.backends.base import (
-    BackendError,
-    BackendSettings,
-    BackendUnavailable,
-    Capability,
-    CreatesVersions,
-    DisablesVersions,
-    KeyBackend,
-    KeyVersion,
-    require,
-)
+from keysvc.backends.base import BackendSettings, Capability, KeyBackend, KeyVersion, require
+from keysvc.backends.base import CreatesVersions, DestroysVersions, DisablesVersions
 from keysvc.backends.pkcs11_keys import (
     PUBLIC_ATTRIBUTES,
     REVOKED_SUFFIX,
@@ -72,7 +63,7 @@ from keysvc.backends.pkcs11_sessions import (
     PoolClosed,
     TokenSessions,
 )
-from keysvc.errors import ConfigError
+from keysvc.errors import BackendError, BackendUnavailable, ConfigError
 from keysvc.secrets import read_secret_file
 
 log = logging.getLogger(__name__)
@@ -139,7 +130,7 @@ class KeyRef:
     key_id: bytes
 
 
-class Pkcs11Backend(KeyBackend, CreatesVersions, DisablesVersions):
+class Pkcs11Backend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersions):
     Settings = Pkcs11Settings
     settings: Pkcs11Settings
     signature_encoding = "raw"  # CKM_ECDSA returns r‖s, as JWS wants it
@@ -443,6 +434,13 @@ class Pkcs11Backend(KeyBackend, CreatesVersions, DisablesVersions):
                 f"several private keys on {self._token} match {ref.label!r}"
             ) from None
 
+    def _ref(self, version: KeyVersion) -> KeyRef:
+        if not isinstance(version.handle, KeyRef):
+            raise BackendError(
+                f"key version {version.version_id!r} is not from backend {self.name!r}"
+            )
+        return version.handle
+
     def _sign(
         self, sessions: TokenSessions, ref: KeyRef, alg: jose.Algorithm, message: bytes
     ) -> bytes:
@@ -461,11 +459,7 @@ class Pkcs11Backend(KeyBackend, CreatesVersions, DisablesVersions):
         return bytes(signature)
 
     async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
-        ref = version.handle
-        if not isinstance(ref, KeyRef):
-            raise BackendError(
-                f"key version {version.version_id!r} is not from backend {self.name!r}"
-            )
+        ref = self._ref(version)
         return await self._run(self._with_connection, self._sign, ref, alg, message)
 
     # -- rotation and revocation ----------------------------------------------------------------
@@ -526,18 +520,23 @@ class Pkcs11Backend(KeyBackend, CreatesVersions, DisablesVersions):
         must not leave two keys)."""
         return await self._run(self._with_connection, self._create, retry=False)
 
-    def _disable(self, sessions: TokenSessions, ref: KeyRef) -> None:
+    def _key_objects(self, session: Any, ref: KeyRef) -> list[Any]:
+        """The private and public key objects of `ref` (a BackendError when there are none)."""
         query: dict[Attribute, Any] = {Attribute.LABEL: ref.label}
         if ref.key_id:
             query[Attribute.ID] = ref.key_id
+        objects = [
+            obj
+            for obj in session.get_objects(query)
+            if obj[Attribute.CLASS] in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
+        ]
+        if not objects:
+            raise BackendError(f"key {ref.label!r} is not on {self._token}")
+        return objects
+
+    def _disable(self, sessions: TokenSessions, ref: KeyRef) -> None:
         with sessions.module.calls(), sessions.read_write() as session:
-            objects = [
-                obj
-                for obj in session.get_objects(query)
-                if obj[Attribute.CLASS] in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
-            ]
-            if not objects:
-                raise BackendError(f"key {ref.label!r} is not on {self._token}")
+            objects = self._key_objects(session, ref)
             try:
                 for obj in objects:
                     obj[Attribute.LABEL] = ref.label + REVOKED_SUFFIX
@@ -554,12 +553,19 @@ class Pkcs11Backend(KeyBackend, CreatesVersions, DisablesVersions):
             REVOKED_SUFFIX,
         )
 
+    def _destroy(self, sessions: TokenSessions, ref: KeyRef) -> None:
+        with sessions.module.calls(), sessions.read_write() as session:
+            for obj in self._key_objects(session, ref):
+                obj.destroy()
+        log.warning("backend %s: destroyed key %s on %s", self.name, ref.label, self._token)
+
     async def disable_version(self, version: KeyVersion) -> None:
         """Relabel the key pair `<label>.revoked`: never listed again by any replica, still on
         the token for the incident record (destroy it with the token's tools when done)."""
-        ref = version.handle
-        if not isinstance(ref, KeyRef):
-            raise BackendError(
-                f"key version {version.version_id!r} is not from backend {self.name!r}"
-            )
+        ref = self._ref(version)
         await self._run(self._with_connection, self._disable, ref, retry=False)
+
+    async def destroy_version(self, version: KeyVersion) -> None:
+        """C_DestroyObject on the key pair: gone from the token for good."""
+        ref = self._ref(version)
+        await self._run(self._with_connection, self._destroy, ref, retry=False)

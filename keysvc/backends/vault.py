@@ -29,21 +29,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from keysvc import jose
-from keysvc.backends.base import (
-    BackendError,
-    BackendUnavailable,
-    CreatesVersions,
-    DisablesVersions,
-    KeyBackend,
-    KeyVersion,
-    NotFound,
-    OperationNotSupported,
-)
+from keysvc.backends.base import KeyBackend, KeyVersion
+from keysvc.backends.base import CreatesVersions, DisablesVersions
 from keysvc.backends.batching import Coalescer, CoalescerClosed
 from keysvc.backends.vault_auth import VaultAuth
 from keysvc.backends.vault_http import VaultHTTP
 from keysvc.backends.vault_settings import VaultSettings
-from keysvc.errors import ConfigError
+from keysvc.errors import BackendError, BackendUnavailable, ConfigError
+from keysvc.errors import NotFound, OperationNotSupported
 from keysvc.loopback import is_loopback_url
 
 log = logging.getLogger("keysvc.backends.vault")

@@ -5,9 +5,9 @@ maximal salt length (real KMS uses a salt as long as the hash, as RFC 7518 PS256
 signs with disabled keys. Real KMS does none of that, and keysvc relies on all three. This
 replaces moto's Sign handler, in the test process only, with one that signs the digest it is
 given (`Prehashed`), uses salt = hash length, checks the digest length and refuses keys that are
-not Enabled with KMS's error codes. moto's DisableKey and EnableKey also accept only bare key
-ids, where KMS takes key ARNs too (keysvc uses ARNs: they also name keys of other accounts);
-those two resolve any key id form first. Everything else (keys, aliases, tags) stays moto's.
+not Enabled with KMS's error codes. moto's DisableKey, EnableKey and ScheduleKeyDeletion also
+accept only bare key ids, where KMS takes key ARNs too (keysvc uses ARNs: they also name keys of
+other accounts); those three resolve any key id form first. Everything else (keys, aliases, tags) stays moto's.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from moto.core.exceptions import JsonRESTError
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"256": hashes.SHA256, "384": hashes.SHA384,
                                                   "512": hashes.SHA512}
 _ORIGINAL_SIGN = KmsResponse.sign
-_ORIGINAL_STATE_CHANGES = {name: getattr(KmsBackend, name) for name in ("disable_key", "enable_key")}
+_ORIGINAL_STATE_CHANGES = {
+    name: getattr(KmsBackend, name)
+    for name in ("disable_key", "enable_key", "schedule_key_deletion")
+}
 
 
 class _KeyStateError(JsonRESTError):
@@ -84,8 +87,8 @@ def _sign(self: KmsResponse) -> str:
 
 
 def _accepting_any_key_id(original: Any) -> Any:
-    def change_state(self: KmsBackend, key_id: str) -> None:
-        original(self, self.any_id_to_key_id(key_id))
+    def change_state(self: KmsBackend, key_id: str, *args: Any) -> Any:
+        return original(self, self.any_id_to_key_id(key_id), *args)
 
     return change_state
 

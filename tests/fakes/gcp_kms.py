@@ -40,6 +40,7 @@ from google.cloud.kms_v1.types import (
     AsymmetricSignResponse,
     CreateCryptoKeyVersionRequest,
     CryptoKeyVersion,
+    DestroyCryptoKeyVersionRequest,
     GetCryptoKeyVersionRequest,
     GetPublicKeyRequest,
     ListCryptoKeyVersionsRequest,
@@ -64,6 +65,7 @@ PERMISSIONS = {
     "AsymmetricSign": "cloudkms.cryptoKeyVersions.useToSign",
     "CreateCryptoKeyVersion": "cloudkms.cryptoKeyVersions.create",
     "UpdateCryptoKeyVersion": "cloudkms.cryptoKeyVersions.update",
+    "DestroyCryptoKeyVersion": "cloudkms.cryptoKeyVersions.destroy",
 }
 CORRUPTIONS = frozenset({"signature", "pem", "verified_digest", "name"})
 _FILTER = re.compile(r"^\s*state\s*=\s*([A-Z_]+)\s*$")
@@ -348,6 +350,9 @@ class FakeCloudKms:
             "UpdateCryptoKeyVersion": (
                 self._update_version, UpdateCryptoKeyVersionRequest, CryptoKeyVersion
             ),
+            "DestroyCryptoKeyVersion": (
+                self._destroy_version, DestroyCryptoKeyVersionRequest, CryptoKeyVersion
+            ),
         }
         return grpc.method_handlers_generic_handler(
             SERVICE,
@@ -586,4 +591,17 @@ class FakeCloudKms:
                 f"{version.name} is in state {State(version.state).name} and cannot be updated.",
             )
         version.state = State(wanted.state)
+        return version.message()
+
+    async def _destroy_version(self, request: DestroyCryptoKeyVersionRequest) -> CryptoKeyVersion:
+        """As Cloud KMS does: the version is DESTROY_SCHEDULED (its material goes when the
+        key's destroy_scheduled_duration has passed), from ENABLED or DISABLED only."""
+        self._authorize("DestroyCryptoKeyVersion", request.name)
+        version = self._version(request.name)
+        if version.state not in (State.ENABLED, State.DISABLED):
+            raise Abort(
+                code_pb2.FAILED_PRECONDITION,
+                f"{version.name} is in state {State(version.state).name} and cannot be destroyed.",
+            )
+        version.state = State.DESTROY_SCHEDULED
         return version.message()
