@@ -16,13 +16,8 @@ from botocore.exceptions import (
 from google.api_core import exceptions as gexc
 
 from keysvc.backends.aws_errors import translate
-from keysvc.backends.base import (
-    BackendError,
-    BackendUnavailable,
-    NotFound,
-    PermissionDenied,
-    Unauthenticated,
-)
+from keysvc.errors import BackendError, BackendUnavailable
+from keysvc.errors import NotFound, PermissionDenied, Unauthenticated
 from keysvc.backends.failures import Failure, lookup, status_class
 from keysvc.backends.retry import Transient
 from keysvc.backends.gcp_kms import GcpKmsBackend, GcpKmsSettings

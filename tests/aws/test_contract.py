@@ -104,15 +104,11 @@ class AwsSubject(ServiceSubject):
 
 
 @pytest.fixture
-async def plug(aws_server: MotoServer) -> AsyncIterator[Plug]:
-    plug = await Plug(aws_server.url).start()
-    yield plug
-    await plug.close()
-
-
-@pytest.fixture
-def subject(kms: Any, plug: Plug, faults: FaultInjector) -> AwsSubject:
-    return AwsSubject(kms, plug, faults)
+async def subject(
+    kms: Any, aws_server: MotoServer, faults: FaultInjector
+) -> AsyncIterator[AwsSubject]:
+    async with Plug(aws_server.url) as plug:
+        yield AwsSubject(kms, plug, faults)
 
 
 class TestAwsContract(ServiceContract, FaultContract):

@@ -33,6 +33,12 @@ class Plug:
     async def close(self) -> None:
         await self._proxy.close()
 
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     @contextlib.asynccontextmanager
     async def unplugged(self) -> AsyncIterator[None]:
         await self._proxy.close()

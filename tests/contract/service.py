@@ -71,6 +71,16 @@ class FaultCase:
     """How long the 503 may take: the backend's own deadlines, generously."""
 
 
+KEYGEN_CASES = [
+    KeyCase("ec-p256", "ES256"),
+    KeyCase("ec-p384", "ES384"),
+    KeyCase("rsa-2048", "RS256"),
+    KeyCase("rsa-2048", "PS256", algorithm="PS256"),
+    KeyCase("ed25519", "EdDSA"),
+]
+"""Every key type keysvc generates itself (keysvc.keygen): memory, file and PKCS#11 keys."""
+
+
 class ServiceSubject(ContractSubject):
     """A backend as the service sees it: a `[[backends]]` table over keys the subject seeds."""
 

@@ -14,7 +14,12 @@ from keysvc.backends.base import CreatesVersions, DestroysVersions, DisablesVers
 from keysvc.backends.file import FileBackend, FileSettings
 from keysvc.testing.backend_contract import CHECKS, checks_for
 from tests.conftest import write_key
-from tests.contract.service import EmptyStartContract, KeyCase, ServiceContract, ServiceSubject
+from tests.contract.service import (
+    KEYGEN_CASES,
+    EmptyStartContract,
+    ServiceContract,
+    ServiceSubject,
+)
 
 
 class FileSubject(ServiceSubject):
@@ -23,13 +28,7 @@ class FileSubject(ServiceSubject):
 
     backend_class = FileBackend
     name = "local"
-    key_cases = [
-        KeyCase("ec-p256", "ES256"),
-        KeyCase("ec-p384", "ES384"),
-        KeyCase("rsa-2048", "RS256"),
-        KeyCase("rsa-2048", "PS256", algorithm="PS256"),
-        KeyCase("ed25519", "EdDSA"),
-    ]
+    key_cases = KEYGEN_CASES
     rotation_key = "ec-p256"
 
     def __init__(self, directory: Path, key_type: str = "ec-p256") -> None:

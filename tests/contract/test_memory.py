@@ -15,8 +15,8 @@ from keysvc.backends.memory import MemoryBackend, MemorySettings, shared_store
 from keysvc.testing.backend_contract import CHECKS, checks_for
 from tests.contract.service import (
     EmptyStartContract,
+    KEYGEN_CASES,
     FaultContract,
-    KeyCase,
     ServiceContract,
     ServiceSubject,
 )
@@ -26,13 +26,7 @@ class MemorySubject(ServiceSubject):
     backend_class = MemoryBackend
     name = "memory"
     recovery_seconds = 5.0
-    key_cases = [
-        KeyCase("ec-p256", "ES256"),
-        KeyCase("ec-p384", "ES384"),
-        KeyCase("rsa-2048", "RS256"),
-        KeyCase("rsa-2048", "PS256", algorithm="PS256"),
-        KeyCase("ed25519", "EdDSA"),
-    ]
+    key_cases = KEYGEN_CASES
     rotation_key = "ec-p256"
 
     def __init__(self, **settings: Any) -> None:

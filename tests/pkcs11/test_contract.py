@@ -16,8 +16,8 @@ from keysvc.backends.pkcs11 import Pkcs11Backend, Pkcs11Settings
 from tests.contract.service import (
     EmptyStartContract,
     FaultCase,
+    KEYGEN_CASES,
     FaultContract,
-    KeyCase,
     ServiceContract,
     ServiceSubject,
 )
@@ -27,13 +27,7 @@ from tests.pkcs11.conftest import SoftHsmToken
 class Pkcs11Subject(ServiceSubject):
     backend_class = Pkcs11Backend
     name = "hsm"
-    key_cases = [
-        KeyCase("ec-p256", "ES256"),
-        KeyCase("ec-p384", "ES384"),
-        KeyCase("ed25519", "EdDSA"),
-        KeyCase("rsa-2048", "RS256"),
-        KeyCase("rsa-2048", "PS256", algorithm="PS256"),
-    ]
+    key_cases = KEYGEN_CASES
     rotation_key = "ec-p256"
     faults = [FaultCase("outage", ("keysvc-test",))]  # the token's label, in keysvc's log only
 

@@ -73,15 +73,9 @@ class VaultSubject(ServiceSubject):
 
 
 @pytest.fixture
-async def plug(bao: BaoServer) -> AsyncIterator[Plug]:
-    plug = await Plug(bao.address).start()
-    yield plug
-    await plug.close()
-
-
-@pytest.fixture
-def subject(bao: BaoServer, plug: Plug, tmp_path: Path) -> VaultSubject:
-    return VaultSubject(bao, plug, tmp_path)
+async def subject(bao: BaoServer, tmp_path: Path) -> AsyncIterator[VaultSubject]:
+    async with Plug(bao.address) as plug:
+        yield VaultSubject(bao, plug, tmp_path)
 
 
 class TestVaultContract(ServiceContract, FaultContract):
