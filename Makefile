@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install clean lint
+.PHONY: run test bench install clean lint openapi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP) lint
 # Undefined names, unused imports and syntax errors (pyflakes rules): cheap, and never noise.
 lint: $(STAMP)
 	$(BIN)/ruff check --select F,E9 -q keysvc tests bench
+
+# keysvc/openapi.json (served at GET /openapi.json) from its source, docs/openapi.yaml.
+openapi: $(STAMP)
+	$(BIN)/python scripts/build-openapi
 
 bench: $(STAMP)
 	bash scripts/install-bench-deps

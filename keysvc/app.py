@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.resources
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from keysvc.tokens import (
 log = logging.getLogger("keysvc.http")
 
 SERVICE_KEY = web.AppKey("service", Service)
+OPENAPI = importlib.resources.files("keysvc") / "openapi.json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _JSON = "application/json"
@@ -189,6 +191,8 @@ class Endpoints:
         self._issued_counter = functools.cache(_issued_counter)
         """The counter child per (endpoint, kid, backend), looked up once, not per token."""
         self.audit = AuditTrail()
+        self._openapi = OPENAPI.read_bytes()
+        """docs/openapi.yaml as JSON (scripts/build-openapi writes it into the package)."""
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -406,6 +410,9 @@ class Endpoints:
             }
         )
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type=_JSON)
+
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = metrics.render()
         response = web.Response(body=body)
@@ -439,6 +446,7 @@ def create_app(service: Service) -> web.Application:
         "/healthz": {"GET": endpoints.healthz},
         "/readyz": {"GET": endpoints.readyz},
         "/metrics": {"GET": endpoints.metrics},
+        "/openapi.json": {"GET": endpoints.openapi},
     }
     if service.otfd is not None and service.config.otf is not None:
         # OTF's runner endpoint, only with [otf]: without it the path is unknown (404).

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from keysvc import jose
 from keysvc.backends.base import BackendUnavailable
@@ -53,6 +53,9 @@ class NoSigningKey(BackendUnavailable):
 
 
 Name = Annotated[str, Field(min_length=1, max_length=255, pattern=NAME_PATTERN)]
+Seconds = Annotated[float, Field(strict=True, multiple_of=1)]
+"""A whole number of seconds: `60`, or `60.0` (the same JSON number, and an integer to JSON
+Schema); not `"60"`, `true` or `60.5`. Checked in pydantic-core, not in Python."""
 Audience = Annotated[str, Field(min_length=1, max_length=1024, pattern=AUDIENCE_PATTERN)]
 
 
@@ -70,7 +73,7 @@ class RunContext(BaseModel):
     run_id: Name
     run_phase: Literal["plan", "apply"]
     audience: Audience
-    ttl_seconds: StrictInt | None = None
+    ttl_seconds: Seconds | None = None
 
 
 def _json_faithful(value: Any, where: str, depth: int = 0) -> None:
@@ -113,7 +116,7 @@ class SignRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     claims: dict[str, Any]
-    ttl_seconds: StrictInt | None = None
+    ttl_seconds: Seconds | None = None
 
     @field_validator("claims")
     @classmethod
@@ -166,14 +169,16 @@ class TokenIssuer:
         self._max_ttl = int(config.max_ttl.total_seconds())
         self._subject_format = config.subject_format
 
-    def ttl(self, requested: int | None) -> int:
+    def ttl(self, requested: float | None) -> int:
         if requested is None:
             return self._default_ttl
+        requested = int(requested)
         if requested < 1:
             raise RequestError("invalid_ttl", "ttl_seconds must be a positive number of seconds")
         if requested > self._max_ttl:
+            shown = requested if requested < 10**12 else "beyond 10^12"
             raise RequestError(
-                "ttl_too_long", f"ttl_seconds {requested} exceeds max_ttl ({self._max_ttl}s)"
+                "ttl_too_long", f"ttl_seconds {shown} exceeds max_ttl ({self._max_ttl}s)"
             )
         return requested
 

@@ -39,20 +39,26 @@ def serving(
     timeout: float = 30,
     preexec_fn: Callable[[], None] | None = None,
     env: dict[str, str] | None = None,
+    log: Path | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
     """`keysvc serve ARGS` (with `env` added to the environment) until /readyz answers 200;
     stopped with SIGTERM afterwards. `preexec_fn` runs in the child before keysvc starts (to
-    lower a resource limit)."""
+    lower a resource limit). Its log (stderr) is a pipe, or the file `log` for a run that logs
+    more than a pipe holds."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYSVC_", "OTF_"))
            } | (env or {})
+    stderr = subprocess.PIPE if log is None else log.open("w")
     process = subprocess.Popen([*KEYSVC, "serve", *args], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=stderr,
                                preexec_fn=preexec_fn)
+    if log is not None:
+        stderr.close()
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"serve exited {process.returncode}: {process.stderr.read()}")
+                shown = process.stderr.read() if log is None else log.read_text()
+                raise AssertionError(f"serve exited {process.returncode}: {shown}")
             try:
                 with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
                     if response.status == 200:

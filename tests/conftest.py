@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,16 @@ def key_dir(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.fixture
+async def otfd() -> AsyncIterator[Any]:
+    """A fake otfd (tests/fakes/otfd.py) on a loopback port, for OTF's runner endpoint."""
+    from tests.fakes.otfd import FakeOtfd, serve
+
+    fake = FakeOtfd()
+    async with serve(fake):
+        yield fake
+
+
 def file_config(path: Path, **extra: Any) -> dict[str, Any]:
     return {"backends": [{"name": "local", "type": "file", "path": str(path), **extra}]}
 
@@ -45,3 +56,16 @@ def _no_inherited_config(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("KEYSVC_CONFIG", "OTF_PRIVATE_KEY_PATH", "OTF_PUBLIC_KEY_PATH", "KEYSVC_ISSUER"):
         monkeypatch.delenv(name, raising=False)
     os.umask(0o022)
+
+
+@pytest.fixture(autouse=True)
+def _replies_match_the_openapi_document() -> Iterator[None]:
+    """Every reply the in-process service sends during a test must match docs/openapi.yaml
+    (tests/openapi.py): the suite's requests double as a conformance check of the document."""
+    from tests.openapi import CONFORMANCE
+
+    CONFORMANCE.reset()
+    yield
+    assert not CONFORMANCE.found, "replies that break docs/openapi.yaml:\n" + "\n".join(
+        CONFORMANCE.found
+    )

@@ -22,6 +22,7 @@ from keysvc.keyring import KeyRing
 from keysvc.connections import listen
 from keysvc.server import app_runner, ssl_context
 from keysvc.service import Service
+from tests.openapi import CONFORMANCE
 
 RUN = {
     "organization": "acme",
@@ -116,6 +117,7 @@ async def start_service(
     service = Service(parsed)
     await service.start(refresh_loop=refresh_loop)
     runner = app_runner(service)
+    runner.app.on_response_prepare.append(CONFORMANCE.record)  # every reply against the document
     await runner.setup()
     listener = await listen(runner, parsed, host="127.0.0.1", ssl_context=ssl_context(parsed))
     try:

@@ -8,9 +8,12 @@ import os
 import resource
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -201,14 +204,25 @@ def test_sighup_refreshes_the_ring_and_the_process_keeps_serving(
     assert "Traceback" not in stderr
 
 
-def test_sighup_to_the_supervisor_refreshes_every_worker(tmp_path: Path, key_dir: Path) -> None:
+@contextmanager
+def two_workers(
+    tmp_path: Path, key_dir: Path
+) -> Iterator[tuple[subprocess.Popen[str], int, list[int]]]:
+    """`keysvc serve --workers 2`, once both workers listen: (supervisor, port, worker pids)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     config = config_file(tmp_path, key_dir, port=port)
-    with serving("--config", str(config), "--workers", "2", url=url) as process:
+    with serving(
+        "--config", str(config), "--workers", "2", url=f"http://127.0.0.1:{port}"
+    ) as process:
         wait_for(lambda: len(workers_of(process.pid)) == 2)
         workers = workers_of(process.pid)
-        wait_for(lambda: all(listening(pid, port) for pid in workers))  # both started
+        wait_for(lambda: all(listening(pid, port) for pid in workers))
+        yield process, port, workers
+
+
+def test_sighup_to_the_supervisor_refreshes_every_worker(tmp_path: Path, key_dir: Path) -> None:
+    with two_workers(tmp_path, key_dir) as (process, port, workers):
+        url = f"http://127.0.0.1:{port}"
         write_key(key_dir, "ec-p256", datetime.now(UTC) - timedelta(minutes=5))
 
         process.send_signal(signal.SIGHUP)
@@ -228,13 +242,7 @@ def test_sighup_to_the_supervisor_refreshes_every_worker(tmp_path: Path, key_dir
 
 
 def test_workers_die_with_a_killed_supervisor(tmp_path: Path, key_dir: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    config = config_file(tmp_path, key_dir, port=port)
-    with serving("--config", str(config), "--workers", "2", url=url) as process:
-        wait_for(lambda: len(workers_of(process.pid)) == 2)
-        workers = workers_of(process.pid)
-
+    with two_workers(tmp_path, key_dir) as (process, port, workers):
         process.kill()  # SIGKILL: the supervisor can do nothing about it
 
         process.wait(10)

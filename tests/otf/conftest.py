@@ -11,15 +11,8 @@ import pytest
 
 from keysvc.config import merge
 from tests.conftest import file_config
-from tests.fakes.otfd import FakeOtfd, serve
+from tests.fakes.otfd import FakeOtfd
 from tests.service import RunningService, start_service
-
-
-@pytest.fixture
-async def otfd() -> AsyncIterator[FakeOtfd]:
-    fake = FakeOtfd()
-    async with serve(fake):
-        yield fake
 
 
 @contextlib.asynccontextmanager
