@@ -68,6 +68,18 @@ async def test_ps256_and_subject_format(tmp_path: Path) -> None:
         assert claims["exp"] - claims["iat"] == 120
 
 
+async def test_a_whole_ttl_written_as_a_float_is_accepted(key_dir: Path) -> None:
+    """`120.0` is the JSON number `120` (and an integer to JSON Schema, which the OpenAPI
+    document uses), as a JavaScript or Python client may write it."""
+    async with start_service(file_config(key_dir)) as svc:
+        for endpoint, body in (("/v1/tokens", {**RUN, "ttl_seconds": 120.0}),
+                               ("/v1/sign", {"claims": {"sub": "s", "aud": "a"}, "ttl_seconds": 120.0})):
+            status, _, reply = await svc.request("POST", endpoint, json=body)
+            assert status == 200, reply
+            claims = await verify_once(svc.url, reply["token"], body.get("audience", "a"))
+            assert claims["exp"] - claims["iat"] == 120 and isinstance(claims["exp"], int)
+
+
 async def test_azure_audience_needs_rs256(key_dir: Path) -> None:
     async with start_service(file_config(key_dir)) as svc:  # an EC P-256 key: ES256
         status, _, body = await svc.request(
@@ -231,6 +243,8 @@ BAD_RUNS = [
     ({"ttl_seconds": 999999}, "ttl_too_long"),
     ({"ttl_seconds": 0}, "invalid_ttl"),
     ({"ttl_seconds": "60"}, "invalid_request"),
+    ({"ttl_seconds": 60.5}, "invalid_request"),
+    ({"ttl_seconds": True}, "invalid_request"),
     ({"iss": "https://evil"}, "invalid_request"),
     ({"organization": ["acme"]}, "invalid_request"),
     ({"audience": "   "}, "invalid_request"),
