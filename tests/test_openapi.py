@@ -142,3 +142,11 @@ async def test_each_operation_and_status_matches_the_document(
         status, _, _ = await svc.request("POST", "/v1/sign", token="reader", json={"claims": {}})
         assert status == 403
     assert CONFORMANCE.checked - before >= len(requests) + 4
+
+
+def test_the_documented_readyz_problems_are_the_rings() -> None:
+    from keysvc.keyring import PROBLEMS
+
+    readyz = DOCUMENT["paths"]["/readyz"]["get"]["responses"]["200"]
+    problem = readyz["content"]["application/json"]["schema"]["properties"]["problems"]["items"]
+    assert problem["properties"]["problem"]["enum"] == list(PROBLEMS)
