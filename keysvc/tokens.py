@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from keysvc import jose
 from keysvc.backends.base import BackendUnavailable
@@ -53,9 +54,16 @@ class NoSigningKey(BackendUnavailable):
 
 
 Name = Annotated[str, Field(min_length=1, max_length=255, pattern=NAME_PATTERN)]
-Seconds = Annotated[float, Field(strict=True, multiple_of=1)]
+def _a_number(value: Any) -> Any:
+    """Before pydantic's lax int, which would also take the text "60" and true."""
+    if isinstance(value, (str, bytes, bool)):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+Seconds = Annotated[int, BeforeValidator(_a_number)]
 """A whole number of seconds: `60`, or `60.0` (the same JSON number, and an integer to JSON
-Schema); not `"60"`, `true` or `60.5`. Checked in pydantic-core, not in Python."""
+Schema, which the OpenAPI document uses); not `"60"`, `true` or `60.5`."""
 Audience = Annotated[str, Field(min_length=1, max_length=1024, pattern=AUDIENCE_PATTERN)]
 
 
@@ -169,10 +177,9 @@ class TokenIssuer:
         self._max_ttl = int(config.max_ttl.total_seconds())
         self._subject_format = config.subject_format
 
-    def ttl(self, requested: float | None) -> int:
+    def ttl(self, requested: int | None) -> int:
         if requested is None:
             return self._default_ttl
-        requested = int(requested)
         if requested < 1:
             raise RequestError("invalid_ttl", "ttl_seconds must be a positive number of seconds")
         if requested > self._max_ttl:
