@@ -43,6 +43,11 @@ class IssuerURL:
         return urlsplit(self.url).port is not None
 
     @property
+    def is_loopback(self) -> bool:
+        """On this machine: 127.0.0.1, ::1 or localhost (a development instance)."""
+        return urlsplit(self.url).hostname in ("127.0.0.1", "::1", "localhost")
+
+    @property
     def is_https(self) -> bool:
         return self.url.startswith("https://")
 

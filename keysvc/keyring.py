@@ -127,10 +127,10 @@ class RingView:
                 "kid": s.key.kid,
                 "alg": s.key.alg.value,
                 "backend": s.key.backend_name,
-                "created_at": _iso(s.key.created_at),
+                "created_at": iso(s.key.created_at),
                 "state": s.state.value,
-                "signs_from": _iso(s.signs_from),
-                "published_until": _iso(s.published_until),
+                "signs_from": iso(s.signs_from),
+                "published_until": iso(s.published_until),
             }
             for s in self.keys
         ]
@@ -200,7 +200,8 @@ async def open_backend(backend: KeyBackend) -> None:
         ) from None
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A time as the listings show it: ISO 8601 UTC with a Z."""
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
@@ -236,6 +237,26 @@ def compute_view(
         valid_until=min((b for b in boundaries if b > now), default=FAR_FUTURE),
         generation=generation,
     )
+
+
+def left_jwks(
+    keys: Sequence[RingKey], lifecycle: Lifecycle, now: datetime
+) -> list[tuple[RingKey, datetime, datetime]]:
+    """The keys the backends still list that have left the JWKS (no longer published: their
+    tokens have expired and every cache has refetched), each with when it signed from and when
+    it left. Nothing uses them any more; they stay until pruned, revoked or deleted
+    (`keysvc keys list --all` shows them)."""
+    ordered = sorted(keys, key=lambda k: (k.created_at, k.kid))
+    published = {s.key.kid for s in compute_view(ordered, lifecycle, now).keys}
+    return [
+        (
+            key,
+            key.created_at if index == 0 else key.signs_from,  # as compute_view's starts
+            ordered[index + 1].signs_from + lifecycle.retention,
+        )
+        for index, key in enumerate(ordered)
+        if key.kid not in published and index + 1 < len(ordered)
+    ]
 
 
 class KeyRing:
@@ -309,7 +330,7 @@ class KeyRing:
         try:
             created + self.lifecycle.publish_lead + self.lifecycle.retention
         except OverflowError:
-            raise BackendError(f"{where}: created_at {_iso(created)} is out of range") from None
+            raise BackendError(f"{where}: created_at {iso(created)} is out of range") from None
 
     def open_later(self, backend: KeyBackend) -> None:
         """Leave `backend`, whose open() failed, to the refreshes: each one calls open() again

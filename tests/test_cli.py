@@ -681,3 +681,81 @@ def test_token_verify_says_what_was_expected_and_what_it_found(
     with pytest.raises(CLIError) as refused:
         _check_claims({**good, **claims}, "https://a.example", audience)
     assert refused.value.format_message().startswith(f"token does not verify: {message}")
+
+
+def test_keys_list_all_names_every_version_with_its_file(tmp_path: Path) -> None:
+    """--all: the published keys, the ones that left the JWKS (`gone`) and the revoked ones
+    (`revoked`), each with the file to delete, so the runbooks' "delete the file" is exact."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    now = datetime.now(UTC)
+    # publish_lead 24h, max_ttl 2h, jwks_max_age 15m (the defaults)
+    oldest = write_key(keys, created=now - timedelta(days=30))  # left the JWKS 45m ago
+    retiring = write_key(keys, created=now - timedelta(hours=27))  # stopped signing 1h ago
+    active = write_key(keys, created=now - timedelta(hours=25))
+    revoked = write_key(keys, created=now - timedelta(hours=1))  # was pending
+    path = config_file(tmp_path, keys)
+    kid = {p.name: jose.thumbprint(load_private_key(p, p.read_bytes()).public_key())
+           for p in (oldest, retiring, active, revoked)}
+    result = run("keys", "revoke", "--config", str(path), kid[revoked.name])
+    assert result.returncode == 0, result.stderr
+    plain = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
+    assert [k["kid"] for k in plain] == [kid[retiring.name], kid[active.name]]
+    result = run("keys", "list", "--config", str(path), "--all", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {(k["kid"], k["state"], k["version"]) for k in json.loads(result.stdout)["keys"]}
+    assert rows == {
+        (kid[oldest.name], "gone", oldest.name),
+        (kid[retiring.name], "retiring", retiring.name),
+        (kid[active.name], "active", active.name),
+        (kid[revoked.name], "revoked", revoked.name + ".revoked"),
+    }
+    table = run("keys", "list", "--config", str(path), "--all")
+    assert table.stdout.splitlines()[0].split()[-1] == "VERSION"
+    assert any(line.split()[-1] == revoked.name + ".revoked" for line in table.stdout.splitlines())
+
+
+def test_keys_list_url_reads_a_running_replica(tmp_path: Path, key_dir: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    path = config_file(tmp_path, key_dir, port=port)
+    local = json.loads(run("keys", "list", "--config", str(path), "--json").stdout)["keys"]
+    with serving("--config", str(path), url=url):
+        result = run("keys", "list", "--url", url, "--token-file", str(tmp_path / "token"),
+                     "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["keys"] == local
+        table = run("keys", "list", "--url", url, "--token-file", str(tmp_path / "token"))
+        assert table.returncode == 0 and local[0]["kid"] in table.stdout
+        wrong = private(tmp_path / "wrong", "not-the-token\n")
+        assert_one_line_error(run("keys", "list", "--url", url, "--token-file", str(wrong)),
+                              "refused the client token", "keys:read")
+    assert_one_line_error(run("keys", "list", "--url", url), "--token-file")
+    assert_one_line_error(run("keys", "list", "--url", url, "--all", "--token-file",
+                              str(tmp_path / "token")), "--all needs the backends")
+
+
+def test_doctor_local_judges_a_development_instance(tmp_path: Path, key_dir: Path) -> None:
+    """`make run`'s instance (http on 127.0.0.1): --local skips only what the clouds alone
+    demand (https, no port, a public CA) and judges the rest; without it those checks fail."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    path = config_file(tmp_path, key_dir, port=port)
+    with serving("--config", str(path), url=url):
+        # (an EC key: Azure would refuse its tokens, which --local still says; judge for the
+        # other two clouds here)
+        local = run("doctor", "--issuer", url, "--local", "--json", "--client-token-file",
+                    str(tmp_path / "token"), "--cloud", "aws", "--cloud", "gcp")
+        assert local.returncode == 0, local.stdout + local.stderr
+        findings = json.loads(local.stdout)["findings"]
+        status = {f["check"]: f["status"] for f in findings}
+        assert status["issuer_url"] == "skip" and status["jwks_uri"] == "skip"
+        assert status["discovery"] == status["discovery_issuer"] == "ok"
+        assert status["keys_published"] == "ok" and status["publish_lead"] == "ok"
+        assert "fail" not in status.values()
+        cloud = run("doctor", "--issuer", url, "--json")
+        assert cloud.returncode == 1
+        assert {f["check"] for f in json.loads(cloud.stdout)["findings"]
+                if f["status"] == "fail"} >= {"issuer_url", "jwks_uri"}
+    assert_one_line_error(run("doctor", "--issuer", "https://keys.example.com", "--local"),
+                          "--local judges an instance on this machine")

@@ -9,7 +9,7 @@ import pytest
 from keysvc import keygen
 from keysvc.backends.base import KeyVersion
 from keysvc.backends.file import FileBackend, FileSettings
-from keysvc.keyring import FAR_FUTURE, KeyRing, KeyState, Lifecycle, compute_view
+from keysvc.keyring import FAR_FUTURE, KeyRing, KeyState, Lifecycle, compute_view, left_jwks
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LIFE = Lifecycle(
@@ -124,3 +124,14 @@ def test_valid_until_is_next_change(ring: KeyRing) -> None:
     now = T0 + timedelta(days=3, minutes=1)  # b active since day 3, a retiring
     view = compute_view([a, b], LIFE, now)
     assert view.valid_until == b.signs_from + RETENTION
+
+
+def test_left_jwks_lists_what_is_listed_but_no_longer_published(ring: KeyRing) -> None:
+    a, b, c = keys_at(ring, timedelta(0), timedelta(days=2), timedelta(days=4))
+    now = c.signs_from + timedelta(hours=1)  # a left long ago, b retiring, c active
+    left = left_jwks([c, a, b], LIFE, now)
+    assert left == [(a, a.created_at, b.signs_from + RETENTION)]  # the oldest signed from creation
+    assert {s.key for s in compute_view([a, b, c], LIFE, now).keys}.isdisjoint({a})
+    later = c.signs_from + RETENTION
+    assert [key for key, _, _ in left_jwks([a, b, c], LIFE, later)] == [a, b]
+    assert left_jwks([a], LIFE, now) == []  # a lone key never leaves: it signs

@@ -43,6 +43,7 @@ __all__ = [
     "CreatesVersions",
     "DestroysVersions",
     "DisablesVersions",
+    "ListsDisabledVersions",
     "KeyBackend",
     "KeyVersion",
     "NotFound",
@@ -178,6 +179,17 @@ class DisablesVersions(abc.ABC):
         """Disable `version`: no replica lists it again."""
 
 
+class ListsDisabledVersions(abc.ABC):
+    """Capability: the backend lists the versions it disabled and still keeps (revoked or
+    pruned), so that `keysvc keys list --all` can name them for an operator to destroy."""
+
+    verb: ClassVar[str] = "list the disabled versions of"
+
+    @abc.abstractmethod
+    async def list_disabled_versions(self) -> list[KeyVersion]:
+        """Every disabled version still held, with its public key (never used to sign)."""
+
+
 class DestroysVersions(abc.ABC):
     """Capability: the backend deletes one version's key material for good (after the
     backend's own grace period where it has one). Declared only where a single version can
@@ -191,7 +203,12 @@ class DestroysVersions(abc.ABC):
         passed; a KMS schedules it): it is never listed again."""
 
 
-Capability = type[CreatesVersions] | type[DisablesVersions] | type[DestroysVersions]
+Capability = (
+    type[CreatesVersions]
+    | type[DisablesVersions]
+    | type[DestroysVersions]
+    | type[ListsDisabledVersions]
+)
 
 
 def refusal(backend: KeyBackend, capability: Capability) -> str | None:

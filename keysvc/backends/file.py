@@ -25,7 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keysvc import jose, keygen
 from keysvc.backends.base import BackendSettings, Capability, KeyBackend, KeyVersion, require
-from keysvc.backends.base import CreatesVersions, DestroysVersions, DisablesVersions
+from keysvc.backends.base import (
+    CreatesVersions,
+    DestroysVersions,
+    DisablesVersions,
+    ListsDisabledVersions,
+)
 from keysvc.backends.stamps import EPOCH, STAMP, format_stamp, parse_stamp
 from keysvc.errors import BackendError, ConfigError, InsecureKeyError, OperationNotSupported
 from keysvc.secrets import (
@@ -79,7 +84,9 @@ def load_private_key(path: Path, data: bytes) -> jose.PrivateKey:
     return key  # type: ignore[return-value]
 
 
-class FileBackend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersions):
+class FileBackend(
+    KeyBackend, CreatesVersions, DisablesVersions, DestroysVersions, ListsDisabledVersions
+):
     Settings = FileSettings
     settings: FileSettings
 
@@ -259,6 +266,27 @@ class FileBackend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersion
         """Rename the file to `*.pem.revoked`: no replica lists it again, and it stays on disk
         for the incident record."""
         await asyncio.get_running_loop().run_in_executor(self._executor, self._disable, version)
+
+    def _disabled(self) -> list[KeyVersion]:
+        path = self.settings.path
+        if not path.is_dir():
+            return []
+        found = []
+        for file in sorted(path.glob(f"*.pem{REVOKED_SUFFIX}")):
+            if file.name.startswith(".") or not file.is_file():
+                continue
+            pem = file.name.removesuffix(REVOKED_SUFFIX)
+            try:
+                created_at = created_at_from_name(pem)
+            except ValueError as exc:
+                raise ConfigError(f"revoked key {file}: {exc}") from None
+            key = load_private_key(file, file.read_bytes())
+            found.append(KeyVersion(file.name, created_at, key.public_key()))
+        return found
+
+    async def list_disabled_versions(self) -> list[KeyVersion]:
+        """The `*.pem.revoked` files of the key directory (their name is the version id)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._disabled)
 
     def _destroy(self, version: KeyVersion) -> None:
         path = self._directory(DestroysVersions) / version.version_id

@@ -161,11 +161,9 @@ async def _issuer_findings(
                 findings.append(fail("service_keys", str(exc)))
             if service is not None:
                 findings.append(ok("service_keys", f"/v1/keys lists {len(service.keys)} key(s)"))
-                options = IssuerCheckOptions(
-                    clouds=options.clouds,
+                options = replace(
+                    options,
                     publish_lead=options.publish_lead or service.publish_lead,
-                    max_ttl=options.max_ttl,
-                    private_ca=options.private_ca,
                     service_keys=service.keys,
                 )
         findings += await check_issuer(issuer, client, options)
@@ -234,6 +232,12 @@ def _render(issuer: IssuerURL, clouds: tuple[Cloud, ...], findings: list[Finding
 )
 @click.option("--audience", help="Token audience for the trust checks (default: the cloud's).")
 @click.option("--no-fetch", is_flag=True, help="Only evaluate the trust configuration(s).")
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Judge a development instance on 127.0.0.1/localhost (http allowed): the checks only"
+    " the clouds make (https, port, public CA) are skipped, everything else is judged.",
+)
 @json_option
 def doctor(
     issuer: str,
@@ -255,6 +259,7 @@ def doctor(
     subject_format: str,
     audience: str | None,
     no_fetch: bool,
+    local: bool,
     as_json: bool,
 ) -> None:
     """Check what AWS, GCP and Azure will check about this issuer, and whether a trust
@@ -263,6 +268,11 @@ def doctor(
         issuer_url = IssuerURL.parse(issuer, require_https=False)
     except InvalidIssuer as exc:
         raise CLIError(str(exc)) from None
+    if local and not issuer_url.is_loopback:
+        raise CLIError(
+            f"--local judges an instance on this machine: {issuer_url.url} is not on"
+            " 127.0.0.1, ::1 or localhost"
+        )
     selected = tuple(Cloud(c) for c in clouds) or ALL_CLOUDS
     trust_given = any(x is not None for x in (aws_trust_policy, azure_credential, gcp_condition))
     findings: list[Finding] = []
@@ -289,7 +299,8 @@ def doctor(
             clouds=selected,
             publish_lead=publish_lead,
             max_ttl=max_ttl,
-            private_ca=ca_file is not None,
+            private_ca=ca_file is not None and not local,
+            local=local,
         )
         try:
             findings = (

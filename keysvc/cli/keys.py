@@ -9,12 +9,13 @@ from typing import Any
 
 import click
 
-from keysvc import jose, keygen
+from keysvc import http_fetch, jose, keygen
 from keysvc.atomic_write import write_atomically
 from keysvc.backends.base import (
     CreatesVersions,
     DisablesVersions,
     KeyBackend,
+    ListsDisabledVersions,
     KeyVersion,
     refusal,
 )
@@ -31,7 +32,10 @@ from keysvc.errors import BackendError, ConfigError
 from keysvc.cli.loading import load, otfd_options
 from keysvc.clouds import refusal_warning
 from keysvc.durations import format_duration
-from keysvc.keyring import KeyRing, RingKey
+from keysvc.doctor.service_keys import fetch_service_keys
+from keysvc.http_fetch import FetchError
+from keysvc.keyring import KeyRing, RingKey, iso, left_jwks
+from keysvc.secrets import read_secret_file
 from keysvc.secrets import write_private_file
 from keysvc.service import local_ring
 
@@ -80,32 +84,132 @@ def _config(config_path: Path | None, **flags: Any):  # type: ignore[no-untyped-
 @keys.command("list")
 @config_option
 @otfd_options
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also the versions that left the JWKS and the revoked ones, each with its backend"
+    " version id (a file name for the file backend): what may be destroyed.",
+)
+@click.option(
+    "--url",
+    metavar="URL",
+    help="Ask a running replica (GET URL/v1/keys) instead of the backends: needs no backend"
+    " credentials, only --token-file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --url: a client token with scope keys:read (file mode 0600).",
+)
+@click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --url: CA bundle to trust for an https URL.")
 @json_option
 def list_keys(
     config_path: Path | None,
     otfd_flags: dict[str, Any],
+    show_all: bool,
+    url: str | None,
+    token_file: Path | None,
+    ca_file: Path | None,
     as_json: bool,
 ) -> None:
-    """Every key in the ring with its state, as each replica computes it now."""
-    config = _config(config_path, **otfd_flags)
+    """Every key in the ring with its state, as each replica computes it now.
 
-    async def run() -> list[dict[str, Any]]:
-        async with local_ring(config) as ring:
-            return ring.view().listing()
+    With --all, also what is no longer published: versions past their published_until
+    (state `gone`) and revoked ones (`revoked`), with the backend's version id, so they can be
+    found and destroyed. With --url, the listing a running replica serves (/v1/keys)."""
+    notes: list[str] = []
+    if url is not None:
+        if show_all:
+            raise CLIError(
+                "--all needs the backends (--config): a replica's /v1/keys lists only the"
+                " published keys"
+            )
+        if config_path is not None or any(otfd_flags.values()):
+            raise CLIError("give --url (a running replica) or --config (the backends), not both")
+        if token_file is None:
+            raise CLIError("--url needs --token-file (a client token with scope keys:read)")
+        rows = _remote_listing(url, token_file, ca_file)
+    else:
+        if token_file is not None or ca_file is not None:
+            raise CLIError("--token-file and --ca-file go with --url")
+        config = _config(config_path, **otfd_flags)
 
-    rows = asyncio.run(run())
+        async def run() -> list[dict[str, Any]]:
+            async with local_ring(config) as ring:
+                if show_all:
+                    return await _every_version(ring, notes)
+                return ring.view().listing()
+
+        rows = asyncio.run(run())
+    for note in notes:
+        click.echo(f"keysvc: note: {note}", err=True)
     if as_json:
         echo_json({"keys": rows})
         return
-    header = ("KID", "ALG", "BACKEND", "STATE", "CREATED", "SIGNS FROM", "PUBLISHED UNTIL")
+    header = ["KID", "ALG", "BACKEND", "STATE", "CREATED", "SIGNS FROM", "PUBLISHED UNTIL"]
+    if show_all:
+        header.append("VERSION")
     table = [header] + [
-        (r["kid"], r["alg"], r["backend"], r["state"], r["created_at"], r["signs_from"],
-         r["published_until"] or "-")
+        [r["kid"], r["alg"], r["backend"], r["state"], r["created_at"], r["signs_from"] or "-",
+         r["published_until"] or "-", *([r["version"]] if show_all else [])]
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+async def _every_version(ring: KeyRing, notes: list[str]) -> list[dict[str, Any]]:
+    """One row per backend version: the published ones in the ring's states, those that left
+    the JWKS (`gone`) and the disabled ones each backend still keeps (`revoked`)."""
+    view = ring.view()
+    rows = []
+    for row, status in zip(view.listing(), view.keys, strict=True):
+        rows += [{**row, "backend": key.backend_name, "version": key.version.version_id}
+                 for key in ring.versions_of(status.key.kid)]
+    for key, signed_from, left in left_jwks(ring.all_keys(), ring.lifecycle, ring.clock()):
+        rows += [
+            {"kid": key.kid, "alg": key.alg.value, "backend": copy.backend_name,
+             "created_at": iso(key.created_at), "state": "gone", "signs_from": iso(signed_from),
+             "published_until": iso(left), "version": copy.version.version_id}
+            for copy in ring.versions_of(key.kid)
+        ]
+    for backend in ring.backends:
+        if not isinstance(backend, ListsDisabledVersions):
+            notes.append(
+                f"backend {backend.name} cannot list the versions it disabled: see its own"
+                " console for revoked versions"
+            )
+            continue
+        for version in await backend.list_disabled_versions():
+            alg = jose.choose_algorithm(version.public_key, ring.algorithm, version.algorithms)
+            rows.append(
+                {"kid": jose.thumbprint(version.public_key), "alg": alg.value,
+                 "backend": backend.name, "created_at": iso(version.created_at),
+                 "state": "revoked", "signs_from": None, "published_until": None,
+                 "version": version.version_id}
+            )
+    return rows
+
+
+def _remote_listing(url: str, token_file: Path, ca_file: Path | None) -> list[dict[str, Any]]:
+    """What a running replica's /v1/keys lists (the same rows as a local `keys list`)."""
+    token = read_secret_file(token_file, what="client token file").decode().strip()
+
+    async def fetch() -> list[dict[str, Any]]:
+        async with http_fetch.session(ca_file) as client:
+            return (await fetch_service_keys(client, url, token)).keys
+
+    try:
+        rows = asyncio.run(fetch())
+    except FetchError as exc:
+        raise CLIError(str(exc)) from None
+    fields = ("kid", "alg", "backend", "created_at", "state", "signs_from", "published_until")
+    if not all(isinstance(row.get(f), (str, type(None))) for row in rows for f in fields):
+        raise CLIError(f"{url.rstrip('/')}/v1/keys did not answer keysvc's key listing")
+    return [{f: row.get(f) for f in fields} for row in rows]
 
 
 @keys.command()

@@ -50,6 +50,12 @@ class IssuerCheckOptions:
     private_ca: bool = False
     service_keys: list[dict[str, Any]] | None = None
     """The keys `GET /v1/keys` lists, when doctor was given API access."""
+    local: bool = False
+    """A development instance on this machine (`--local`): what only the clouds demand (https,
+    no port for AWS, a public CA) is reported as skipped, not failed."""
+
+
+LOCAL_SKIP = "--local: a cloud demands it, a development instance need not"
 
 
 def _ms(seconds: float) -> str:
@@ -57,6 +63,8 @@ def _ms(seconds: float) -> str:
 
 
 def check_issuer_url(issuer: IssuerURL, options: IssuerCheckOptions) -> list[Finding]:
+    if options.local:
+        return [skip("issuer_url", f"https, no port, a public CA: {LOCAL_SKIP}")]
     findings = []
     if issuer.is_https:
         findings.append(ok("issuer_url", f"{issuer.url} is an https URL"))
@@ -85,7 +93,9 @@ def _status_problem(fetched: Fetched) -> str | None:
     return f"{fetched.url} answered HTTP {fetched.status}"
 
 
-def check_discovery(issuer: IssuerURL, fetched: Fetched) -> tuple[list[Finding], str | None]:
+def check_discovery(
+    issuer: IssuerURL, fetched: Fetched, *, local: bool = False
+) -> tuple[list[Finding], str | None]:
     """Findings about the discovery document, and the jwks_uri to fetch next (None: stop)."""
     problem = _status_problem(fetched)
     if problem:
@@ -115,7 +125,10 @@ def check_discovery(issuer: IssuerURL, fetched: Fetched) -> tuple[list[Finding],
         findings.append(fail("jwks_uri", "the discovery document has no jwks_uri"))
         return findings, None
     if not jwks_uri.startswith("https://"):
-        findings.append(fail("jwks_uri", f"jwks_uri {jwks_uri} is not https"))
+        if local:
+            findings.append(skip("jwks_uri", f"jwks_uri {jwks_uri} is not https: {LOCAL_SKIP}"))
+        else:
+            findings.append(fail("jwks_uri", f"jwks_uri {jwks_uri} is not https"))
     return findings, jwks_uri
 
 
@@ -362,7 +375,7 @@ async def check_issuer(
         discovery = await fetch(client, issuer.discovery_url)
     except FetchError as exc:
         return [*findings, fail("discovery", str(exc))]
-    discovery_findings, jwks_uri = check_discovery(issuer, discovery)
+    discovery_findings, jwks_uri = check_discovery(issuer, discovery, local=options.local)
     findings += discovery_findings
     if jwks_uri is None:
         return findings
