@@ -14,6 +14,10 @@ RUN pip install --prefix=/install -c constraints.txt ".[all]"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# A container must listen on every interface: keysvc's default server.host, 127.0.0.1, is the
+# container's own loopback, which `docker run -p` and a Kubernetes Service cannot reach. This sets
+# server.host (the config's port stays); --listen HOST:PORT or --address win over it.
+ENV KEYSVC_HOST=0.0.0.0
 RUN groupadd --system --gid 10001 keysvc \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin keysvc

@@ -759,3 +759,22 @@ def test_doctor_local_judges_a_development_instance(tmp_path: Path, key_dir: Pat
                 if f["status"] == "fail"} >= {"issuer_url", "jwks_uri"}
     assert_one_line_error(run("doctor", "--issuer", "https://keys.example.com", "--local"),
                           "--local judges an instance on this machine")
+
+
+def test_serve_host_sets_the_listen_address_and_keeps_the_port(
+    tmp_path: Path, key_dir: Path
+) -> None:
+    """KEYSVC_HOST (the container image's 0.0.0.0) replaces server.host only; --listen wins."""
+    port = free_port()
+    path = config_file(tmp_path, key_dir, port=port)
+    path.write_text(path.read_text().replace("[server]\n", '[server]\nhost = "127.0.0.9"\n'))
+    url = f"http://127.0.0.1:{port}"
+    with serving("--config", str(path), url=url, env={"KEYSVC_HOST": "127.0.0.1"}) as process:
+        pass
+    _, stderr = process.communicate()
+    started = next(json.loads(line) for line in stderr.splitlines() if "serving" in line)
+    assert started["listen"] == f"http://127.0.0.1:{port}"
+    other = free_port()
+    with serving("--config", str(path), "--listen", f"127.0.0.1:{other}",
+                 url=f"http://127.0.0.1:{other}", env={"KEYSVC_HOST": "127.0.0.9"}):
+        pass

@@ -42,6 +42,7 @@ def raw_config(
     private_key_path: Path | None = None,
     public_key_path: Path | None = None,
     listen: str | None = None,
+    host: str | None = None,
     workers: int | None = None,
     client_token_file: Path | None = None,
 ) -> dict[str, Any]:
@@ -60,6 +61,8 @@ def raw_config(
     if issuer:
         flags["issuer"] = issuer
     server: dict[str, Any] = {}
+    if host:
+        server["host"] = host
     if listen:
         host, sep, port = listen.rpartition(":")
         if not sep or not port.isdigit():

@@ -25,6 +25,12 @@ log = logging.getLogger("keysvc.server")
     envvar="OTF_ADDRESS",
     help="otfd's --address, the same as --listen: HOST:PORT, or :PORT for every interface.",
 )
+@click.option(
+    "--host",
+    envvar="KEYSVC_HOST",
+    help="Listen on this address, keeping [server].port (env KEYSVC_HOST; the container image"
+    " sets 0.0.0.0). --listen and --address win over it.",
+)
 @click.option("--workers", type=click.IntRange(1, 64), help="Processes sharing the port.")
 @click.option(
     "--client-token-file",
@@ -36,6 +42,7 @@ def serve(
     otfd_flags: dict[str, Any],
     listen: str | None,
     address: str | None,
+    host: str | None,
     workers: int | None,
     client_token_file: Path | None,
 ) -> None:
@@ -53,6 +60,7 @@ def serve(
         config_path,
         **otfd_flags,
         listen=listen or address,
+        host=host,
         workers=workers,
         client_token_file=client_token_file,
     )

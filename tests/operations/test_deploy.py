@@ -324,3 +324,25 @@ def test_dockerignore_keeps_keys_and_tokens_out_of_the_image() -> None:
     for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.MULTILINE):
         for source in copied.split():
             assert source in allowed or source + "/" in allowed, source
+
+
+def test_network_policy_admits_only_otfd_ingress_and_monitoring_to_the_pods() -> None:
+    """NetworkPolicy cannot filter paths, so it admits three namespaces to the one port (the
+    comments and README say what that leaves to the client tokens) and nothing else."""
+    policy = MANIFESTS["NetworkPolicy/keysvc"]["spec"]
+    labels = DEPLOYMENT["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    sources = []
+    for rule in policy["ingress"]:
+        assert [p["port"] for p in rule["ports"]] == ["http"] and "http" in PORTS
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector"}  # never an ipBlock or every pod
+            sources.append(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+    assert sorted(sources) == ["ingress-nginx", "monitoring", "otf"]
+
+
+def test_the_image_listens_on_every_interface_as_a_container_must() -> None:
+    (host,) = re.findall(r"^ENV KEYSVC_HOST=(\S+)$", DOCKERFILE, re.MULTILINE)
+    assert host == "0.0.0.0"
+    assert tomllib.loads(CONFIG_TEXT)["server"]["host"] == "0.0.0.0"
