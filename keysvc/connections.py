@@ -369,10 +369,6 @@ class Listener:
     server: asyncio.AbstractServer
     connections: Connections
 
-    @property
-    def port(self) -> int:
-        return int(self.server.sockets[0].getsockname()[1])
-
     def close(self) -> None:
         self.server.close()
         self.connections.stop()
@@ -405,6 +401,9 @@ async def listen(
         server.host if host is None else host,
         server.port if port is None else port,
         ssl=ssl_context,
+        # A TLS handshake never finished holds a socket the cap does not see yet (a
+        # connection counts once it is made): give it the header's deadline, not asyncio's 60 s.
+        ssl_handshake_timeout=limits.header_timeout if ssl_context is not None else None,
         reuse_port=reuse_port or None,
         backlog=1024,
     )

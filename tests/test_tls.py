@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
@@ -68,3 +70,25 @@ async def test_mutual_tls(ca: trustme.CA, key_dir: Path, tmp_path: Path) -> None
             with pytest.raises(aiohttp.ClientError):
                 async with session.post(svc.url + "/v1/tokens", json=RUN, ssl=without) as r:
                     await r.read()
+
+
+async def test_a_tls_handshake_that_never_finishes_is_cut_at_header_timeout(
+    ca: trustme.CA, key_dir: Path, tmp_path: Path
+) -> None:
+    """Half a ClientHello, then nothing: closed after server.header_timeout (asyncio's own
+    handshake timeout is 60 s), while the connection cap cannot see it yet."""
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    config = {**file_config(key_dir),
+              "server": {**tls_files(ca, tmp_path), "header_timeout": "1s"}}
+    async with start_service(config, client_ssl=client) as svc:
+        parts = urlsplit(svc.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
+        async with asyncio.timeout(20):
+            try:
+                assert await reader.read() == b""
+            except ConnectionResetError:
+                pass
+        writer.close()
+        await issue_and_verify(svc)  # and the service still serves
