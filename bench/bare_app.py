@@ -68,7 +68,7 @@ def create_app(
 class Signer:
     """The signing floor's one job per request, done as keysvc's file backend does it: RSA in a
     pool of one thread per core, EC at the end of the event-loop iteration together with the
-    other signatures requested in it (keysvc/sign_batch.py)."""
+    other signatures requested in it (keysvc/loop_signer.py)."""
 
     def __init__(self, key_pem: bytes, signing_input: bytes) -> None:
         key = serialization.load_pem_private_key(key_pem, password=None)

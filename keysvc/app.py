@@ -26,6 +26,7 @@ from keysvc.auth import Client
 from keysvc.backends.base import BackendError, BackendUnavailable
 from keysvc.durations import format_duration
 from keysvc.documents import DISCOVERY_PATH, JWKS_PATH, Document, PublicDocuments
+from keysvc.errors import Overloaded
 from keysvc.keyring import RingView
 from keysvc.service import Service
 from keysvc.tokens import (
@@ -278,6 +279,15 @@ class Endpoints:
                 503,
                 "no_signing_key",
                 f"{exc}; an operator must add or fix one (see /readyz); retry later",
+                {"Retry-After": str(max(1, round(exc.retry_after)))},
+            ) from None
+        except Overloaded as exc:  # counted, not logged: under overload a line each would add to it
+            metrics.TOKENS_ISSUED.labels(endpoint, "", "", "overloaded").inc()
+            raise APIError(
+                503,
+                "overloaded",
+                "keysvc is signing as fast as it can and this token would wait longer than its"
+                " sign timeout; retry later",
                 {"Retry-After": str(max(1, round(exc.retry_after)))},
             ) from None
         except BackendUnavailable as exc:

@@ -197,6 +197,12 @@ class ServerConfig(_Section):
         return self
 
 
+RsaSigning = Literal["loop", "threads"]
+DEFAULT_RSA_SIGNING: RsaSigning = "threads"
+"""How in-process RSA keys sign unless `tokens.rsa_signing` says otherwise: chosen by the paired
+`make bench` figures in docs/performance.md ("Where RSA signs"), where flipping it is explained."""
+
+
 class TokensConfig(_Section):
     default_ttl: Duration = timedelta(hours=1)
     max_ttl: Duration = timedelta(hours=2)
@@ -204,6 +210,10 @@ class TokensConfig(_Section):
     algorithm: Algorithm | None = None
     sign_timeout: Duration = timedelta(seconds=5)
     """How long a backend may take to sign before the client gets 503 + Retry-After."""
+    rsa_signing: RsaSigning = DEFAULT_RSA_SIGNING
+    """Where in-process RSA keys (file backend) sign: "threads", a pool of one thread per core
+    beside the event loop; "loop", on the event loop itself, queued, one signature per loop
+    iteration (keysvc/loop_signer.py), which needs a worker per core to use every core."""
 
     @field_validator("subject_format")
     @classmethod

@@ -4,6 +4,7 @@ Backend failures form one small hierarchy, so that callers decide by type, never
 
     BackendError                 a failure whose message is safe to show (HTTP 503, CLI exit 2)
     ├── BackendUnavailable       unreachable, overloaded or sealed: retry after `retry_after`
+    │   └── Overloaded           keysvc's own signing queue is full (not the backend's fault)
     ├── NotFound                 no such key, version, alias or mount
     ├── PermissionDenied         keysvc's identity lacks a permission on the key
     ├── Unauthenticated          the backend rejected keysvc's credentials
@@ -40,6 +41,13 @@ class BackendUnavailable(BackendError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Overloaded(BackendUnavailable):
+    """keysvc itself signs as fast as it can, and a signature asked for now would wait longer
+    than `tokens.sign_timeout` in its queue (keysvc/loop_signer.py). The client gets 503 with
+    `retry_after`, the time the signatures already queued will take; the backend did nothing
+    wrong, so this is counted as overload, not as a backend error."""
 
 
 class NotFound(BackendError):

@@ -43,8 +43,9 @@ from datetime import UTC, datetime, timedelta
 from keysvc import jose, keygen, metrics
 from keysvc.backends.base import BackendError, BackendUnavailable, KeyBackend, KeyVersion
 from keysvc.backends.retry import deadline
-from keysvc.errors import ConfigError, InsecureKeyError
-from keysvc.sign_batch import SignBatch
+from keysvc.config import DEFAULT_RSA_SIGNING, RsaSigning
+from keysvc.errors import ConfigError, InsecureKeyError, Overloaded
+from keysvc.loop_signer import LoopSigner
 
 log = logging.getLogger("keysvc.keyring")
 
@@ -274,6 +275,7 @@ class KeyRing:
         *,
         sign_timeout: float = 5.0,
         list_timeout: float = 15.0,
+        rsa_signing: RsaSigning = DEFAULT_RSA_SIGNING,
         clock: Clock = utcnow,
     ) -> None:
         self.backends = list(backends)
@@ -281,6 +283,9 @@ class KeyRing:
         self.algorithm = algorithm
         self.sign_timeout = sign_timeout
         self.list_timeout = list_timeout
+        self.rsa_on_loop = rsa_signing == "loop"
+        """tokens.rsa_signing: in-process RSA keys sign on the event loop, queued (else through
+        their backend's sign(), in its thread pool)."""
         self.clock = clock
         self._versions: dict[str, list[RingKey]] = {}
         self._unopened: set[str] = set()
@@ -292,7 +297,7 @@ class KeyRing:
         self._problems: dict[str, BackendProblem] = {}
         self._sign_seconds = functools.cache(metrics.SIGN_SECONDS.labels)
         """The histogram child per backend, looked up once rather than per signature."""
-        self._batch = SignBatch()
+        self._loop_signer = LoopSigner(sign_timeout)
         self._wake = asyncio.Event()
 
     # -- building -----------------------------------------------------------------------------
@@ -515,14 +520,21 @@ class KeyRing:
         backend = key.backend
         started = time.perf_counter()
         try:
-            if backend.signs_at_once(key.version, key.alg):
+            in_process = backend.signs_at_once(key.version, key.alg)
+            if in_process and not key.alg.is_rsa:
                 # Microseconds on this thread: no timer, batched per loop iteration.
-                signature = await self._batch.sign(backend, key.version, key.alg, message)
+                signature = await self._loop_signer.batch(backend, key.version, key.alg, message)
+            elif in_process and self.rsa_on_loop:
+                # Milliseconds on this thread, one signature per loop iteration; the queue
+                # enforces the sign timeout itself (no timer either).
+                signature = await self._loop_signer.queue(backend, key.version, key.alg, message)
             else:
                 # A deadline (asyncio.timeout the backend can read), not wait_for: no Task per
                 # signature, and the backend's retries and call timeouts fit inside it.
                 async with deadline(self.sign_timeout):
                     signature = await backend.sign(key.version, key.alg, message)
+        except Overloaded:  # keysvc's own queue is full: not the backend's failure
+            raise
         except BackendError:
             metrics.BACKEND_ERRORS.labels(backend.name, "sign").inc()
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ def build_ring(config: Config, backends: list[KeyBackend] | None = None) -> KeyR
         lifecycle,
         config.tokens.algorithm,
         sign_timeout=config.tokens.sign_timeout.total_seconds(),
+        rsa_signing=config.tokens.rsa_signing,
     )
 
 
@@ -71,9 +73,29 @@ class Service:
             # The ring's own account: a library's raw text may carry request details.
             message = self.ring.last_errors.get(name) or f"unexpected {type(exc).__name__}"
             log.warning("backend %s not available at start: %s", name, message)
+        self._check_rsa_signing()
         if refresh_loop:
             interval = self.config.rotation.refresh_interval.total_seconds()
             self._refresher = asyncio.create_task(self.ring.run(interval), name="ring-refresh")
+
+    def _check_rsa_signing(self) -> None:
+        """Warn when `tokens.rsa_signing = "loop"` leaves cores unused: each worker signs RSA on
+        its event loop's one thread, so RS256 needs a worker per core to use them all."""
+        workers = self.config.server.workers
+        cores = len(os.sched_getaffinity(0))
+        if not self.ring.rsa_on_loop or workers >= cores:
+            return
+        keys = self.ring.all_keys()
+        if any(k.alg.is_rsa and k.backend.signs_at_once(k.version, k.alg) for k in keys):
+            log.warning(
+                'tokens.rsa_signing = "loop" signs RSA on each worker\'s event loop, one core'
+                " per worker: %d worker(s) leave %d of this machine's %d cores to other work;"
+                ' set server.workers = %d, or rsa_signing = "threads"',
+                workers,
+                cores - workers,
+                cores,
+                cores,
+            )
 
     async def stop(self) -> None:
         """Stop the refresh loop and close the backends, whatever state the loop is in."""

@@ -40,15 +40,16 @@ def serving(
     preexec_fn: Callable[[], None] | None = None,
     env: dict[str, str] | None = None,
     log: Path | None = None,
+    command: list[str] = KEYSVC,
 ) -> Iterator[subprocess.Popen[str]]:
     """`keysvc serve ARGS` (with `env` added to the environment) until /readyz answers 200;
     stopped with SIGTERM afterwards. `preexec_fn` runs in the child before keysvc starts (to
     lower a resource limit). Its log (stderr) is a pipe, or the file `log` for a run that logs
-    more than a pipe holds."""
+    more than a pipe holds. `command` replaces `python -m keysvc` (a test-only variant of it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYSVC_", "OTF_"))
            } | (env or {})
     stderr = subprocess.PIPE if log is None else log.open("w")
-    process = subprocess.Popen([*KEYSVC, "serve", *args], env=env, text=True,
+    process = subprocess.Popen([*command, "serve", *args], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=stderr,
                                preexec_fn=preexec_fn)
     if log is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from keysvc.backends.base import KeyBackend
 from keysvc.config import ALL_SCOPES, Config, merge, parse_config
 from keysvc.keyring import KeyRing
 from keysvc.connections import listen
@@ -96,10 +97,15 @@ class RunningService:
 
 @contextlib.asynccontextmanager
 async def start_service(
-    config: dict[str, Any], *, refresh_loop: bool = True, client_ssl: Any = True
+    config: dict[str, Any],
+    *,
+    refresh_loop: bool = True,
+    client_ssl: Any = True,
+    backends: list[KeyBackend] | None = None,
 ) -> AsyncIterator[RunningService]:
     """Start keysvc with `config` (issuer and port are filled in; a client `test` with every
-    scope is added) and stop it afterwards."""
+    scope is added) and stop it afterwards. `backends`, when given, are the instances the
+    service uses in place of those `config` names (a test's own subclass of one)."""
     port = free_port()
     scheme = "https" if config.get("server", {}).get("tls_cert") else "http"
     token = secrets.token_urlsafe(24)
@@ -114,7 +120,7 @@ async def start_service(
     )
     data["clients"] = [*config.get("clients", []), client]
     parsed = parse_config(data)
-    service = Service(parsed)
+    service = Service(parsed, backends)
     await service.start(refresh_loop=refresh_loop)
     runner = app_runner(service)
     runner.app.on_response_prepare.append(CONFORMANCE.record)  # every reply against the document

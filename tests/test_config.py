@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from keysvc.config import ConfigError, parse_config, read_config_file
+from keysvc.config import (
+    DEFAULT_RSA_SIGNING,
+    ConfigError,
+    TokensConfig,
+    parse_config,
+    read_config_file,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +28,16 @@ def test_example_config_is_valid() -> None:
     config = parse_config(read_config_file(ROOT / "config" / "keysvc.example.toml"))
     assert config.rotation.publish_lead.total_seconds() == 86400
     assert [c.name for c in config.clients] == ["otfd", "ops"]
+
+
+def test_the_rsa_signing_default_is_the_one_the_docs_state() -> None:
+    """Flipping tokens.rsa_signing's default is one line in keysvc/config.py; this names the two
+    places that state it to users."""
+    assert TokensConfig().rsa_signing == DEFAULT_RSA_SIGNING
+    readme = (ROOT / "README.md").read_text()
+    assert f"| `tokens.rsa_signing` | `{DEFAULT_RSA_SIGNING}` |" in readme
+    example = (ROOT / "config" / "keysvc.example.toml").read_text()
+    assert f'\n# rsa_signing = "{DEFAULT_RSA_SIGNING}"\n' in example
 
 
 @pytest.mark.parametrize(
@@ -43,6 +59,7 @@ def test_example_config_is_valid() -> None:
         (base(server={"tls_cert": "/c"}), "tls_cert and tls_key"),
         (base(server={"client_ca": "/c"}), "client_ca"),
         (base(tokens={"max_ttl": "30h"}), "tokens.max_ttl: above 24h is refused"),
+        (base(tokens={"rsa_signing": "inline"}), "tokens.rsa_signing"),
         (base(tokens={"subject_format": "o:{org}"}), "tokens.subject_format: unknown placeholder"),
         (base(tokens={"subject_format": "o:{organization!r}"}), "no conversion or format spec"),
         (base(tokens={"subject_format": "o:{organization"}), "tokens.subject_format"),

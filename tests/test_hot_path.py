@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import select
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -232,27 +233,41 @@ async def test_sign_timeout_becomes_backend_unavailable(tmp_path: Path) -> None:
     await ring.close()
 
 
+class ThreadRecordingBackend(FileBackend):
+    """A file backend that records the thread each signature is made on."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.threads: list[str] = []
+
+    def sign_now(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
+        self.threads.append(threading.current_thread().name)
+        return super().sign_now(version, alg, message)
+
+
+@pytest.mark.parametrize("rsa_signing", ["loop", "threads"])
 @pytest.mark.parametrize(
-    "key_type, at_once", [("ec-p256", True), ("ed25519", True), ("rsa-2048", False)]
+    "key_type, on_loop", [("ec-p256", True), ("ed25519", True), ("rsa-2048", None)]
 )
-async def test_file_backend_signs_small_keys_at_once_and_rsa_in_its_pool(
-    tmp_path: Path, key_type: str, at_once: bool
+async def test_file_backend_keys_sign_on_the_loop_or_rsa_per_rsa_signing(
+    tmp_path: Path, key_type: str, on_loop: bool | None, rsa_signing: str
 ) -> None:
+    """Every file key signs in-process; EC and Ed25519 on the event loop's thread whatever the
+    setting, RSA on it with "loop" and in the backend's pool with "threads"."""
     write_key(tmp_path, key_type)
-    backend = FileBackend("f", FileSettings(path=tmp_path))
-    ring = KeyRing([backend], LIFE)
+    backend = ThreadRecordingBackend("f", FileSettings(path=tmp_path))
+    ring = KeyRing([backend], LIFE, rsa_signing=rsa_signing)  # type: ignore[arg-type]
     await ring.refresh(raise_errors=True)
     key = ring.view().signer
     assert key is not None
-    assert backend.signs_at_once(key.version, key.alg) is at_once
-    signatures = [
-        await backend.sign(key.version, key.alg, b"h.p"),
-        await ring.sign(key, b"h.p"),
-    ]
-    if at_once:
-        signatures.append(backend.sign_now(key.version, key.alg, b"h.p"))
-    for signature in signatures:
-        jose.verify_local(key.version.public_key, key.alg, b"h.p", signature)
+    assert backend.signs_at_once(key.version, key.alg)
+    signature = await ring.sign(key, b"h.p")
+    jose.verify_local(key.version.public_key, key.alg, b"h.p", signature)
+    expected = on_loop if on_loop is not None else rsa_signing == "loop"
+    loop_thread = threading.current_thread().name
+    assert (backend.threads == [loop_thread]) is expected, backend.threads
+    if not expected:
+        assert backend.threads[0].startswith("sign")
     await ring.close()
 
 

@@ -131,19 +131,23 @@ class KeyBackend(abc.ABC):
         """Sign a JWS signing input with exactly this version (never 'the latest')."""
 
     def signs_at_once(self, version: KeyVersion, alg: Algorithm) -> bool:
-        """True when signing with `version` takes microseconds on the caller's thread (an
-        in-process EC or Ed25519 key): the ring then calls `sign_now`, in a batch with the other
-        signatures of the same event-loop iteration and without a timer. Otherwise (I/O, a
-        thread, an RSA key's milliseconds) it awaits `sign` under its sign timeout. Optional: by
+        """True when `version`'s private key is in this process and `sign_now` signs with it on
+        the caller's thread, with no I/O to wait for (a key loaded from a file or held in
+        memory). The key ring then decides when and where to call it: microsecond signatures
+        (EC, Ed25519) in a batch with the others of the same event-loop iteration, without a
+        timer; RSA's milliseconds by `tokens.rsa_signing`, queued on the loop one per
+        iteration ("loop", keysvc/loop_signer.py) or through `sign` ("threads": the backend
+        signs in a thread of its own, so `sign` must never sign RSA on the caller's thread).
+        Otherwise (a KMS, an HSM) the ring awaits `sign` under its sign timeout. Optional: by
         default nothing signs at once.
 
         Why: a signature that cannot wait needs no timer (arming one per token cost a quarter
-        of an ES256 signature), and signatures made back to back find OpenSSL's tables in the
-        caches (keysvc/sign_batch.py)."""
+        of an ES256 signature), signatures made back to back find OpenSSL's tables in the
+        caches, and RSA signed on the loop saves the thread hand-off."""
         return False
 
     def sign_now(self, version: KeyVersion, alg: Algorithm, message: bytes) -> bytes:
-        """Sign at once on the caller's thread; called only when `signs_at_once` is True."""
+        """Sign on the caller's thread; called only when `signs_at_once` is True."""
         raise OperationNotSupported(f"backend {self.name!r} does not sign at once")
 
     def limitation(self, capability: Capability) -> str | None:
