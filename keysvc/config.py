@@ -173,6 +173,10 @@ class ServerConfig(_Section):
     drain_timeout: Duration = timedelta(seconds=20)
     """On SIGTERM: how long requests in progress may take to finish before they are cut off.
     Must fit in the orchestrator's grace period (Kubernetes: 30s by default)."""
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    """Also serve GET /metrics alone, in plain HTTP, on this port of `host`: so that a network
+    policy can let Prometheus reach the metrics and nothing else (policies filter by port,
+    never by path). /metrics stays on the main port too."""
 
     @field_validator("header_timeout", "body_timeout", "keepalive_timeout")
     @classmethod
@@ -194,6 +198,8 @@ class ServerConfig(_Section):
             raise ValueError("tls_cert and tls_key must be set together")
         if self.client_ca is not None and self.tls_cert is None:
             raise ValueError("client_ca (mTLS) needs tls_cert and tls_key")
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("metrics_port must differ from port")
         return self
 
 

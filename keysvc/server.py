@@ -63,6 +63,7 @@ async def serve_async(config: Config, *, reuse_port: bool = False, ready: Any = 
     listener = await listen(
         runner, config, ssl_context=ssl_context(config), reuse_port=reuse_port
     )
+    metrics_runner, metrics_listener = await _metrics_listener(config, reuse_port)
     # Everything loaded so far (modules, config, keys) lives as long as the process: take it out
     # of the collector's generations so full collections walk only per-request garbage.
     gc.freeze()
@@ -76,9 +77,26 @@ async def serve_async(config: Config, *, reuse_port: bool = False, ready: Any = 
     finally:
         try:
             listener.close()
+            if metrics_listener is not None:
+                metrics_listener.close()
+                await metrics_runner.cleanup()
             await runner.cleanup()
         finally:
             await service.stop()
+
+
+async def _metrics_listener(config: Config, reuse_port: bool) -> tuple[Any, Any]:
+    """(runner, listener) of `server.metrics_port` (plain HTTP: metrics hold no secret, and a
+    scraper inside the cluster needs no certificate), or (None, None) without one."""
+    port = config.server.metrics_port
+    if port is None:
+        return None, None
+    from keysvc.app import create_metrics_app
+    from keysvc.connections import listen
+
+    runner = web.AppRunner(create_metrics_app(), handle_signals=False)
+    await runner.setup()
+    return runner, await listen(runner, config, port=port, reuse_port=reuse_port)
 
 
 def _refresh(service: Any) -> None:

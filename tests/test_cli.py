@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -778,3 +779,27 @@ def test_serve_host_sets_the_listen_address_and_keeps_the_port(
     with serving("--config", str(path), "--listen", f"127.0.0.1:{other}",
                  url=f"http://127.0.0.1:{other}", env={"KEYSVC_HOST": "127.0.0.9"}):
         pass
+
+
+def test_metrics_port_serves_the_metrics_alone(tmp_path: Path, key_dir: Path) -> None:
+    """server.metrics_port: /metrics on a port of its own, with nothing else there, so a
+    NetworkPolicy can give Prometheus that port and not the token API."""
+    port, metrics_port = free_port(), free_port()
+    path = config_file(tmp_path, key_dir, port=port)
+    path.write_text(path.read_text().replace("[server]\n", f"[server]\nmetrics_port = {metrics_port}\n"))
+    url, metrics_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"
+    for workers in ("1", "2"):
+        with serving("--config", str(path), "--workers", workers, url=url):
+            with urllib.request.urlopen(metrics_url + "/metrics") as response:
+                assert b"keysvc_ring_keys" in response.read()
+            for other in ("/v1/keys", "/.well-known/jwks", "/healthz"):
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(metrics_url + other)
+                assert refused.value.code == 404
+                assert json.load(refused.value)["error"]["code"] == "not_found"
+            with urllib.request.urlopen(url + "/metrics") as response:  # still there too
+                assert response.status == 200
+    same = path.read_text().replace(f"metrics_port = {metrics_port}", f"metrics_port = {port}")
+    path.write_text(same)
+    assert_one_line_error(run("serve", "--config", str(path)), "metrics_port must differ from port")
+

@@ -43,6 +43,7 @@ def raw_config(
     public_key_path: Path | None = None,
     listen: str | None = None,
     host: str | None = None,
+    metrics_port: int | None = None,
     workers: int | None = None,
     client_token_file: Path | None = None,
 ) -> dict[str, Any]:
@@ -70,6 +71,8 @@ def raw_config(
         server.update(host=host.strip("[]") or "0.0.0.0", port=int(port))
     if workers:
         server["workers"] = workers
+    if metrics_port:
+        server["metrics_port"] = metrics_port
     if server:
         flags["server"] = server
     data = merge(data, flags)

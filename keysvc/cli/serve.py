@@ -31,6 +31,11 @@ log = logging.getLogger("keysvc.server")
     help="Listen on this address, keeping [server].port (env KEYSVC_HOST; the container image"
     " sets 0.0.0.0). --listen and --address win over it.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve GET /metrics alone on this port too (overrides server.metrics_port).",
+)
 @click.option("--workers", type=click.IntRange(1, 64), help="Processes sharing the port.")
 @click.option(
     "--client-token-file",
@@ -43,6 +48,7 @@ def serve(
     listen: str | None,
     address: str | None,
     host: str | None,
+    metrics_port: int | None,
     workers: int | None,
     client_token_file: Path | None,
 ) -> None:
@@ -61,6 +67,7 @@ def serve(
         **otfd_flags,
         listen=listen or address,
         host=host,
+        metrics_port=metrics_port,
         workers=workers,
         client_token_file=client_token_file,
     )

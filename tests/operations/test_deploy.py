@@ -193,7 +193,8 @@ def test_the_init_container_installs_the_secrets_keysvc_then_serves(
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "keysvc", *KEYSVC["args"], "--listen", f"127.0.0.1:{port}"]
+    argv = [sys.executable, "-m", "keysvc", *KEYSVC["args"], "--listen", f"127.0.0.1:{port}",
+            "--metrics-port", str(free_port())]  # not the manifest's 9090: tests run side by side
     process, new_root = PodContainer(POD, KEYSVC, volumes).popen(argv)
     try:
         deadline = time.monotonic() + 60
@@ -288,7 +289,11 @@ def test_the_configmap_config_serves_the_probe_paths(tmp_path: Path) -> None:
     config = tmp_path / "keysvc.toml"
     config.write_text(CONFIG_TEXT.replace("/run/keysvc", str(run_dir)))
     url = f"http://127.0.0.1:{free_port()}"
-    with serving("--config", str(config), "--listen", url.removeprefix("http://"), url=url):
+    metrics_url = f"http://127.0.0.1:{free_port()}"
+    with serving("--config", str(config), "--listen", url.removeprefix("http://"),
+                 "--metrics-port", metrics_url.rsplit(":", 1)[1], url=url):
+        metrics, _ = get(metrics_url + "/metrics")  # what the monitoring namespace may scrape
+        assert b"keysvc_ring_keys" in metrics
         for probe in ("livenessProbe", "readinessProbe"):
             body, _ = get(url + KEYSVC[probe]["httpGet"]["path"])
             assert body.startswith(b"{")
@@ -327,19 +332,26 @@ def test_dockerignore_keeps_keys_and_tokens_out_of_the_image() -> None:
 
 
 def test_network_policy_admits_only_otfd_ingress_and_monitoring_to_the_pods() -> None:
-    """NetworkPolicy cannot filter paths, so it admits three namespaces to the one port (the
-    comments and README say what that leaves to the client tokens) and nothing else."""
+    """NetworkPolicy filters ports, not paths: the monitoring namespace reaches only the port that
+    serves /metrics alone, otfd's and the ingress controller's the API port, nothing else."""
     policy = MANIFESTS["NetworkPolicy/keysvc"]["spec"]
     labels = DEPLOYMENT["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
     assert policy["policyTypes"] == ["Ingress"]
-    sources = []
+    admitted: dict[str, list[str]] = {}
     for rule in policy["ingress"]:
-        assert [p["port"] for p in rule["ports"]] == ["http"] and "http" in PORTS
+        ports = [p["port"] for p in rule["ports"]]
+        assert all(port in PORTS for port in ports)
         for peer in rule["from"]:
             assert set(peer) == {"namespaceSelector"}  # never an ipBlock or every pod
-            sources.append(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
-    assert sorted(sources) == ["ingress-nginx", "monitoring", "otf"]
+            namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            admitted[namespace] = ports
+    # Prometheus gets the port that serves /metrics alone, never the token API's
+    assert admitted == {"otf": ["http"], "ingress-nginx": ["http"], "monitoring": ["metrics"]}
+    overlay = yaml.safe_load((DEPLOY / "otf" / "keysvc-configmap.yaml").read_text())
+    for text in (CONFIG_TEXT, overlay["data"]["keysvc.toml"]):  # the otf overlay's replaces it
+        config = parse_config(tomllib.loads(text))
+        assert (config.server.port, config.server.metrics_port) == (PORTS["http"], PORTS["metrics"])
 
 
 def test_the_image_listens_on_every_interface_as_a_container_must() -> None:
