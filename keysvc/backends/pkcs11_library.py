@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 CKR_OK = 0x0
 CKF_OS_LOCKING_OK = 0x2
-REINITIALISE_INTERVAL = 5.0
+REINITIALISE_INTERVAL = 2.0
 """Seconds between two re-initialisations of one module (each one drops every session)."""
 
 _CK_RV = ctypes.c_ulong
