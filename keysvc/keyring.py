@@ -115,7 +115,6 @@ class RingView:
     keys: tuple[KeyStatus, ...]
     signer: RingKey | None
     valid_until: datetime
-    generation: int
 
     @property
     def published(self) -> list[RingKey]:
@@ -207,7 +206,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 def compute_view(
-    keys: Sequence[RingKey], lifecycle: Lifecycle, now: datetime, generation: int = 0
+    keys: Sequence[RingKey], lifecycle: Lifecycle, now: datetime
 ) -> RingView:
     """The lifecycle rules of the module docstring, as a pure function of keys and time."""
     ordered = sorted(keys, key=lambda k: (k.created_at, k.kid))
@@ -236,7 +235,6 @@ def compute_view(
         keys=tuple(statuses),
         signer=ordered[signer_index] if signer_index >= 0 else None,
         valid_until=min((b for b in boundaries if b > now), default=FAR_FUTURE),
-        generation=generation,
     )
 
 
@@ -291,7 +289,6 @@ class KeyRing:
         self._unopened: set[str] = set()
         """Backends whose open() failed (see open_later): opened again before being listed."""
         self._derived: dict[tuple[str, str, bytes], RingKey] = {}
-        self._generation = 0
         self._view: RingView | None = None
         self.last_errors: dict[str, str] = {}
         self._problems: dict[str, BackendProblem] = {}
@@ -368,10 +365,10 @@ class KeyRing:
                     ) from None
         except Exception as exc:
             metrics.BACKEND_ERRORS.labels(backend.name, "list").inc()
-            if isinstance(exc, (BackendError, ConfigError, OSError)):
-                message = str(exc)
-            elif isinstance(exc, TimeoutError):
+            if isinstance(exc, TimeoutError):  # before OSError, its base class
                 message = f"timed out after {self.list_timeout:g}s"
+            elif isinstance(exc, (BackendError, ConfigError, OSError)):
+                message = str(exc)
             else:  # an unmapped library error: its text may carry request details
                 message = f"unexpected {type(exc).__name__}"
             if not quiet and self.last_errors.get(backend.name) != message:
@@ -387,8 +384,6 @@ class KeyRing:
             raise
         self.last_errors.pop(backend.name, None)
         self._problems.pop(backend.name, None)
-        if [k.kid for k in keys] != [k.kid for k in self._versions.get(backend.name, [])]:
-            self._generation += 1
         self._versions[backend.name] = keys
 
     async def refresh(
@@ -487,7 +482,7 @@ class KeyRing:
         cached = self._view
         if now is None and cached is not None and at < cached.valid_until:
             return cached
-        view = compute_view(self.all_keys(), self.lifecycle, at, self._generation)
+        view = compute_view(self.all_keys(), self.lifecycle, at)
         if view.signer is not None and self._signing_refused(view.signer.backend_name):
             view = dataclasses.replace(view, signer=None)
         if now is None:
