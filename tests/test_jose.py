@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from typing import Any
 
 import jwt
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 
 from keysvc import jose, keygen
 from keysvc.jose import Algorithm
@@ -93,3 +95,73 @@ def test_signing_input_is_compact_json() -> None:
     assert json.loads(jose.b64url_decode(header)) == {"alg": "ES256", "kid": "k", "typ": "JWT"}
     message = jose.signing_input(header, {"a": 1})
     assert jose.b64url_decode(message.split(b".")[1]) == b'{"a":1}'
+
+
+@pytest.mark.parametrize(
+    ("alg", "digest"),
+    [(Algorithm.RS256, hashlib.sha256), (Algorithm.PS256, hashlib.sha256),
+     (Algorithm.ES256, hashlib.sha256), (Algorithm.ES384, hashlib.sha384)],
+)
+def test_digest_is_what_a_kms_signs(alg: Algorithm, digest: Any) -> None:
+    assert alg.digest(b"header.payload") == digest(b"header.payload").digest()
+
+
+def test_eddsa_has_no_digest() -> None:
+    with pytest.raises(ValueError) as refused:
+        Algorithm.EdDSA.digest(b"header.payload")
+    assert str(refused.value) == "EdDSA signs the message itself, not a digest"
+
+
+def test_describe_key() -> None:
+    assert jose.describe_key(keygen.generate("rsa-2048").public_key()) == "RSA-2048"
+    assert jose.describe_key(keygen.generate("ec-p384").public_key()) == "EC secp384r1"
+    assert jose.describe_key(keygen.generate("ed25519").public_key()) == "Ed25519"
+    assert jose.describe_key(x25519.X25519PrivateKey.generate().public_key()) == "X25519PublicKey"
+
+
+def rsa_public_key(bits: int) -> rsa.RSAPublicKey:
+    """An RSA public key of exactly `bits` bits (a modulus, not a real key: only sizes count)."""
+    return rsa.RSAPublicNumbers(65537, (1 << (bits - 1)) | 1).public_key()
+
+
+def test_rsa_sizes_from_2048_to_4096_bits_are_supported() -> None:
+    for bits in (2048, 3072, 4096):
+        jose.check_supported(rsa_public_key(bits))
+    for bits in (2047, 4097):
+        with pytest.raises(jose.UnsupportedKeyError) as refused:
+            jose.check_supported(rsa_public_key(bits))
+        assert str(refused.value) == f"RSA keys must be 2048-4096 bits, got {bits}"
+
+
+def test_other_key_types_are_refused_by_name() -> None:
+    with pytest.raises(jose.UnsupportedKeyError) as refused:
+        jose.check_supported(x25519.X25519PrivateKey.generate().public_key())
+    assert str(refused.value) == "unsupported key type X25519PublicKey"
+
+
+def test_rsa_defaults_to_rs256_and_a_key_limited_elsewhere_says_so() -> None:
+    rsa_key = keygen.generate("rsa-2048").public_key()
+    assert jose.choose_algorithm(rsa_key, None) is Algorithm.RS256
+    assert jose.choose_algorithm(rsa_key, Algorithm.ES256) is Algorithm.RS256
+    ec_key = keygen.generate("ec-p384").public_key()
+    with pytest.raises(jose.UnsupportedKeyError) as refused:
+        jose.choose_algorithm(ec_key, None, frozenset({Algorithm.ES256}))
+    assert str(refused.value) == "no JWS algorithm fits this EC secp384r1 key"
+
+
+@pytest.mark.parametrize(
+    ("data", "encoded"),
+    [(b"", b""), (b"f", b"Zg"), (b"fo", b"Zm8"), (b"foo", b"Zm9v"), (b"\x00\x00\x17", b"AAAX"),
+     (b"\xfb\xff", b"-_8"), (b"\xfb\xef\xbe", b"----")],
+)
+def test_base64url_without_padding(data: bytes, encoded: bytes) -> None:
+    """RFC 7515 section 2: url-safe alphabet, trailing '=' removed (and nothing else)."""
+    assert jose.b64url(data) == encoded
+    assert jose.b64url_decode(encoded) == data
+    assert jose.b64url_decode(encoded.decode()) == data
+
+
+def test_the_protected_header_is_compact_json() -> None:
+    """Compact JSON, without the spaces json.dumps puts in by default: every token carries it."""
+    header = jose.encode_header("k", Algorithm.ES256)
+    assert jose.b64url_decode(header) == b'{"alg":"ES256","kid":"k","typ":"JWT"}'

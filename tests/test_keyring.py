@@ -1,15 +1,29 @@
-"""The lifecycle rules as a pure function of key creation times, config and the clock."""
+"""The lifecycle rules as a pure function of key creation times, config and the clock; then the
+ring that applies them to its backends' versions (tests/plugin_backend.py), through its API."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
-from keysvc import keygen
+from keysvc import jose, keygen
 from keysvc.backends.base import KeyVersion
 from keysvc.backends.file import FileBackend, FileSettings
-from keysvc.keyring import FAR_FUTURE, KeyRing, KeyState, Lifecycle, compute_view, left_jwks
+from keysvc.errors import ConfigError
+from keysvc.keyring import (
+    FAR_FUTURE,
+    KeyRing,
+    KeyState,
+    Lifecycle,
+    compute_view,
+    describe_unexpected,
+    left_jwks,
+)
+from tests.plugin_backend import PluginBackend
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LIFE = Lifecycle(
@@ -135,3 +149,160 @@ def test_left_jwks_lists_what_is_listed_but_no_longer_published(ring: KeyRing) -
     later = c.signs_from + RETENTION
     assert [key for key, _, _ in left_jwks([a, b, c], LIFE, later)] == [a, b]
     assert left_jwks([a], LIFE, now) == []  # a lone key never leaves: it signs
+
+
+# -- the ring over a backend, through its public API --------------------------------------------
+
+
+def kid(version: KeyVersion) -> str:
+    return jose.thumbprint(version.public_key)
+
+
+def at(moment: datetime) -> Callable[[], datetime]:
+    return lambda: moment
+
+
+async def test_listing_shows_each_key_as_get_v1_keys_does() -> None:
+    backend = PluginBackend("b")
+    a = backend.add(T0)
+    b = backend.add(T0 + timedelta(days=1), "ec-p384")
+    c = backend.add(T0 + timedelta(days=2, hours=1), "ed25519")
+    # b signs since day 2; a stopped then and stays published for RETENTION; c waits.
+    ring = KeyRing([backend], LIFE, clock=at(T0 + timedelta(days=2, hours=2)))
+    await ring.refresh()
+    assert ring.view().listing() == [
+        {"kid": kid(a), "alg": "ES256", "backend": "b", "created_at": "2026-01-01T00:00:00Z",
+         "state": "retiring", "signs_from": "2026-01-02T00:00:00Z",
+         "published_until": "2026-01-03T02:15:00Z"},
+        {"kid": kid(b), "alg": "ES384", "backend": "b", "created_at": "2026-01-02T00:00:00Z",
+         "state": "active", "signs_from": "2026-01-03T00:00:00Z", "published_until": None},
+        {"kid": kid(c), "alg": "EdDSA", "backend": "b", "created_at": "2026-01-03T01:00:00Z",
+         "state": "pending", "signs_from": "2026-01-04T01:00:00Z", "published_until": None},
+    ]
+
+
+async def test_ring_keys_gauge_counts_each_state() -> None:
+    backend = PluginBackend("gauged")
+    for offset in (timedelta(0), timedelta(days=1), timedelta(days=2, hours=1)):
+        backend.add(T0 + offset)
+    ring = KeyRing([backend], LIFE, clock=at(T0 + timedelta(days=2, hours=2)))
+    await ring.refresh()
+    gauge = {s: REGISTRY.get_sample_value("keysvc_ring_keys", {"state": s}) for s in
+             ("pending", "active", "retiring")}
+    assert gauge == {"pending": 1, "active": 1, "retiring": 1}
+
+
+def test_a_ring_that_never_refreshed_has_no_signer() -> None:
+    ring = KeyRing([PluginBackend()], LIFE)
+    assert ring.view().signer is None and ring.view().keys == () and not ring.ready
+
+
+async def test_the_view_is_kept_until_its_next_change_or_a_refresh() -> None:
+    """The JWKS and every token read `view()`: it is computed once per state, not per call."""
+    backend = PluginBackend()
+    a, b = backend.add(T0), backend.add(T0 + timedelta(days=3))
+    moment = [T0 + timedelta(days=3, hours=1)]  # a signs, b waits until T0 + 4 days
+    ring = KeyRing([backend], LIFE, clock=lambda: moment[0])
+    await ring.refresh()
+    first = ring.view()
+    assert first.valid_until == T0 + timedelta(days=4) and first.signer is not None
+    assert ring.view() is first
+    moment[0] = T0 + timedelta(days=4) - timedelta(microseconds=1)
+    assert ring.view() is first
+    moment[0] = T0 + timedelta(days=4)  # the change itself: b signs from this instant
+    current = ring.view()
+    assert current.signer is not None and current.signer.kid == kid(b)
+    # A view at another moment is computed for it, and leaves the current one cached.
+    past = ring.view(T0 + timedelta(hours=1))
+    assert past.signer is not None and past.signer.kid == kid(a)
+    assert ring.view() is current
+    await ring.refresh()  # a refresh may have changed the keys: computed again
+    assert ring.view() is not current and ring.view().signer == current.signer
+
+
+async def test_two_versions_created_at_the_same_instant_keep_their_own_kids() -> None:
+    backend = PluginBackend()
+    a, b = backend.add(T0), backend.add(T0)
+    ring = KeyRing([backend], LIFE, clock=at(T0 + timedelta(days=2)))
+    await ring.refresh()
+    assert sorted(k.kid for k in ring.all_keys()) == sorted([kid(a), kid(b)])
+
+
+async def test_a_version_whose_creation_time_changes_follows_it() -> None:
+    backend = PluginBackend()
+    version = backend.add(T0)
+    ring = KeyRing([backend], LIFE, clock=at(T0 + timedelta(days=2)))
+    await ring.refresh()
+    backend.amend(version, created_at=T0 + timedelta(hours=1))
+    await ring.refresh()
+    (key,) = ring.all_keys()
+    assert key.created_at == T0 + timedelta(hours=1)
+    assert key.signs_from == T0 + timedelta(hours=25)
+
+
+async def test_a_version_limited_to_some_algorithms_signs_with_one_of_them() -> None:
+    """A KMS key made for PSS cannot sign RS256, though RS256 is the RSA default."""
+    backend = PluginBackend()
+    backend.add(T0, "rsa-2048", algorithms=frozenset({jose.Algorithm.PS256}))
+    ring = KeyRing([backend], LIFE, clock=at(T0 + timedelta(days=2)))
+    await ring.refresh()
+    (key,) = ring.all_keys()
+    assert key.alg is jose.Algorithm.PS256 and key.jwk["alg"] == "PS256"
+
+
+async def test_a_configured_algorithm_that_fits_no_key_is_refused() -> None:
+    backend = PluginBackend()
+    backend.add(T0, "ec-p384")
+    backend.add(T0 + timedelta(hours=1), "ec-p256")
+    ring = KeyRing([backend], LIFE, jose.Algorithm.PS256, clock=at(T0 + timedelta(days=2)))
+    with pytest.raises(ConfigError) as refused:
+        await ring.refresh()
+    assert str(refused.value) == (
+        "tokens.algorithm: PS256 fits none of the configured keys (EC secp256r1, EC secp384r1)"
+    )
+
+
+def test_backend_by_name() -> None:
+    a, b = PluginBackend("a"), PluginBackend("b")
+    assert KeyRing([a], LIFE).backend(None) is a
+    assert KeyRing([a], LIFE).backend("a") is a
+    two = KeyRing([a, b], LIFE)
+    assert two.backend("b") is b and two.backend("a") is a
+    with pytest.raises(ConfigError) as several:
+        two.backend(None)
+    assert str(several.value) == "several backends are configured (a, b): choose one with --backend"
+    with pytest.raises(ConfigError) as unknown:
+        two.backend("c")
+    assert str(unknown.value) == "no backend named 'c'"
+
+
+async def test_one_key_in_two_backends_is_published_once_and_revoked_in_both() -> None:
+    first, second = PluginBackend("first"), PluginBackend("second")
+    shared = first.add(T0)
+    copy = second.add(T0 + timedelta(hours=1), private_key=first.private_key(shared))
+    other = second.add(T0 + timedelta(hours=2))
+    ring = KeyRing([first, second], LIFE, clock=at(T0 + timedelta(days=2)))
+    await ring.refresh()
+    assert [k.kid for k in ring.all_keys()] == [kid(shared), kid(other)]
+    assert ring.all_keys()[0].backend_name == "first"  # the oldest version wins
+    assert [(k.backend_name, k.version.version_id) for k in ring.versions_of(kid(shared))] == [
+        ("first", shared.version_id), ("second", copy.version_id)
+    ]
+    assert ring.versions_of("no-such-kid") == []
+
+
+async def test_close_closes_every_backend_even_when_one_fails() -> None:
+    failing, other = PluginBackend("failing"), PluginBackend("other")
+    failing.close_error = RuntimeError("close failed")
+    await KeyRing([failing, other], LIFE).close()  # does not raise
+    assert failing.closed and other.closed
+
+
+def test_an_unexpected_exception_is_described_by_type_and_place_not_text() -> None:
+    """Its text may carry request details or secrets; where it was raised helps whoever fixes it."""
+    assert describe_unexpected(RuntimeError("token=s3cret")) == "unexpected RuntimeError"
+    try:
+        raise KeyError("token=s3cret")
+    except KeyError as exc:
+        described = describe_unexpected(exc)
+    assert re.fullmatch(r"unexpected KeyError at test_keyring\.py:\d+", described), described

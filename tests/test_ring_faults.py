@@ -16,50 +16,17 @@ from cryptography.hazmat.primitives.asymmetric import utils
 from prometheus_client import REGISTRY
 
 from keysvc import jose
-from keysvc.backends.base import BackendError, KeyVersion
-from keysvc.backends.memory import MemoryBackend, MemorySettings
+from keysvc.backends.base import BackendError, BackendUnavailable, KeyVersion
 from keysvc.config import parse_config
 from keysvc.keyring import KeyRing, Lifecycle
 from keysvc.service import Service
+from tests.plugin_backend import PluginBackend
 from tests.service import RUN
 
 LIFE = Lifecycle(
     publish_lead=timedelta(hours=24), jwks_max_age=timedelta(minutes=15), max_ttl=timedelta(hours=2)
 )
-_REAL = object()
 SECRET = "X-Amz-Signature=0123456789abcdef"
-
-
-class PluginBackend(MemoryBackend):
-    """A third-party backend gone wrong: the memory backend (the reference for plugins), with
-    whatever list error or signature bytes the test sets."""
-
-    def __init__(self, name: str = "plugin", encoding: str = "raw") -> None:
-        super().__init__(name, MemorySettings(initial_versions=0))
-        self.signature_encoding = encoding  # type: ignore[misc]
-        self.list_error: Exception | None = None
-        self.signature: Any = _REAL
-        self.closed = False
-
-    def add(self, created_at: datetime, key_type: str = "ec-p256") -> KeyVersion:
-        return self.store.add(key_type, created_at)  # type: ignore[arg-type]
-
-    async def list_versions(self) -> list[KeyVersion]:
-        if self.list_error is not None:
-            raise self.list_error
-        return await super().list_versions()
-
-    async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
-        if self.signature is not _REAL:
-            return self.signature
-        signature = await super().sign(version, alg, message)
-        if self.signature_encoding == "der" and alg.is_ecdsa:
-            return jose.raw_to_der(signature)
-        return signature
-
-    async def close(self) -> None:
-        self.closed = True
-        await super().close()
 
 
 def errors_counted(backend: str, operation: str) -> float:
@@ -81,7 +48,8 @@ def service_config(tmp_path: Path, **extra: Any) -> Any:
     ("created_at", "problem"),
     [
         (datetime(2026, 1, 1), "created_at has no time zone"),
-        (datetime.max.replace(tzinfo=UTC) - timedelta(days=1), "is out of range"),
+        (datetime.max.replace(tzinfo=UTC) - timedelta(days=1),
+         "created_at 9999-12-30T23:59:59.999999Z is out of range"),
     ],
     ids=["naive", "year-9999"],
 )
@@ -99,8 +67,7 @@ async def test_unusable_created_at_fails_that_backend_only(created_at: datetime,
     errors = await ring.refresh()
 
     assert set(errors) == {"bad"} and isinstance(errors["bad"], BackendError)
-    assert problem in ring.last_errors["bad"]
-    assert f"key version {broken.version_id}:" in ring.last_errors["bad"]
+    assert ring.last_errors["bad"] == f"backend 'bad', key version {broken.version_id}: {problem}"
     assert errors_counted("bad", "list") == counted + 1
     # Both backends keep their keys (the bad one its last good versions), and the ring reads.
     after = ring.view()
@@ -145,7 +112,10 @@ async def test_refresh_loop_keeps_going_after_an_unexpected_error(
         assert not loop.done(), loop
         assert any(k.version is new for k in ring.all_keys())
         failed = [r.getMessage() for r in caplog.records if "refresh failed" in r.getMessage()]
-        assert failed and all("unexpected RuntimeError at " in m for m in failed)
+        assert failed and all(
+            m.startswith("key ring refresh failed: unexpected RuntimeError at test_ring_faults.py:")
+            for m in failed
+        ), failed
         assert SECRET not in caplog.text
     finally:
         loop.cancel()
@@ -227,7 +197,9 @@ async def test_malformed_signature_is_a_backend_error(
         await ring.sign(key, b"h.p")
     assert str(info.value) == "backend 'plugin' returned a malformed signature"
     assert errors_counted("plugin", "sign") == counted + 1
-    assert f"backend plugin returned a malformed {key.alg.value} signature" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        f"backend plugin returned a malformed {key.alg.value} signature"
+    ]
 
 
 async def test_malformed_signature_answers_503_not_500(tmp_path: Path) -> None:
@@ -257,13 +229,18 @@ class FailingOpenBackend(PluginBackend):
     def __init__(self) -> None:
         super().__init__()
         self.broken = True
+        self.hangs = False
         self.opened = False
+        self.opens = 0
         self.listed_unopened = 0
 
     async def open(self) -> None:
+        if self.hangs:
+            await asyncio.sleep(60)
         if self.broken:
             raise RuntimeError(f"GET https://kms.example/?{SECRET} failed")
         self.opened = True
+        self.opens += 1
 
     async def list_versions(self) -> list[KeyVersion]:
         self.listed_unopened += not self.opened
@@ -299,6 +276,7 @@ async def test_a_backend_that_fails_to_open_leaves_the_service_unready_until_a_r
             backend.broken = False
             assert await service.ring.refresh() == {}
             assert backend.opened and backend.listed_unopened == 0
+            assert await service.ring.refresh() == {} and backend.opens == 1  # opened once
             assert (await client.get("/readyz")).status == 200
             response = await client.post("/v1/tokens", json=RUN, headers=auth)
             assert response.status == 200, await response.text()
@@ -308,10 +286,197 @@ async def test_a_backend_that_fails_to_open_leaves_the_service_unready_until_a_r
         await service.stop()
 
 
-async def test_a_backend_that_fails_to_open_is_a_one_line_error_for_the_cli(tmp_path: Path) -> None:
+async def test_an_open_that_hangs_on_a_refresh_times_out() -> None:
+    backend = FailingOpenBackend()
+    ring = KeyRing([backend], LIFE, list_timeout=0.05)
+    ring.open_later(backend)
+    backend.hangs = True
+    async with asyncio.timeout(10):
+        errors = await ring.refresh()
+    assert isinstance(errors["plugin"], TimeoutError)
+    assert ring.last_errors == {"plugin": "timed out after 0.05s"} and not backend.opened
+
+
+async def test_a_backend_that_fails_to_open_is_a_one_line_error_for_the_cli(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from keysvc.service import local_ring
 
-    with pytest.raises(BackendError, match="failed to open: unexpected RuntimeError") as err:
+    caplog.set_level(logging.DEBUG, logger="keysvc.keyring")
+    with pytest.raises(BackendError) as err:
         async with local_ring(service_config(tmp_path), backends=[FailingOpenBackend()]):
             pass
+    assert str(err.value).startswith(
+        "backend 'plugin' failed to open: unexpected RuntimeError at test_ring_faults.py:"
+    )
     assert SECRET not in str(err.value)
+    # The traceback, for whoever debugs the plugin, only at debug level.
+    (debug,) = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert debug.getMessage() == "backend plugin failed to open"
+    assert debug.exc_info is not None and debug.exc_info[0] is RuntimeError
+
+
+# -- refresh and sign failures, as the ring reports them ----------------------------------------
+
+
+async def test_a_listing_that_hangs_fails_after_the_list_timeout() -> None:
+    backend = PluginBackend()
+    backend.add(datetime.now(UTC) - timedelta(days=2))
+    backend.list_delay = 60
+    ring = KeyRing([backend], LIFE, list_timeout=0.05)
+    async with asyncio.timeout(10):
+        errors = await ring.refresh()
+    assert isinstance(errors["plugin"], TimeoutError)
+    assert ring.last_errors == {"plugin": "timed out after 0.05s"}
+
+
+@pytest.mark.parametrize(
+    ("error", "reported"),
+    [
+        (BackendError("backend 'plugin': denied"), "backend 'plugin': denied"),
+        (OSError(13, "Permission denied"), "[Errno 13] Permission denied"),
+        (RuntimeError(SECRET), "unexpected RuntimeError"),  # a library's text stays out
+    ],
+    ids=["backend-error", "os-error", "unexpected"],
+)
+async def test_a_failed_listing_is_reported_once_per_message(
+    error: Exception, reported: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = PluginBackend()
+    backend.add(datetime.now(UTC) - timedelta(days=2))
+    ring = KeyRing([backend], LIFE)
+    await ring.refresh(raise_errors=True)
+    counted = errors_counted("plugin", "list")
+    backend.list_error = error
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "keysvc.keyring"]
+
+    with caplog.at_level(logging.WARNING, logger="keysvc.keyring"):
+        assert (await ring.refresh())["plugin"] is error
+        assert warnings() == [f"refresh of backend plugin failed: {reported}"]
+        assert (await ring.refresh())["plugin"] is error  # the same again: not logged again
+        backend.list_error = BackendError("quiet")
+        await ring.refresh(quiet=True)  # the caller logs: nothing here
+    assert warnings() == [f"refresh of backend plugin failed: {reported}"]
+    assert ring.last_errors == {"plugin": "quiet"}
+    assert errors_counted("plugin", "list") == counted + 3
+    with pytest.raises(BackendError, match="^quiet$"):
+        await ring.refresh(raise_errors=True)
+    backend.list_error = None
+    assert await ring.refresh() == {} and ring.last_errors == {}
+    assert SECRET not in caplog.text
+
+
+async def test_an_unsupported_key_version_names_its_backend_and_version() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    backend = PluginBackend()
+    small = backend.add(datetime.now(UTC), private_key=rsa.generate_private_key(65537, 1024))
+    ring = KeyRing([backend], LIFE)
+    errors = await ring.refresh()
+    assert str(errors["plugin"]) == (
+        f"backend 'plugin', key version {small.version_id}: RSA keys must be 2048-4096 bits,"
+        " got 1024"
+    )
+
+
+async def test_refresh_loop_logs_a_refused_refresh_and_keeps_going(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A config problem the ring finds on a refresh (here: `tokens.algorithm` fits no key) is
+    logged as refused, and the loop runs on."""
+    backend = PluginBackend()
+    rsa_version = backend.add(datetime.now(UTC) - timedelta(days=2), "rsa-2048")
+    ring = KeyRing([backend], LIFE, jose.Algorithm.PS256)
+    await ring.refresh(raise_errors=True)
+    await backend.destroy_version(rsa_version)  # an EC key replaces it: PS256 fits no key now
+    backend.add(datetime.now(UTC) - timedelta(days=2), "ec-p256")
+    loop = asyncio.create_task(ring.run(0.01))
+    try:
+        with caplog.at_level(logging.ERROR, logger="keysvc.keyring"):
+            for _ in range(1000):
+                if len(caplog.records) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+        assert not loop.done()
+        assert [r.getMessage() for r in caplog.records[:2]] == [
+            "key ring refresh refused: tokens.algorithm: PS256 fits none of the configured keys"
+            " (EC secp256r1)"
+        ] * 2
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+
+class AlgorithmAwareBackend(PluginBackend):
+    """Signs at once (sign_now) only with the algorithm it was asked about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[jose.Algorithm] = []
+
+    def signs_at_once(self, version: KeyVersion, alg: jose.Algorithm) -> bool:
+        self.asked.append(alg)
+        return alg is jose.Algorithm.EdDSA
+
+    def sign_now(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
+        return jose.sign_local(self.private_key(version), alg, message)
+
+
+async def test_the_backend_is_asked_whether_it_signs_at_once_with_the_keys_algorithm() -> None:
+    backend = AlgorithmAwareBackend()
+    backend.add(datetime.now(UTC) - timedelta(days=2), "ed25519")
+    ring = KeyRing([backend], LIFE)
+    await ring.refresh(raise_errors=True)
+    key = ring.view().signer
+    assert key is not None
+    backend.sign_error = RuntimeError("sign() must not be used: this signs at once")
+    jose.verify_local(key.version.public_key, key.alg, b"h.p", await ring.sign(key, b"h.p"))
+    assert backend.asked == [jose.Algorithm.EdDSA]
+
+
+async def test_sign_failures_are_counted_and_a_bugs_text_stays_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = PluginBackend()
+    backend.add(datetime.now(UTC) - timedelta(days=2))
+    ring = KeyRing([backend], LIFE)
+    await ring.refresh(raise_errors=True)
+    key = ring.view().signer
+    assert key is not None
+
+    refused = BackendError("backend 'plugin' refused to sign: key disabled")
+    backend.sign_error = refused
+    counted = errors_counted("plugin", "sign")
+    with pytest.raises(BackendError) as info:
+        await ring.sign(key, b"h.p")
+    assert info.value is refused  # the backend's own error, passed on as it is
+    assert errors_counted("plugin", "sign") == counted + 1
+
+    backend.sign_error = RuntimeError(SECRET)
+    with caplog.at_level(logging.ERROR, logger="keysvc.keyring"):
+        with pytest.raises(BackendUnavailable) as info:
+            await ring.sign(key, b"h.p")
+    assert str(info.value) == "backend 'plugin' failed to sign"
+    assert errors_counted("plugin", "sign") == counted + 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "backend plugin failed to sign: RuntimeError"
+    ]
+    assert SECRET not in caplog.text
+
+
+async def test_signing_time_is_observed_per_backend() -> None:
+    backend = PluginBackend("timed")
+    backend.add(datetime.now(UTC) - timedelta(days=2))
+    ring = KeyRing([backend], LIFE)
+    await ring.refresh(raise_errors=True)
+    key = ring.view().signer
+    assert key is not None
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"backend": "timed"}) or 0.0
+
+    count, total = sample("keysvc_sign_seconds_count"), sample("keysvc_sign_seconds_sum")
+    await ring.sign(key, b"h.p")
+    assert sample("keysvc_sign_seconds_count") == count + 1
+    assert 0 <= sample("keysvc_sign_seconds_sum") - total < 10  # one in-process signature

@@ -1,0 +1,78 @@
+"""The token issuer on its own (keysvc.tokens): lifetimes, the claims the service owns, the
+jti. The same rules through HTTP, with every token verified by PyJWT, are in tests/test_api.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from keysvc.backends.base import BackendUnavailable
+from keysvc.config import TokensConfig
+from keysvc.keyring import KeyRing, Lifecycle
+from keysvc.tokens import RequestError, SignRequest, TokenIssuer, new_jti
+from tests.plugin_backend import PluginBackend
+
+LIFE = Lifecycle(
+    publish_lead=timedelta(hours=24), jwks_max_age=timedelta(minutes=15), max_ttl=timedelta(minutes=10)
+)
+
+
+def issuer(backend: PluginBackend | None = None) -> TokenIssuer:
+    ring = KeyRing([backend or PluginBackend()], LIFE)
+    return TokenIssuer(ring, "https://keysvc.example", TokensConfig(default_ttl="1m", max_ttl="10m"))
+
+
+def test_ttl_defaults_and_bounds() -> None:
+    tokens = issuer()
+    assert tokens.ttl(None) == 60
+    assert [tokens.ttl(s) for s in (1, 599, 600)] == [1, 599, 600]
+    for seconds in (0, -5):
+        with pytest.raises(RequestError) as refused:
+            tokens.ttl(seconds)
+        assert (refused.value.code, str(refused.value)) == (
+            "invalid_ttl", "ttl_seconds must be a positive number of seconds"
+        )
+    with pytest.raises(RequestError) as refused:
+        tokens.ttl(601)
+    assert (refused.value.code, str(refused.value)) == (
+        "ttl_too_long", "ttl_seconds 601 exceeds max_ttl (600s)"
+    )
+
+
+def test_no_signing_key_is_unavailable_for_a_few_seconds() -> None:
+    with pytest.raises(BackendUnavailable) as unavailable:
+        issuer().signer()  # a ring with no key (yet)
+    assert str(unavailable.value) == "no signing key is available yet"
+    assert unavailable.value.retry_after == 5
+
+
+@pytest.mark.parametrize(
+    ("claims", "named"),
+    [({"sub": "s", "jti": "x", "iss": "evil"}, "iss"), ({"NBF": 0}, "nbf"), ({"Exp": 1}, "exp")],
+)
+async def test_a_claim_the_service_owns_is_refused_by_name(claims: dict, named: str) -> None:
+    backend = PluginBackend()
+    backend.add(datetime.now(UTC) - timedelta(days=2))
+    tokens = issuer(backend)
+    await tokens.ring.refresh(raise_errors=True)
+    with pytest.raises(RequestError) as refused:
+        await tokens.issue_claims(SignRequest(claims=claims))
+    assert (refused.value.code, str(refused.value)) == (
+        "reserved_claim",
+        f"claim {named!r} (in any letter case) is set by the service and cannot be given",
+    )
+
+
+def test_jti_is_a_random_version_4_uuid() -> None:
+    """122 random bits: unique, and no digit follows from another (a jti must not be guessable)."""
+    jtis = [new_jti() for _ in range(400)]
+    assert len(set(jtis)) == 400
+    for jti in jtis:
+        parsed = uuid.UUID(jti)
+        assert str(parsed) == jti and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # The variant digit carries two random bits of its own: they match the next digit's low two
+    # bits a quarter of the time (about 100 of 400), not always.
+    same = sum("89ab".index(j[19]) == int(j[20], 16) & 3 for j in jtis)
+    assert same < 200, same
