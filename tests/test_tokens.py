@@ -7,11 +7,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from keysvc.backends.base import BackendUnavailable
 from keysvc.config import TokensConfig
 from keysvc.keyring import KeyRing, Lifecycle
-from keysvc.tokens import RequestError, SignRequest, TokenIssuer, new_jti
+from keysvc.tokens import MAX_CLAIM_DEPTH, RequestError, SignRequest, TokenIssuer, new_jti
 from tests.plugin_backend import PluginBackend
 
 LIFE = Lifecycle(
@@ -76,3 +77,49 @@ def test_jti_is_a_random_version_4_uuid() -> None:
     # bits a quarter of the time (about 100 of 400), not always.
     same = sum("89ab".index(j[19]) == int(j[20], 16) & 3 for j in jtis)
     assert same < 200, same
+
+
+def refusal(claims: dict) -> str:
+    """The message SignRequest refuses these claims with (what /v1/sign puts after 'claims: ')."""
+    with pytest.raises(ValidationError) as refused:
+        SignRequest(claims=claims)
+    (error,) = refused.value.errors(include_url=False)
+    return error["msg"].removeprefix("Value error, ")
+
+
+def nested(levels: int) -> dict:
+    """`levels` objects inside one another: {"a": {"a": ... {"a": 1}}}."""
+    value: object = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value  # type: ignore[return-value]
+
+
+def test_claims_a_token_cannot_carry_faithfully_are_refused_by_path() -> None:
+    """Values built in Python, as an embedding program passes them (the HTTP body's reader marks
+    such numbers itself, see test_api)."""
+    assert refusal({"n": {"x": [1, float("nan")]}}) == "n.x[1] is not a finite number"
+    assert refusal({"n": [float("-inf")]}) == "n[0] is not a finite number"
+    assert refusal({"n": {"big": 2**64}}) == "n.big is an integer beyond 64 bits"
+    assert refusal({"n": {"\ud800": 1}}) == "n holds text that is not Unicode (a lone surrogate)"
+    assert refusal({"\ud800": 1}) == "a claim name holds text that is not Unicode (a lone surrogate)"
+
+
+def test_claims_nest_objects_up_to_the_limit() -> None:
+    SignRequest(claims={"deep": nested(MAX_CLAIM_DEPTH)})  # accepted
+    path = "deep" + ".a" * MAX_CLAIM_DEPTH
+    assert refusal({"deep": nested(MAX_CLAIM_DEPTH + 1)}) == (
+        f"{path} nests deeper than {MAX_CLAIM_DEPTH} levels"
+    )
+
+
+async def test_claim_names_that_differ_only_in_case_are_refused() -> None:
+    backend = PluginBackend()
+    backend.add(datetime.now(UTC) - timedelta(days=2))
+    tokens = issuer(backend)
+    await tokens.ring.refresh(raise_errors=True)
+    with pytest.raises(RequestError) as refused:
+        await tokens.issue_claims(SignRequest(claims={"sub": "a", "SUB": "b"}))
+    assert (refused.value.code, str(refused.value)) == (
+        "ambiguous_claims", "two claim names differ only in letter case"
+    )
