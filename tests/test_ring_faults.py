@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 from keysvc import jose
 from keysvc.backends.base import BackendError, BackendUnavailable, KeyVersion
 from keysvc.config import parse_config
-from keysvc.keyring import KeyRing, Lifecycle
+from keysvc.errors import ConfigError, InsecureKeyError
+from keysvc.keyring import PROBLEMS, EmptyListing, KeyRing, Lifecycle
 from keysvc.service import Service
 from tests.plugin_backend import PluginBackend
 from tests.service import RUN
@@ -480,3 +481,101 @@ async def test_signing_time_is_observed_per_backend() -> None:
     await ring.sign(key, b"h.p")
     assert sample("keysvc_sign_seconds_count") == count + 1
     assert 0 <= sample("keysvc_sign_seconds_sum") - total < 10  # one in-process signature
+
+
+# -- problems: why a backend is not current, for /readyz and the metrics ------------------------
+
+
+def problem_gauges(backend: str) -> dict[str, float | None]:
+    return {
+        problem: REGISTRY.get_sample_value(
+            "keysvc_backend_problem", {"backend": backend, "problem": problem}
+        )
+        for problem in PROBLEMS
+    }
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["never-listed", "keys-kept"])
+@pytest.mark.parametrize(
+    ("kind", "error", "level", "message"),
+    [
+        ("unavailable", BackendUnavailable("backend 'plugin' is down"), logging.WARNING,
+         "it could not be listed (see the log)"),
+        ("refused", ConfigError("backend 'plugin': two unstamped key files"), logging.ERROR,
+         "its key versions were refused (see the log)"),
+        ("insecure_key", InsecureKeyError("key.pem is readable by group or others"),
+         logging.ERROR,
+         "a private key file is readable by group or others: its keys do not sign until the"
+         " file is mode 0600 (see the log)"),
+    ],
+    ids=["unavailable", "refused", "insecure-key"],
+)
+async def test_a_failed_refresh_is_a_problem_of_its_kind_until_the_next_good_one(
+    kind: str, error: Exception, level: int, message: str, kept: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend, other = PluginBackend(), PluginBackend("other")
+    other.add(datetime.now(UTC) - timedelta(days=3))
+    ring = KeyRing([backend, other], LIFE)
+    if kept:  # the backend's key is the newest: it signs
+        backend.add(datetime.now(UTC) - timedelta(days=2))
+    await ring.refresh(raise_errors=True)
+    good = ring.view()
+    backend.list_error = error
+    with caplog.at_level(logging.DEBUG, logger="keysvc.keyring"):
+        assert (await ring.refresh())["plugin"] is error
+    (logged,) = [r for r in caplog.records if r.name == "keysvc.keyring"]
+    assert (logged.levelno, logged.getMessage()) == (level, f"refresh of backend plugin failed: {error}")
+    still = "; its last good keys are kept" if kept and kind != "insecure_key" else ""
+    assert [p.to_json() for p in ring.problems()] == [
+        {"backend": "plugin", "problem": kind, "message": message + still}
+    ]
+    assert problem_gauges("plugin") == {p: 1.0 if p == kind else 0.0 for p in PROBLEMS}
+    assert problem_gauges("other") == {p: 0.0 for p in PROBLEMS}
+    assert ring.versions_in("plugin") == (good.published[-1:] if kept else [])
+    assert [k.backend_name for k in ring.versions_in("other")] == ["other"]
+    assert ring.versions_in("nothing-by-that-name") == []
+    # Keys kept keep signing, except those of a backend whose key file became readable.
+    signer = ring.view().signer
+    if kind == "insecure_key" and kept:
+        assert signer is None and not ring.ready
+    else:
+        assert signer == good.signer
+
+    backend.list_error = None
+    assert await ring.refresh() == {}
+    assert ring.problems() == [] and ring.view().signer == good.signer
+    assert problem_gauges("plugin") == {p: 0.0 for p in PROBLEMS}
+
+
+async def test_a_backend_that_suddenly_lists_nothing_keeps_its_keys(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = PluginBackend()
+    version = backend.add(datetime.now(UTC) - timedelta(days=2))
+    ring = KeyRing([backend], LIFE)
+    await ring.refresh(raise_errors=True)
+    signer = ring.view().signer
+    await backend.destroy_version(version)  # gone: a mount vanished, say
+    with caplog.at_level(logging.WARNING, logger="keysvc.keyring"):
+        errors = await ring.refresh()
+    assert isinstance(errors["plugin"], EmptyListing)
+    reason = (
+        "listed no key versions after listing 1: a fault (key files deleted, a mount gone), not a"
+        " rotation; its last good keys are kept"
+    )
+    assert ring.last_errors == {"plugin": reason}
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, f"refresh of backend plugin failed: {reason}")
+    ]
+    assert [p.to_json() for p in ring.problems()] == [{
+        "backend": "plugin", "problem": "empty_listing",
+        "message": "it listed no key versions after listing some; its last good keys are kept"
+                   " (published and signing) until it lists keys again",
+    }]
+    assert ring.view().signer == signer
+
+
+async def test_a_backend_that_never_listed_keys_may_list_none() -> None:
+    ring = KeyRing([PluginBackend()], LIFE)
+    assert await ring.refresh() == {} and ring.problems() == []
