@@ -172,7 +172,7 @@ async def test_listing_shows_each_key_as_get_v1_keys_does() -> None:
     await ring.refresh()
     assert ring.view().listing() == [
         {"kid": kid(a), "alg": "ES256", "backend": "b", "created_at": "2026-01-01T00:00:00Z",
-         "state": "retiring", "signs_from": "2026-01-02T00:00:00Z",
+         "state": "retiring", "signs_from": "2026-01-01T00:00:00Z",  # the oldest: at once
          "published_until": "2026-01-03T02:15:00Z"},
         {"kid": kid(b), "alg": "ES384", "backend": "b", "created_at": "2026-01-02T00:00:00Z",
          "state": "active", "signs_from": "2026-01-03T00:00:00Z", "published_until": None},

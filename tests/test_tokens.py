@@ -12,7 +12,14 @@ from pydantic import ValidationError
 from keysvc.backends.base import BackendUnavailable
 from keysvc.config import TokensConfig
 from keysvc.keyring import KeyRing, Lifecycle
-from keysvc.tokens import MAX_CLAIM_DEPTH, RequestError, SignRequest, TokenIssuer, new_jti
+from keysvc.tokens import (
+    MAX_CLAIM_DEPTH,
+    NoSigningKey,
+    RequestError,
+    SignRequest,
+    TokenIssuer,
+    new_jti,
+)
 from tests.plugin_backend import PluginBackend
 
 LIFE = Lifecycle(
@@ -42,10 +49,22 @@ def test_ttl_defaults_and_bounds() -> None:
     )
 
 
-def test_no_signing_key_is_unavailable_for_a_few_seconds() -> None:
+async def test_no_signing_key_says_whether_a_backend_has_a_problem() -> None:
+    backend = PluginBackend()
+    tokens = issuer(backend)
+    await tokens.ring.refresh(raise_errors=True)  # the backend holds no key version
+    with pytest.raises(NoSigningKey) as none:
+        tokens.signer()
+    assert str(none.value) == "no key can sign: the key backends hold no usable key version"
+    assert none.value.retry_after == 5
+    backend.list_error = BackendUnavailable("down")
+    await tokens.ring.refresh()
     with pytest.raises(BackendUnavailable) as unavailable:
-        issuer().signer()  # a ring with no key (yet)
-    assert str(unavailable.value) == "no signing key is available yet"
+        tokens.signer()
+    assert not isinstance(unavailable.value, NoSigningKey)
+    assert str(unavailable.value) == (
+        "no key can sign: a key backend has a problem (/readyz says which)"
+    )
     assert unavailable.value.retry_after == 5
 
 
