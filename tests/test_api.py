@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+import jwt
 import pytest
 from prometheus_client import REGISTRY
 
@@ -552,7 +553,9 @@ async def test_ttl_seconds_up_to_max_ttl_is_accepted(key_dir: Path) -> None:
             for ttl in (600, 1):  # max_ttl itself, and the shortest
                 status, _, body = await svc.request("POST", path, json=body_for(ttl))
                 assert status == 200, (path, ttl, body)
-                claims = await verify_once(svc.url, body["token"], RUN["audience"])
+                if ttl == 600:  # verified; a 1 s token may have expired before it is checked
+                    await verify_once(svc.url, body["token"], RUN["audience"])
+                claims = jwt.decode(body["token"], options={"verify_signature": False})
                 assert claims["exp"] - claims["iat"] == ttl, path
             status, _, body = await svc.request("POST", path, json=body_for(601))
             assert (status, body["error"]["code"]) == (400, "ttl_too_long"), path

@@ -47,6 +47,20 @@ def test_ttl_defaults_and_bounds() -> None:
     assert (refused.value.code, str(refused.value)) == (
         "ttl_too_long", "ttl_seconds 601 exceeds max_ttl (600s)"
     )
+    # A number too long to repeat in full is not (the reply stays short).
+    for seconds, shown in ((10**12 - 1, str(10**12 - 1)), (10**12, "beyond 10^12"),
+                           (10**30, "beyond 10^12")):
+        with pytest.raises(RequestError) as refused:
+            tokens.ttl(seconds)
+        assert str(refused.value) == f"ttl_seconds {shown} exceeds max_ttl (600s)"
+
+
+@pytest.mark.parametrize("ttl", ["60", b"60", True])
+def test_ttl_seconds_is_a_number_not_text_or_a_boolean(ttl: object) -> None:
+    with pytest.raises(ValidationError) as refused:
+        SignRequest(claims={}, ttl_seconds=ttl)
+    (error,) = refused.value.errors(include_url=False)
+    assert (error["type"], error["msg"]) == ("int_type", "Input should be a valid integer")
 
 
 async def test_no_signing_key_says_whether_a_backend_has_a_problem() -> None:
