@@ -12,19 +12,21 @@ import importlib.resources
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import orjson
 from aiohttp import ClientPayloadError, web
 from aiohttp.web_protocol import RequestPayloadError
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from keysvc import content_coding, exact_json, metrics, validation_errors
+from keysvc import content_coding, exact_json, metrics, rotation, validation_errors
 from keysvc.audit import AuditTrail
 from keysvc.auth import Client
-from keysvc.backends.base import BackendError, BackendUnavailable
-from keysvc.durations import format_duration
+from keysvc.backends.base import BackendError, BackendUnavailable, OperationNotSupported
+from keysvc.durations import format_duration, parse_duration
 from keysvc.documents import DISCOVERY_PATH, JWKS_PATH, Document, PublicDocuments
 from keysvc.errors import Overloaded
 from keysvc.keyring import RingView
@@ -194,6 +196,9 @@ class Endpoints:
         self.audit = AuditTrail()
         self._openapi = OPENAPI.read_bytes()
         """docs/openapi.yaml as JSON (scripts/build-openapi writes it into the package)."""
+        self._rotating = asyncio.Lock()
+        """One API rotation at a time in this process (the backend's own lock, where it has
+        one, covers other processes)."""
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -391,6 +396,54 @@ class Endpoints:
         lead = format_duration(ring.lifecycle.publish_lead)
         return web.json_response({"keys": ring.view().listing(), "publish_lead": lead})
 
+    async def rotate_keys(self, request: web.Request) -> web.Response:
+        """Create a key version in a backend, or say why not (keysvc.rotation). Never while the
+        backend's newest version is younger than publish_lead: automation that calls too often
+        (or a leaked token) gets at most one waiting version per backend, not a JWKS that grows
+        with every call."""
+        client = self.client(request, "keys:rotate")
+        raw = await self.body(request)
+        try:
+            body = RotateRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise self.invalid(exc) from None
+        ring = self.service.ring
+        names = [b.name for b in ring.backends]
+        if body.backend is None and len(names) > 1:
+            raise APIError(
+                400, "backend_required",
+                f"several backends are configured ({', '.join(names)}): name one in \"backend\"",
+            )
+        if body.backend is not None and body.backend not in names:
+            raise APIError(
+                400, "unknown_backend",
+                f"no backend named {body.backend!r} (configured: {', '.join(names)})",
+            )
+        lead = self.config.rotation.publish_lead
+        threshold = max(body.if_older_than or lead, lead)
+        name = body.backend or names[0]
+        try:
+            async with self._rotating:
+                result = await rotation.rotate(ring, name, threshold)
+        except OperationNotSupported as exc:
+            raise APIError(409, "cannot_rotate", str(exc)) from None
+        except (BackendError, OSError) as exc:
+            metrics.BACKEND_ERRORS.labels(name, "rotate").inc()
+            unavailable = isinstance(exc, BackendUnavailable)
+            raise APIError(
+                503,
+                "backend_unavailable" if unavailable else "backend_error",
+                backend_failure(f"backend {name} could not rotate", exc),
+                {"Retry-After": str(max(1, round(exc.retry_after))) if unavailable else "5"},
+            ) from None
+        log.info(
+            "rotation requested by client %s: %s", client.name, result.message,
+            extra={"event": "rotation", "client": client.name, "backend": name,
+                   "rotated": result.rotated, "if_older_than": format_duration(threshold),
+                   "kid": (result.created or {}).get("kid")},
+        )
+        return web.json_response(result.to_json())
+
     # -- operations ---------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -442,6 +495,31 @@ def create_metrics_app() -> web.Application:
     return app
 
 
+API_DURATION = re.compile(r"([0-9]{1,3}d)?([0-9]{1,4}h)?([0-9]{1,6}m)?([0-9]{1,8}s)?([0-9]{1,9}ms)?")
+"""The durations the API takes (docs/openapi.yaml, Duration)."""
+
+
+class RotateRequest(BaseModel):
+    """The body of `POST /v1/keys/rotate`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    backend: str | None = None
+    """The backend to rotate; required when several are configured."""
+    if_older_than: timedelta | None = None
+    """Only when the backend's newest version is older than this (at least publish_lead)."""
+
+    @field_validator("if_older_than", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta | None:
+        """Whole units, largest first (docs/openapi.yaml's Duration): every such value is
+        below the config's 3650d cap, and the message never repeats what the client sent."""
+        if value is None:
+            return None
+        if not isinstance(value, str) or len(value) < 2 or not API_DURATION.fullmatch(value):
+            raise ValueError('must be a duration such as "30d", "12h" or "1h30m"')
+        return parse_duration(value)
+
+
 def _issued_counter(endpoint: str, kid: str, backend: str) -> Any:
     return metrics.TOKENS_ISSUED.labels(endpoint, kid, backend, "issued")
 
@@ -465,6 +543,7 @@ def create_app(service: Service) -> web.Application:
         "/v1/tokens": {"POST": endpoints.tokens},
         "/v1/sign": {"POST": endpoints.sign},
         "/v1/keys": {"GET": endpoints.keys},
+        "/v1/keys/rotate": {"POST": endpoints.rotate_keys},
         "/healthz": {"GET": endpoints.healthz},
         "/readyz": {"GET": endpoints.readyz},
         "/metrics": {"GET": endpoints.metrics},

@@ -247,6 +247,12 @@ class RotationConfig(_Section):
     publish_lead: Duration = timedelta(hours=24)
     jwks_max_age: Duration = timedelta(minutes=15)
     refresh_interval: Duration = timedelta(seconds=30)
+    period: Duration | None = None
+    """How old a backend's newest version may get before `keys rotate --if-older-than` (given
+    no DURATION) creates the next one: the schedule's period. Unset: no default."""
+    prune_margin: Duration = timedelta(hours=1)
+    """How long after a key leaves the JWKS (`published_until`) `keys prune` may disable it:
+    room for clocks that disagree and for replicas that have not refreshed yet."""
 
     @model_validator(mode="after")
     def _verifiers_see_new_keys_first(self) -> RotationConfig:
@@ -256,6 +262,12 @@ class RotationConfig(_Section):
             raise ValueError(
                 "refresh_interval + jwks_max_age must be shorter than publish_lead, or a verifier"
                 " could meet a token signed by a key it has not fetched yet"
+            )
+        if self.period is not None and self.period <= self.publish_lead:
+            raise ValueError(
+                "period must be longer than publish_lead: otherwise each new key is created"
+                " before the previous one signs, and several keys wait in the JWKS at once"
+                " (see docs/runbooks/rotation.md, choosing the period)"
             )
         return self
 

@@ -19,6 +19,7 @@ new ones; keysvc/testing/backend_contract.py is the contract every backend must 
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -170,6 +171,14 @@ class CreatesVersions(abc.ABC):
     @abc.abstractmethod
     async def create_version(self) -> KeyVersion:
         """Create a new key version and return it as `list_versions` will list it."""
+
+    def rotation_lock(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held around "is the newest version old enough? then create one" (`keys rotate
+        --if-older-than`), so that rotations started at once (two CronJob pods, a retry) create
+        at most one version. Optional: by default nothing is held, and two rotations that both
+        list the backend before either creates may both create; the extra version is harmless
+        (docs/runbooks/rotation.md says why). The file backend locks a file in its directory."""
+        return contextlib.nullcontext()
 
 
 class DisablesVersions(abc.ABC):

@@ -13,8 +13,13 @@ are brought in with `keysvc keys import`, which stamps them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import fcntl
 import os
 import re
+import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +37,13 @@ from keysvc.backends.base import (
     ListsDisabledVersions,
 )
 from keysvc.backends.stamps import EPOCH, STAMP, format_stamp, parse_stamp
-from keysvc.errors import BackendError, ConfigError, InsecureKeyError, OperationNotSupported
+from keysvc.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    InsecureKeyError,
+    OperationNotSupported,
+)
 from keysvc.secrets import (
     AccessibleByOthersError,
     InsecureFileError,
@@ -42,6 +53,11 @@ from keysvc.secrets import (
 
 _STAMP = re.compile(f"({STAMP})")
 REVOKED_SUFFIX = ".revoked"
+LOCK_NAME = ".keysvc-rotate.lock"
+"""The lock file that serialises rotations of one key directory (hidden: never listed)."""
+LOCK_TIMEOUT = 60.0
+"""How long a rotation waits for another one holding the lock (generating RSA-4096 takes
+seconds): past it, BackendUnavailable, and a schedule's next run tries again."""
 
 
 class FileSettings(BackendSettings):
@@ -220,6 +236,28 @@ class FileBackend(
     async def create_version(self) -> KeyVersion:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._create)
 
+    @contextlib.asynccontextmanager
+    async def rotation_lock(self) -> AsyncIterator[None]:
+        """An exclusive flock(2) on `.keysvc-rotate.lock` in the key directory, for every process
+        on this host (and on NFSv4 and other file systems that carry POSIX locks, every host
+        mounting it). Polled without blocking, so a cancelled rotation never leaves a thread
+        holding the lock; released when the file is closed, also when the process dies."""
+        directory = self._directory(CreatesVersions)
+        fd = _open_lock(directory / LOCK_NAME)
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            while not _try_lock(fd):
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(
+                        f"another rotation of {directory} has held {LOCK_NAME} for more than"
+                        f" {LOCK_TIMEOUT:g}s; try again later",
+                        retry_after=LOCK_TIMEOUT,
+                    )
+                await asyncio.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)
+
     def _import(self, key: jose.PrivateKey) -> KeyVersion:
         directory = self.settings.path
         if not directory.is_dir():
@@ -298,3 +336,26 @@ class FileBackend(
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, created 0600 if absent; never through a symlink."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise OperationNotSupported(
+                f"cannot rotate: {path.parent} is on a read-only file system (a Kubernetes"
+                " Secret mount?); rotate where the key files are written, see"
+                " docs/runbooks/rotation.md"
+            ) from None
+        raise BackendError(f"cannot open the rotation lock {path}: {exc.strerror}") from None
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

@@ -9,14 +9,12 @@ from typing import Any
 
 import click
 
-from keysvc import http_fetch, jose, keygen
+from keysvc import http_fetch, jose, keygen, rotation
 from keysvc.atomic_write import write_atomically
 from keysvc.backends.base import (
-    CreatesVersions,
     DisablesVersions,
-    KeyBackend,
     ListsDisabledVersions,
-    KeyVersion,
+    OperationNotSupported,
     refusal,
 )
 from keysvc.backends.file import FileBackend, load_private_key, name_for
@@ -30,12 +28,14 @@ from keysvc.cli.common import (
 )
 from keysvc.errors import BackendError, ConfigError
 from keysvc.cli.loading import load, otfd_options
+from keysvc.cli.params import DurationParam
 from keysvc.clouds import refusal_warning
 from keysvc.durations import format_duration
 from keysvc.doctor.service_keys import fetch_service_keys
 from keysvc.http_fetch import FetchError
 from keysvc.keyring import KeyRing, RingKey, iso, left_jwks
 from keysvc.secrets import read_secret_file
+from keysvc.rotation import Rotation, describe_new_version, signs_phrase
 from keysvc.secrets import write_private_file
 from keysvc.service import local_ring
 
@@ -212,64 +212,59 @@ def _remote_listing(url: str, token_file: Path, ca_file: Path | None) -> list[di
     return [{f: row.get(f) for f in fields} for row in rows]
 
 
+class _DurationOrPeriod(DurationParam):
+    """--if-older-than's value: a duration, or PERIOD (the flag given alone) for
+    rotation.period."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        return PERIOD if value == PERIOD else super().convert(value, param, ctx)
+
+
+PERIOD = "period"
+
+
 @keys.command()
 @config_option
 @click.option("--backend", "backend_name", help="Backend to rotate (required with several).")
+@click.option(
+    "--if-older-than",
+    "if_older_than",
+    type=_DurationOrPeriod(),
+    is_flag=False,
+    flag_value=PERIOD,
+    metavar="[DURATION]",
+    help="Only when the backend's newest version is older than DURATION (alone: the config's"
+    " rotation.period); otherwise say why nothing was done, exit 0. For schedules: runs started"
+    " at once create at most one version (docs/runbooks/rotation.md).",
+)
 @json_option
-def rotate(config_path: Path | None, backend_name: str | None, as_json: bool) -> None:
+def rotate(
+    config_path: Path | None, backend_name: str | None, if_older_than: Any, as_json: bool
+) -> None:
     """Create a new key version. It is published at once and signs after publish_lead."""
     config = _config(config_path)
+    if if_older_than == PERIOD:
+        if config.rotation.period is None:
+            raise CLIError(
+                "--if-older-than without a DURATION uses rotation.period, which the config does"
+                " not set: give a DURATION (e.g. --if-older-than 30d) or set [rotation] period"
+            )
+        if_older_than = config.rotation.period
 
-    async def run() -> dict[str, Any]:
+    async def run() -> Rotation:
         async with local_ring(config) as ring:
-            backend = ring.backend(backend_name)
-            why_not = refusal(backend, CreatesVersions)
-            if why_not is not None:
-                raise CLIError(why_not)
-            assert isinstance(backend, CreatesVersions)
-            return await _new_version(ring, backend, await backend.create_version())
+            try:
+                return await rotation.rotate(ring, backend_name, if_older_than)
+            except OperationNotSupported as exc:
+                raise CLIError(str(exc)) from None
 
     result = asyncio.run(run())
-    _warn_clouds(result["kid"], result["alg"])
-    _report_new_version(
-        result, as_json, f"created {result['kid']} ({result['alg']}) in backend {result['backend']}"
-    )
-
-
-async def _new_version(ring: KeyRing, backend: KeyBackend, version: KeyVersion) -> dict[str, Any]:
-    """What `rotate` and `import` report about the version they added, as the ring now sees it:
-    its state and `signs_from` are those every replica computes (a key added to a ring where no
-    other key can sign is active at once, and its `signs_from` is its creation time)."""
-    alg = jose.choose_algorithm(version.public_key, ring.algorithm, version.algorithms)
-    kid = jose.thumbprint(version.public_key)
-    await ring.refresh(raise_errors=True, quiet=True)
-    status = next((s for s in ring.view().keys if s.key.kid == kid), None)
-    signs_from = (
-        status.signs_from if status is not None
-        else version.created_at + ring.lifecycle.publish_lead  # not listed yet
-    )
-    return {
-        "backend": backend.name,
-        "version": version.version_id,
-        "kid": kid,
-        "alg": alg.value,
-        "created_at": version.created_at.isoformat(),
-        "state": status.state.value if status is not None else "pending",
-        "signs_from": signs_from.isoformat(),
-    }
-
-
-def _signs(result: dict[str, Any]) -> str:
-    if result["state"] == "active":
-        return f"signs now (no other key could sign; signs_from {result['signs_from']})"
-    return f"signs from {result['signs_from']}"
-
-
-def _report_new_version(result: dict[str, Any], as_json: bool, what: str) -> None:
+    if result.created is not None:
+        _warn_clouds(result.created["kid"], result.created["alg"])
     if as_json:
-        echo_json(result)
+        echo_json(result.to_json())
     else:
-        click.echo(f"{what}: published now, {_signs(result)}")
+        click.echo(result.message)
 
 
 MAX_IMPORT_BYTES = 1 << 20
@@ -321,17 +316,18 @@ def import_key(config_path: Path | None, file: Path, backend_name: str | None, a
                                   for k in present)
                 raise CLIError(f"key {kid} is already in the ring ({where})")
             version = await backend.import_version(key)
-            return {**await _new_version(ring, backend, version),
+            return {**await describe_new_version(ring, backend, version),
                     "path": str(backend.settings.path / version.version_id)}
 
     result = asyncio.run(run())
     _warn_clouds(result["kid"], result["alg"])
-    _report_new_version(
-        result,
-        as_json,
-        f"imported {result['kid']} ({result['alg']}) into backend {result['backend']} as"
-        f" {result['path']}",
-    )
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            f"imported {result['kid']} ({result['alg']}) into backend {result['backend']} as"
+            f" {result['path']}: published now, {signs_phrase(result)}"
+        )
 
 
 @keys.command(cls=DashArgumentCommand)  # a kid may begin with "-"
