@@ -5,8 +5,10 @@ Order: raw signing rates (cryptography in 1 and 2 threads, `openssl speed` for r
 bare aiohttp ceilings (1 and 2 processes) and the signing floors, then keysvc as a real
 `keysvc serve` subprocess (ES256 and RS256-4096 key directories, 1 and 2 workers), then the
 limits once more, then keysvc's figure for each throughput target once more (ratios use each
-side's higher value). Every server listens on 127.0.0.1 and is stopped when done with, also on
-failure or Ctrl-C. Takes about five minutes, plus bench/vault_batch.py when present.
+side's higher value), then paired rounds of each target, of the two `tokens.rsa_signing` designs
+(bench/rsa_designs.py) and of OTF's runner endpoint. Every server listens on 127.0.0.1 and is
+stopped when done with, also on failure or Ctrl-C. Takes about eight minutes, plus
+bench/vault_batch.py when present.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import limits, report
+from bench import limits, report, rsa_designs
 from bench.fixtures import Fixtures, prepare
 from bench.load import LoadResult, write_script, wrk
 from bench.procs import Server, free_port
@@ -145,10 +147,18 @@ class Bench:
         log = self.fx.work / f"{name.split(' (')[0].replace(' ', '-')}-{processes}.log"
         return Server(name, command, port, "/.well-known/jwks", log)
 
-    def keysvc(self, alg: str, workers: int) -> Server:
+    def keysvc(self, alg: str, workers: int, rsa_signing: str | None = None) -> Server:
+        """`keysvc serve` on the key directory of `alg`; with `rsa_signing`, a config file
+        setting `tokens.rsa_signing` (by default the setting's default)."""
         port = free_port()
         command = [sys.executable, "-m", "keysvc", *self.fx.serve_args(alg, port, workers)]
-        log = self.fx.work / f"keysvc-{alg}-{workers}.log"
+        name = f"keysvc-{alg}-{workers}"
+        if rsa_signing is not None:
+            config = self.fx.work / f"rsa-signing-{rsa_signing}.toml"
+            config.write_text(f'[tokens]\nrsa_signing = "{rsa_signing}"\n')
+            command += ["--config", str(config)]
+            name += f"-{rsa_signing}"
+        log = self.fx.work / f"{name}.log"
         return Server(f"keysvc {alg} ({workers} worker)", command, port, "/readyz", log)
 
     def otfd(self) -> Server:
@@ -492,6 +502,7 @@ def measure(bench: Bench, results: report.Results, log: Callable[[str], None]) -
     measure_limits(bench, results, log, "after")
     measure_keysvc_again(bench, results, log)
     measure_paired(bench, results, log)
+    results.rsa_designs = rsa_designs.measure(bench, log, RSA_CONNECTIONS)
     measure_otf(bench, results, log)
 
 
@@ -542,7 +553,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["otf"],
+        choices=["otf", "rsa-signing"],
         help="measure one scenario and print it; RESULTS.md is left as it is",
     )
     args = parser.parse_args()
@@ -566,6 +577,15 @@ def main() -> int:
         measure_otf(bench, results, log)
         log(f"median paired ratio (OTF ÷ /v1/tokens), default: {results.otf_ratio():.2f}")
         log(f"median paired ratio, workspace_cache 0s: {results.otf_ratio(uncached=True):.2f}")
+        return 0
+    if args.only == "rsa-signing":
+        designs = rsa_designs.measure(bench, log, RSA_CONNECTIONS)
+        loads = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"load average at start: {results.environment['load average at start']}")
+        print(f"load average at end: {loads}\n")
+        print("\n".join(rsa_designs.section(designs)))
+        for goal in rsa_designs.goals(designs):
+            print(f"{'PASS' if goal.passed else 'FAIL'}  {goal.name}: {goal.figure} ({goal.limit})")
         return 0
     try:
         measure(bench, results, log)
