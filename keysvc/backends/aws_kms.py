@@ -183,6 +183,7 @@ class AwsKmsBackend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersi
     Settings = AwsKmsSettings
     settings: AwsKmsSettings
     signature_encoding = "der"
+    scheduled = True  # PendingDeletion: CancelKeyDeletion restores it for 30 days
 
     def __init__(self, name: str, settings: AwsKmsSettings) -> None:
         super().__init__(name, settings)

@@ -209,6 +209,11 @@ class DestroysVersions(abc.ABC):
     really be destroyed."""
 
     verb: ClassVar[str] = "destroy"
+    scheduled: ClassVar[bool] = False
+    """True when `destroy_version` schedules the destruction after a grace period in which the
+    backend's own tools can still cancel it (Cloud KMS's DESTROY_SCHEDULED, AWS KMS's
+    PendingDeletion); False when the key material is gone at once (a file, an HSM object).
+    `keys prune` schedules destruction by itself, and destroys at once only when asked."""
 
     @abc.abstractmethod
     async def destroy_version(self, version: KeyVersion) -> None:

@@ -242,6 +242,7 @@ class GcpKmsBackend(KeyBackend, CreatesVersions, DisablesVersions, DestroysVersi
     Settings = GcpKmsSettings
     settings: GcpKmsSettings
     signature_encoding = "der"
+    scheduled = True  # DESTROY_SCHEDULED: restorable for the key's destroy_scheduled_duration
 
     def __init__(self, name: str, settings: GcpKmsSettings) -> None:
         super().__init__(name, settings)

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from keysvc import http_fetch, jose, keygen, rotation
+from keysvc import prune as pruning
 from keysvc.atomic_write import write_atomically
 from keysvc.backends.base import (
     DisablesVersions,
@@ -35,6 +36,7 @@ from keysvc.doctor.service_keys import fetch_service_keys
 from keysvc.http_fetch import FetchError
 from keysvc.keyring import KeyRing, RingKey, iso, left_jwks
 from keysvc.secrets import read_secret_file
+from keysvc.prune import PruneReport
 from keysvc.rotation import Rotation, describe_new_version, signs_phrase
 from keysvc.secrets import write_private_file
 from keysvc.service import local_ring
@@ -42,7 +44,7 @@ from keysvc.service import local_ring
 
 @click.group()
 def keys() -> None:
-    """List, rotate, import, generate and revoke signing keys."""
+    """List, rotate, prune, import, generate and revoke signing keys."""
 
 
 
@@ -328,6 +330,78 @@ def import_key(config_path: Path | None, file: Path, backend_name: str | None, a
             f"imported {result['kid']} ({result['alg']}) into backend {result['backend']} as"
             f" {result['path']}: published now, {signs_phrase(result)}"
         )
+
+
+@keys.command()
+@config_option
+@click.option("--backend", "backend_name", help="Only this backend (default: every backend).")
+@click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+@click.option(
+    "--destroy",
+    "destroy_now",
+    is_flag=True,
+    help="Where a backend destroys at once (file: delete; Vault: trim; PKCS#11: destroy the"
+    " objects), destroy instead of disabling. Cannot be undone.",
+)
+@json_option
+def prune(
+    config_path: Path | None,
+    backend_name: str | None,
+    dry_run: bool,
+    destroy_now: bool,
+    as_json: bool,
+) -> None:
+    """Retire every key version that left the JWKS at least rotation.prune_margin ago.
+
+    Disabled (file: renamed *.pem.revoked, as revoke does), or, where the backend destroys
+    after a grace period (Cloud KMS, AWS KMS: 30 days), scheduled for destruction.
+    Never a pending, active or retiring key, nor a backend's last version. Lists what it did;
+    safe to run as often as you like (a schedule runs it after rotating)."""
+    config = _config(config_path)
+    margin = config.rotation.prune_margin
+
+    async def run() -> PruneReport:
+        async with local_ring(config) as ring:
+            return await pruning.prune(
+                ring, backend_name, margin=margin, dry_run=dry_run, destroy_now=destroy_now
+            )
+
+    report = asyncio.run(run())
+    if as_json:
+        echo_json(report.to_json())
+    else:
+        _print_prune(report)
+    if report.failed:
+        raise CLIError(
+            f"{len(report.failed)} version{'s' if len(report.failed) != 1 else ''} could not be"
+            f" pruned: " + "; ".join(f"{s.version} ({s.backend}): {s.error}" for s in report.failed)
+        )
+
+
+PRUNE_VERBS = {
+    "disable": ("disabled", "would disable"),
+    "schedule_destruction": ("scheduled the destruction of", "would schedule the destruction of"),
+    "destroy": ("destroyed", "would destroy"),
+}
+
+
+def _print_prune(report: PruneReport) -> None:
+    where = ", ".join(report.backends)
+    margin = format_duration(report.margin)
+    if not report.done and not report.kept and not report.failed:
+        click.echo(
+            f"nothing to prune in backend{'s' if len(report.backends) != 1 else ''} {where}:"
+            f" every version is in the JWKS or left it less than {margin} ago"
+        )
+    for step in report.done:
+        done, would = PRUNE_VERBS[step.action]
+        verb = would if report.dry_run else done
+        click.echo(
+            f"{verb} {step.version} (kid {step.kid}, backend {step.backend}; left the JWKS"
+            f" {iso(step.published_until)})"
+        )
+    for step in report.kept:
+        click.echo(f"kept {step.version} (kid {step.kid}, backend {step.backend}): {step.reason}")
 
 
 @keys.command(cls=DashArgumentCommand)  # a kid may begin with "-"

@@ -71,6 +71,7 @@ __all__ = [
     "ContractSubject",
     "ContractViolation",
     "checks_for",
+    "prune_later",
     "run_contract",
     "verify_signature",
 ]
@@ -442,6 +443,48 @@ async def destroyed_version_disappears(subject: ContractSubject) -> None:
     await _disappears(subject, DestroysVersions, lambda b, v: b.destroy_version(v))
 
 
+async def prune_later(backend: KeyBackend, days: int = 30, **options: Any) -> Any:
+    """`keys prune` (keysvc.prune.prune) on an opened backend alone, as if `days` had passed
+    since its newest version was created (with publish_lead 1h and max_ttl 1h: every version
+    but the newest has left the JWKS). Returns (the prune report, the newest version)."""
+    from datetime import timedelta
+
+    from keysvc.keyring import KeyRing, Lifecycle
+    from keysvc.prune import prune
+
+    versions = await backend.list_versions()
+    later = max(v.created_at for v in versions) + timedelta(days=days)
+    lifecycle = Lifecycle(timedelta(hours=1), timedelta(minutes=5), timedelta(hours=1))
+    ring = KeyRing([backend], lifecycle, clock=lambda: later)
+    await ring.refresh(raise_errors=True, quiet=True)
+    signer = ring.view().signer
+    expect(signer is not None, "no version signs")
+    assert signer is not None
+    # The newest: ties in creation time are broken as the ring breaks them.
+    return await prune(ring, margin=timedelta(hours=1), **options), signer.version
+
+
+async def pruning_keeps_only_the_newest(subject: ContractSubject) -> None:
+    """`keys prune`, run as if a month had passed, retires every version but the newest in the
+    backend's own way: none fails, none is listed again (by this backend or a replica), the
+    newest stays and still signs."""
+    async with opened(subject.make_backend()) as backend:
+        versions = await at_least(subject, backend, 3)
+        report, newest = await prune_later(backend)
+        expect(not report.failed, f"prune failed: {[s.to_json() for s in report.failed]}")
+        expect(
+            sorted(s.version for s in report.done)
+            == sorted(v.version_id for v in versions if v.version_id != newest.version_id),
+            f"prune retired {[s.version for s in report.done]} of"
+            f" {[v.version_id for v in versions]}, not all but the newest",
+        )
+        alg = _algorithms(newest)[0]
+        await backend.sign(newest, alg, MESSAGE)
+    async with opened(subject.make_backend()) as replica:
+        listed = [v.version_id for v in await replica.list_versions()]
+    expect(listed == [newest.version_id], f"after prune a replica lists {listed}")
+
+
 async def unreachable_is_unavailable(subject: ContractSubject) -> None:
     """In an outage, listing and signing raise BackendUnavailable with a retry hint (the
     service answers 503 + Retry-After), within a bounded time; afterwards the same backend
@@ -499,6 +542,7 @@ CHECKS: tuple[Check, ...] = (
     Check("signature_is_by_the_requested_version", signature_is_by_the_requested_version),
     Check("disabled_version_disappears", disabled_version_disappears, needs=DisablesVersions),
     Check("destroyed_version_disappears", destroyed_version_disappears, needs=DestroysVersions),
+    Check("pruning_keeps_only_the_newest", pruning_keeps_only_the_newest, needs=DisablesVersions),
     Check("unreachable_is_unavailable", unreachable_is_unavailable, needs_outage=True),
     Check("down_at_start_recovers", down_at_start_recovers, needs_outage=True),
     Check("close_works", close_works),
