@@ -292,6 +292,9 @@ class KeyRing:
         self._view: RingView | None = None
         self.last_errors: dict[str, str] = {}
         self._problems: dict[str, BackendProblem] = {}
+        for backend in self.backends:  # at 0 from the start, so that rate() and increase()
+            for operation in ("list", "sign", "rotate"):  # count a backend's first failure
+                metrics.BACKEND_ERRORS.labels(backend.name, operation)
         self._sign_seconds = functools.cache(metrics.SIGN_SECONDS.labels)
         """The histogram child per backend, looked up once rather than per signature."""
         self._loop_signer = LoopSigner(sign_timeout)
@@ -425,6 +428,25 @@ class KeyRing:
             for problem in PROBLEMS:
                 current = found is not None and found.problem == problem
                 metrics.BACKEND_PROBLEM.labels(backend.name, problem).set(1 if current else 0)
+            versions = self._versions.get(backend.name)
+            if versions:
+                newest = max(k.created_at for k in versions)
+                metrics.BACKEND_NEWEST_VERSION.labels(backend.name).set(newest.timestamp())
+        self._update_clock_gauges()
+
+    def _update_clock_gauges(self) -> None:
+        """The gauges that move with the clock alone: whether a key signs, its age, how long
+        the last pending key still waits. Set at each refresh: as of at most refresh_interval
+        ago, which is plenty for alerts counted in hours and days."""
+        now = self.clock()
+        view = self.view()
+        signer = view.signer
+        metrics.READY.set(1 if signer is not None else 0)
+        age = (now - signer.created_at).total_seconds() if signer is not None else float("nan")
+        metrics.SIGNING_KEY_AGE.set(age)
+        waits = [(s.key.signs_from - now).total_seconds() for s in view.keys
+                 if s.state is KeyState.PENDING]
+        metrics.PENDING_KEY_WAIT.set(max(waits, default=0.0))
 
     def problems(self) -> list[BackendProblem]:
         """Why each backend whose last refresh failed is not current, in backend order."""
@@ -439,9 +461,11 @@ class KeyRing:
         an operator who has just revoked or added a key (SIGHUP)."""
         self._wake.set()
 
-    async def run(self, interval: float) -> None:
+    async def run(
+        self, interval: float, after_refresh: Callable[[], None] | None = None
+    ) -> None:
         """Refresh every `interval` seconds, or at once when refresh_soon() asks, until
-        cancelled."""
+        cancelled; `after_refresh` is called after each (the service logs ring changes)."""
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), interval)
@@ -454,6 +478,11 @@ class KeyRing:
                 log.error("key ring refresh refused: %s", exc)
             except Exception as exc:  # a bug: keep refreshing, or the ring would freeze for good
                 log.error("key ring refresh failed: %s", describe_unexpected(exc))
+            if after_refresh is not None:
+                try:
+                    after_refresh()
+                except Exception as exc:  # a bug there must not stop the refreshes either
+                    log.error("after a key ring refresh: %s", describe_unexpected(exc))
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ SIGN_SECONDS = Histogram(
 )
 BACKEND_ERRORS = Counter(
     "keysvc_backend_errors",
-    "Backend failures, by backend and operation (list, sign, rotate).",
+    "Backend failures, by backend and operation: list (a failed refresh), sign, rotate.",
     ["backend", "operation"],
 )
 RING_KEYS = Gauge(
@@ -48,6 +48,31 @@ BACKEND_PROBLEM = Gauge(
     " none; insecure_key: a key file readable by others, its keys do not sign; refused;"
     " unavailable). Its last good keys are kept meanwhile; /readyz says the same.",
     ["backend", "problem"],
+    multiprocess_mode="max",
+)
+READY = Gauge(
+    "keysvc_ready",
+    "1 while a key can sign (/readyz answers 200), 0 while none can.",
+    multiprocess_mode="min",
+)
+SIGNING_KEY_AGE = Gauge(
+    "keysvc_signing_key_age_seconds",
+    "Age of the key that signs now, from its creation (NaN while none signs). Under scheduled"
+    " rotation it stays below rotation.period + publish_lead.",
+    multiprocess_mode="mostrecent",
+)
+PENDING_KEY_WAIT = Gauge(
+    "keysvc_pending_key_wait_seconds",
+    "How long the last pending key still waits before it may sign (0 without one). Above"
+    " publish_lead it would stay pending longer than a rotation's key does: its creation time"
+    " is in the future (a wrong clock, or a mistyped key name).",
+    multiprocess_mode="mostrecent",
+)
+BACKEND_NEWEST_VERSION = Gauge(
+    "keysvc_backend_newest_version_timestamp_seconds",
+    "Creation time (Unix seconds) of each backend's newest key version: how long ago the"
+    " backend was last rotated.",
+    ["backend"],
     multiprocess_mode="max",
 )
 REQUESTS_REJECTED = Counter(

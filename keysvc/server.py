@@ -50,11 +50,13 @@ def app_runner(service: Any) -> web.AppRunner:
     return web.AppRunner(create_app(service), handle_signals=False, shutdown_timeout=drain)
 
 
-async def serve_async(config: Config, *, reuse_port: bool = False, ready: Any = None) -> None:
+async def serve_async(
+    config: Config, *, reuse_port: bool = False, ready: Any = None, log_ring_changes: bool = True
+) -> None:
     from keysvc.connections import listen
     from keysvc.service import Service
 
-    service = Service(config)
+    service = Service(config, log_ring_changes=log_ring_changes)
     await service.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, _refresh, service)
@@ -118,11 +120,12 @@ def die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker(data: dict[str, Any], supervisor: int) -> None:
+def _worker(data: dict[str, Any], supervisor: int, index: int) -> None:
     die_with_parent(supervisor)
     config = parse_config(data)
     logs.configure(config.log_level)
-    _run_loop(serve_async(config, reuse_port=True))
+    # Every worker computes the same ring: one logs its changes, not N copies of each line.
+    _run_loop(serve_async(config, reuse_port=True, log_ring_changes=index == 0))
 
 
 def _run_loop(coro: Any) -> None:
@@ -155,7 +158,7 @@ def serve(config: Config, data: dict[str, Any], ready: Any = None) -> int:
         context = multiprocessing.get_context("spawn")
         workers = [
             context.Process(
-                target=_worker, args=(data, os.getpid()), name=f"keysvc-worker-{i}"
+                target=_worker, args=(data, os.getpid(), i), name=f"keysvc-worker-{i}"
             )
             for i in range(config.server.workers)
         ]

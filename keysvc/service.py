@@ -19,6 +19,7 @@ from keysvc.backends.base import BackendError, BackendUnavailable
 from keysvc.config import Config
 from keysvc.errors import ConfigError
 from keysvc.keyring import KeyRing, Lifecycle, describe_unexpected, open_backend
+from keysvc.ring_events import RingWatcher
 from keysvc.tokens import TokenIssuer
 
 if TYPE_CHECKING:
@@ -49,9 +50,17 @@ def build_ring(config: Config, backends: list[KeyBackend] | None = None) -> KeyR
 class Service:
     """Everything a running keysvc holds: config, ring, issuer, authenticator."""
 
-    def __init__(self, config: Config, backends: list[KeyBackend] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        backends: list[KeyBackend] | None = None,
+        *,
+        log_ring_changes: bool = True,
+    ) -> None:
         self.config = config
         self.ring = build_ring(config, backends)
+        self.watcher = RingWatcher(self.ring) if log_ring_changes else None
+        """Logs each change of the ring (keysvc.ring_events); off in all workers but one."""
         self.issuer = TokenIssuer(self.ring, config.issuer, config.tokens)
         self.auth = Authenticator(config.clients)
         self.otfd = build_otfd_client(config)
@@ -74,9 +83,14 @@ class Service:
             message = self.ring.last_errors.get(name) or f"unexpected {type(exc).__name__}"
             log.warning("backend %s not available at start: %s", name, message)
         self._check_rsa_signing()
+        observe = self.watcher.observe if self.watcher is not None else None
+        if observe is not None:
+            observe()
         if refresh_loop:
             interval = self.config.rotation.refresh_interval.total_seconds()
-            self._refresher = asyncio.create_task(self.ring.run(interval), name="ring-refresh")
+            self._refresher = asyncio.create_task(
+                self.ring.run(interval, observe), name="ring-refresh"
+            )
 
     def _check_rsa_signing(self) -> None:
         """Warn when `tokens.rsa_signing = "loop"` leaves cores unused: each worker signs RSA on
