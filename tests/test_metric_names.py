@@ -1,5 +1,5 @@
-"""Every metric name the docs, README and deployment files mention is one a running keysvc
-exports, spelled as Prometheus stores it (a counter with `_total`, a histogram by its family
+"""Every metric name the docs, README and deployment files (the Prometheus alert rules and
+the Grafana dashboard among them) mention is one a running keysvc exports, spelled as Prometheus stores it (a counter with `_total`, a histogram by its family
 name or its `_bucket`/`_sum`/`_count` series): an alert or dashboard built from the docs must
 find its series."""
 
@@ -61,8 +61,16 @@ def exported_names(text: str) -> set[str]:
 
 
 def test_the_documents_mention_metrics() -> None:
-    """The check below has something to check (the docs do name metrics)."""
-    assert {"keysvc_tokens_issued_total", "keysvc_ring_keys"} <= set(mentioned_metrics())
+    """The check below has something to check (the docs do name metrics), and it reads the
+    alert rules and the dashboard: every metric their expressions use is among the names."""
+    mentioned = mentioned_metrics()
+    assert {"keysvc_tokens_issued_total", "keysvc_ring_keys"} <= set(mentioned)
+    for shipped in ("deploy/prometheus/keysvc-alerts.yaml", "deploy/grafana/keysvc-dashboard.json"):
+        used = {name for name, where in mentioned.items()
+                if any(w.startswith(shipped + ":") for w in where)}
+        assert {"keysvc_ready", "keysvc_signing_key_age_seconds",
+                "keysvc_backend_newest_version_timestamp_seconds",
+                "keysvc_backend_errors_total", "keysvc_pending_key_wait_seconds"} <= used, shipped
 
 
 def test_every_metric_named_in_the_docs_is_exported(tmp_path: Path) -> None:

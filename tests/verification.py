@@ -25,14 +25,20 @@ REQUIRED_CLAIMS = ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"]
 
 
 class CachingVerifier(PyJWKClient):
-    def __init__(self, issuer: str) -> None:
-        with urllib.request.urlopen(issuer + "/.well-known/openid-configuration") as response:
+    def __init__(self, issuer: str, base_url: str | None = None) -> None:
+        """`base_url`: fetch discovery and JWKS from this replica rather than the issuer's
+        address (a verifier whose requests a load balancer sent there)."""
+        base = base_url or issuer
+        with urllib.request.urlopen(base + "/.well-known/openid-configuration") as response:
             self.discovery = json.load(response)
         assert self.discovery["issuer"] == issuer
         self.issuer = issuer
         self.fetches = 0
         self.max_age: float | None = None
-        super().__init__(self.discovery["jwks_uri"], cache_jwk_set=True, lifespan=1, cache_keys=False)
+        jwks_uri = self.discovery["jwks_uri"]
+        assert jwks_uri.startswith(issuer + "/")
+        super().__init__(base + jwks_uri.removeprefix(issuer), cache_jwk_set=True, lifespan=1,
+                         cache_keys=False)
 
     def fetch_data(self) -> Any:
         with urllib.request.urlopen(self.uri) as response:

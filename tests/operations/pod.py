@@ -118,8 +118,10 @@ def _sandbox_script(
         bind(volumes[mount["name"]], mount["mountPath"], bool(mount.get("readOnly")))
     if container.get("securityContext", {}).get("readOnlyRootFilesystem"):
         lines.append(f"mount -o remount,ro {r}")
+    environment = [f"{e['name']}={e['value']}" for e in container.get("env", [])]
     command = ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/",
-               "PYTHONDONTWRITEBYTECODE=1", "setpriv", *_identity(pod, container), "--", *argv]
+               "PYTHONDONTWRITEBYTECODE=1", *environment,
+               "setpriv", *_identity(pod, container), "--", *argv]
     lines.append(f"exec chroot {r} " + " ".join(shlex.quote(a) for a in command))
     return "\n".join(lines)
 
