@@ -6,9 +6,10 @@ bare aiohttp ceilings (1 and 2 processes) and the signing floors, then keysvc as
 `keysvc serve` subprocess (ES256 and RS256-4096 key directories, 1 and 2 workers), then the
 limits once more, then keysvc's figure for each throughput target once more (ratios use each
 side's higher value), then paired rounds of each target, of the two `tokens.rsa_signing` designs
-(bench/rsa_designs.py) and of OTF's runner endpoint. Every server listens on 127.0.0.1 and is
-stopped when done with, also on failure or Ctrl-C. Takes about eight minutes, plus
-bench/vault_batch.py when present.
+(bench/rsa_designs.py) and of OTF's runner endpoint, then 100 key versions against 1
+(bench/many_keys.py). Every server listens on 127.0.0.1 and is stopped when done with, also on
+failure or Ctrl-C. Takes about eleven minutes (a minute or two more the first time, to generate
+bench/many_keys.py's RSA-4096 keys into bench/.cache/), plus bench/vault_batch.py when present.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import limits, report, rsa_designs
+from bench import limits, many_keys, report, rsa_designs
 from bench.fixtures import Fixtures, prepare
 from bench.load import LoadResult, write_script, wrk
 from bench.procs import Server, free_port
@@ -596,6 +597,10 @@ def main() -> int:
     vault = vault_section()
     if vault is not None:
         results.appendix.append(vault)
+    try:
+        results.appendix.append(many_keys.markdown(many_keys.measure(log)))
+    except Exception as exc:  # noqa: BLE001 (the section says so; the rest still stands)
+        results.appendix.append(f"## 100 key versions against 1\n\nFailed: {exc}")
     results.environment["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results.environment["duration"] = f"{time.monotonic() - began:.0f} s"
     SAVED.write_bytes(pickle.dumps(results))

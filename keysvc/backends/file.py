@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -82,13 +83,22 @@ def name_for(created_at: datetime) -> str:
     return f"key-{format_stamp(created_at)}.pem"
 
 
-def load_private_key(path: Path, data: bytes) -> jose.PrivateKey:
-    """Parse PKCS#1, PKCS#8 or OpenSSH PEM; errors name the file, never its contents."""
+def load_private_key(path: Path, data: bytes, *, check: bool = True) -> jose.PrivateKey:
+    """Parse PKCS#1, PKCS#8 or OpenSSH PEM; errors name the file, never its contents.
+
+    `check=False` skips the consistency checks cryptography makes of an RSA key (0.5-0.9 s for
+    RSA-4096; EC and Ed25519 keys cost nothing either way): for the public key alone, never for
+    signing (see CheckedOnUse)."""
+    skip = not check
     try:
         if b"BEGIN OPENSSH PRIVATE KEY" in data:
-            key = serialization.load_ssh_private_key(data, password=None)
+            key = serialization.load_ssh_private_key(
+                data, password=None, unsafe_skip_rsa_key_validation=skip
+            )
         else:
-            key = serialization.load_pem_private_key(data, password=None)
+            key = serialization.load_pem_private_key(
+                data, password=None, unsafe_skip_rsa_key_validation=skip
+            )
     except TypeError:
         raise ConfigError(f"private key {path} is encrypted; keysvc needs it unencrypted") from None
     except (ValueError, UnsupportedAlgorithm):
@@ -98,6 +108,48 @@ def load_private_key(path: Path, data: bytes) -> jose.PrivateKey:
     except (jose.UnsupportedKeyError, AttributeError) as exc:
         raise ConfigError(f"private key {path}: {exc}") from None
     return key  # type: ignore[return-value]
+
+
+class CheckedOnUse:
+    """An RSA private key read for its public key alone. cryptography's checks of the key
+    (that its parts agree: signing with a broken one can leak it) run before its first
+    signature, once (FileBackend checks the two newest keys ahead, in the background). A
+    directory of many versions thus lists in milliseconds, and only the keys that may sign pay
+    for the checks: never the retired ones a directory keeps for their JWKS entries."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self.path = path
+        self._data: bytes | None = data
+        self._key: rsa.RSAPrivateKey | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def checked(self) -> bool:
+        return self._key is not None
+
+    def check_quietly(self) -> None:
+        """Check now, ahead of the first signature; a failure shows at that signature."""
+        try:
+            self.key()
+        except BackendError:
+            pass
+
+    def key(self) -> rsa.RSAPrivateKey:
+        """The key, checked (the first call checks it, in the caller's thread)."""
+        if self._key is not None:  # every signature after the first: no lock
+            return self._key
+        with self._lock:
+            if self._key is None:
+                assert self._data is not None
+                try:
+                    self._key = load_private_key(self.path, self._data)  # type: ignore[assignment]
+                except ConfigError:
+                    raise BackendError(
+                        f"private key {self.path} cannot sign: it fails the RSA consistency"
+                        " checks (its parts disagree); replace it"
+                    ) from None
+                self._data = None
+            return self._key  # type: ignore[return-value]
 
 
 class FileBackend(
@@ -155,21 +207,34 @@ class FileBackend(
             created_at = created_at_from_name(path.name)
         except ValueError as exc:  # one mistyped name is the operator's to fix, as a bad key is
             raise ConfigError(f"private key {path}: {exc}") from None
-        key = load_private_key(path, path.read_bytes())
+        data = path.read_bytes()
+        key = load_private_key(path, data, check=False)
         version = KeyVersion(
             version_id=path.name,
             created_at=created_at,
             public_key=key.public_key(),
-            handle=key,
+            handle=CheckedOnUse(path, data) if isinstance(key, rsa.RSAPrivateKey) else key,
         )
         self._cache[path] = (stamp, version)
         return version
 
     def _list(self) -> list[KeyVersion]:
         versions = [self._load(p) for p in self._files()]
+        self._check_soon(versions)
         if self.settings.public_key_path is not None:
             self._check_public_key(versions)
         return versions
+
+    def _check_soon(self, versions: list[KeyVersion]) -> None:
+        """Check, in the background, the RSA keys of the two newest versions: the ones that may
+        sign (the active key, the next one), so that their first signature, perhaps on the
+        event loop (tokens.rsa_signing = "loop"), does not wait for the check. Any other key
+        is checked only if it ever signs; a failed check shows at that signature."""
+        newest = sorted(versions, key=lambda v: (v.created_at, v.version_id))[-2:]
+        for version in newest:
+            handle = version.handle
+            if isinstance(handle, CheckedOnUse) and not handle.checked:
+                self._executor.submit(handle.check_quietly)
 
     def _check_public_key(self, versions: list[KeyVersion]) -> None:
         path = self.settings.public_key_path
@@ -187,7 +252,7 @@ class FileBackend(
             )
 
     async def list_versions(self) -> list[KeyVersion]:
-        # Loading an RSA-4096 key takes ~0.5 s (cryptography checks it): never on the loop.
+        # File I/O and parsing (RSA keys' checks wait for their first signature): off the loop.
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._list)
 
     # -- signing ----------------------------------------------------------------------------
@@ -198,10 +263,12 @@ class FileBackend(
         return True
 
     def sign_now(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
-        return jose.sign_local(version.handle, alg, message)
+        handle = version.handle
+        key = handle.key() if isinstance(handle, CheckedOnUse) else handle
+        return jose.sign_local(key, alg, message)
 
     async def sign(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
-        if not isinstance(version.handle, rsa.RSAPrivateKey):
+        if not isinstance(version.handle, CheckedOnUse):
             return self.sign_now(version, alg, message)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.sign_now, version, alg, message)
@@ -284,7 +351,8 @@ class FileBackend(
     def _kid_of_file(path: Path) -> str | None:
         """The kid of the key in `path`, None when it cannot be read as one."""
         try:
-            return jose.thumbprint(load_private_key(path, path.read_bytes()).public_key())
+            key = load_private_key(path, path.read_bytes(), check=False)
+            return jose.thumbprint(key.public_key())
         except (OSError, ConfigError):
             return None
 
@@ -317,7 +385,7 @@ class FileBackend(
                 created_at = created_at_from_name(pem)
             except ValueError as exc:
                 raise ConfigError(f"revoked key {file}: {exc}") from None
-            key = load_private_key(file, file.read_bytes())
+            key = load_private_key(file, file.read_bytes(), check=False)
             found.append(KeyVersion(file.name, created_at, key.public_key()))
         return found
 
