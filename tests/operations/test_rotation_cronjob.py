@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from keysvc.backends.vault import parse_creation_time
-from tests.vault.bao import BaoServer
+from tests.vault.bao import BaoServer, transit_server
 
 from .pod import PodContainer, atomic_writer_volume, empty_dir
 from .test_deploy import CONFIG_MAP, DEPLOYMENT, KUBERNETES_VERSIONS
@@ -91,13 +91,8 @@ prune_margin later."""
 
 @pytest.fixture(scope="module")
 def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
-    server = BaoServer(tmp_path_factory.mktemp("openbao"), dev=True)
-    server.start()
-    try:
-        server.enable_transit()
+    with transit_server(tmp_path_factory.mktemp("openbao")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def job_config(bao: BaoServer) -> str:

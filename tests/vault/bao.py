@@ -12,6 +12,7 @@ Both bind 127.0.0.1:PORT and the cluster port PORT+1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,3 +258,16 @@ class BaoServer:
                 if entry.get("type") == "request" and entry["request"].get("path") == path:
                     count += 1
             return count
+
+
+@contextlib.contextmanager
+def transit_server(workdir: Path) -> Iterator[BaoServer]:
+    """A dev-mode OpenBao with Transit enabled, stopped on leaving."""
+    server = BaoServer(workdir, dev=True)
+    server.start()
+    try:
+        server.enable_transit()
+        yield server
+    finally:
+        server.stop()
+

@@ -13,7 +13,7 @@ import pytest
 from keysvc.backends.vault import VaultBackend
 from keysvc.backends.vault_settings import VaultSettings
 from keysvc.secrets import write_private_file
-from tests.vault.bao import BaoServer
+from tests.vault.bao import BaoServer, transit_server
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "backends" / "vault.md"
 
@@ -30,13 +30,8 @@ _names = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
-    server = BaoServer(tmp_path_factory.mktemp("openbao"), dev=True)
-    server.start()
-    try:
-        server.enable_transit()
+    with transit_server(tmp_path_factory.mktemp("openbao")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def unique(prefix: str) -> str:
