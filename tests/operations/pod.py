@@ -109,13 +109,16 @@ def _sandbox_script(
             bind(f"/etc/{name}", f"/etc/{name}", True)
     bind("/dev", "/dev", False)
     lines.append(f"mount -t proc proc {r}/proc")
-    # The image's Python and keysvc: this interpreter, its virtualenv and this checkout, at
-    # the same paths (their parents are created 0755 in the new root, as an image has them).
-    for path in {Path(sys.base_prefix), Path(sys.base_prefix).resolve(), Path(sys.prefix), REPO}:
-        bind(path, str(path), True)
     mounts = sorted(container.get("volumeMounts", []), key=lambda m: m["mountPath"])
     for mount in mounts:
         bind(volumes[mount["name"]], mount["mountPath"], bool(mount.get("readOnly")))
+    # The image's Python and keysvc: this interpreter, its virtualenv and this checkout, at
+    # the same paths (their parents are created 0755 in the new root, as an image has them).
+    # Bound after the volumes: a checkout under /tmp (a CI clone) would otherwise be hidden by
+    # the pod's /tmp volume. Shortest path first, so a virtualenv inside the checkout stays.
+    for path in sorted({Path(sys.base_prefix), Path(sys.base_prefix).resolve(),
+                        Path(sys.prefix), REPO}, key=lambda p: len(p.parts)):
+        bind(path, str(path), True)
     if container.get("securityContext", {}).get("readOnlyRootFilesystem"):
         lines.append(f"mount -o remount,ro {r}")
     environment = [f"{e['name']}={e['value']}" for e in container.get("env", [])]
