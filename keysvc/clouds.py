@@ -64,6 +64,19 @@ MAX_TOKEN_LIFETIME: dict[Cloud, timedelta] = {
     Cloud.AZURE: timedelta(hours=25),
 }
 GCP_RECOMMENDED_TOKEN_LIFETIME = timedelta(hours=6)
+MAX_TTL = timedelta(hours=24)
+"""The longest lifetime keysvc mints a token with (`tokens.max_ttl` at most): within every
+limit above, so that no cloud refuses a token for living too long."""
+
+
+def check_max_ttl(value: timedelta) -> timedelta:
+    """The clouds' rule for `tokens.max_ttl` (whole seconds is the config's own): they refuse
+    longer-lived tokens, so the service refuses to mint them. One definition for the config and
+    for `keysvc doctor`, which judges the max_ttl it reads from the config."""
+    if value > MAX_TTL:
+        raise ValueError("above 24h is refused (Azure accepts at most 25h, GCP 48h)")
+    return value
+
 
 AWS_MAX_JWKS_KEYS = 100
 """Observed by users (not documented): STS stops finding keys in a JWKS of about 100 keys."""

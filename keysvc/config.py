@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import ipaddress
 import re
 import ssl
-import string
 import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -30,114 +28,19 @@ from pydantic import (
 
 from keysvc import validation_errors
 from keysvc.backends import BackendSettings, UnknownBackendType, load_backend_class
+from keysvc.clouds import check_max_ttl
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
+from keysvc.issuer_url import URL_CHARACTERS, check_issuer
 from keysvc.jose import Algorithm
 from keysvc.loopback import is_loopback_host
+from keysvc.run_identity import DEFAULT_SUBJECT_FORMAT, check_subject_format
 from keysvc.secrets import read_secret_file
 
 Scope = Literal["tokens:issue", "sign", "keys:read", "keys:rotate"]
 ALL_SCOPES: tuple[str, ...] = ("tokens:issue", "sign", "keys:read", "keys:rotate")
-DEFAULT_SUBJECT_FORMAT = "organization:{organization}:workspace:{workspace}:run_phase:{run_phase}"
-SUBJECT_FIELDS = frozenset({"organization", "workspace", "workspace_id", "run_id", "run_phase"})
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
-"""The characters RFC 3986 allows in a URI: no spaces, controls, quotes or non-ASCII."""
-_HOST = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
-
-
-def check_subject_format(value: str) -> str:
-    """The rule for `tokens.subject_format`: only the run's fields, plain (no format spec or
-    conversion), each bounded by a character no name may hold (see
-    run_identity.unseparated_fields): otherwise the service would mint one `sub` for two runs. One definition for the config and for the operator tools' `--subject-format`,
-    so `keysvc setup` and `keysvc doctor` accept exactly the formats the service can mint.
-    Raises ValueError (unbalanced braces included) with a message fit for one line."""
-    for _, name, spec, conv in string.Formatter().parse(value):
-        if name is None:
-            continue
-        if name not in SUBJECT_FIELDS:
-            raise ValueError(
-                f"unknown placeholder {{{name}}}; use {', '.join(sorted(SUBJECT_FIELDS))}"
-            )
-        if spec or conv:
-            raise ValueError(f"placeholder {{{name}}} takes no conversion or format spec")
-    from keysvc.run_identity import unseparated_fields  # it imports this module
-
-    touching = unseparated_fields(value)
-    if touching:
-        raise ValueError(
-            f"{{{touching[0]}}} and {{{touching[1]}}} are joined by only letters, digits, '.', '_'"
-            " or '-', so one run's names could spell another run's sub; separate them with a"
-            " character such as ':'"
-        )
-    return value
-
-
-def check_issuer(value: str, *, http_anywhere: bool = False) -> str:
-    """The rule for the top-level `issuer` (the tokens' `iss`): an https URL (http only on the
-    loopback host), with a host and no query, fragment or trailing slash. One definition for the
-    config and for the operator tools that read `issuer` from it (keysvc.cli.loading).
-
-    Verifiers compare `iss` as a string and append `/.well-known/...` to it, so the URL must
-    read back exactly as written: no spaces or other characters a URL cannot hold, no `?` or
-    `#` even when empty, no user name or password (they would travel in every token), a port
-    only when it is a number from 1 to 65535.
-    Raises ValueError with a message fit for one line (it never repeats the value, which could
-    hold a password). `http_anywhere` accepts http on any host: for `keysvc doctor`, which
-    judges an issuer (and reports http as a finding) rather than configures one."""
-    if not _URL_CHARS.fullmatch(value):
-        raise ValueError(
-            "must be a URL of printable ASCII characters without spaces"
-            " (write an international host name in its xn-- form)"
-        )
-    try:
-        parts = urlsplit(value)
-    except ValueError:  # a bracketed host that is no IPv6 address
-        raise ValueError("is not a valid URL") from None
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    local = is_loopback_host(parts.hostname)
-    if parts.scheme != "https" and not (parts.scheme == "http" and (local or http_anywhere)):
-        raise ValueError(
-            "must be an https URL (http only on loopback: localhost, 127.0.0.0/8, ::1)"
-        )
-    if not parts.hostname or "?" in value or "#" in value or value.endswith("/"):
-        raise ValueError("must be a URL with a host, no query, fragment or trailing slash")
-    if "@" in parts.netloc:
-        raise ValueError("must not hold a user name or password: every token would carry it")
-    if port == 0 or parts.netloc.endswith(":"):  # 0 also stands for a port out of range
-        raise ValueError("has a port that is not a number from 1 to 65535")
-    if not (_HOST.fullmatch(parts.hostname) or _is_ipv6_literal(parts.netloc, parts.hostname)):
-        raise ValueError("has a host that is not a DNS name or IP address")
-    if urlunsplit(parts) != value:
-        raise ValueError(
-            "does not read back as written (an upper-case scheme?): write it exactly as the"
-            " tokens' iss should be"
-        )
-    return value
-
-
-def _is_ipv6_literal(netloc: str, hostname: str) -> bool:
-    if not netloc.startswith("["):
-        return False
-    try:
-        ipaddress.IPv6Address(hostname)
-    except ValueError:
-        return False
-    return True
-
-
-def check_max_ttl(value: timedelta) -> timedelta:
-    """The rule for `tokens.max_ttl` on its own (default_ttl <= max_ttl is the section's): the
-    clouds refuse longer-lived tokens, so the service refuses to mint them. One definition for the
-    config and for `keysvc doctor`, which judges the max_ttl it reads from the config."""
-    check_token_lifetime(value)
-    if value > timedelta(hours=24):
-        raise ValueError("above 24h is refused (Azure accepts at most 25h, GCP 48h)")
-    return value
 
 
 def check_token_lifetime(value: timedelta) -> timedelta:
@@ -229,7 +132,7 @@ class TokensConfig(_Section):
     @field_validator("max_ttl")
     @classmethod
     def _max_ttl(cls, value: timedelta) -> timedelta:
-        return check_max_ttl(value)
+        return check_max_ttl(check_token_lifetime(value))
 
     @field_validator("default_ttl")
     @classmethod
@@ -335,7 +238,7 @@ class OtfConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not _URL_CHARS.fullmatch(value):
+        if not URL_CHARACTERS.fullmatch(value):
             raise ValueError("must be a URL of printable ASCII characters without spaces")
         try:
             parts = urlsplit(value)

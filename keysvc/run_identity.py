@@ -6,7 +6,8 @@ all spell them from the two definitions here: `subject()` for `sub`, in the oper
 `[tokens] subject_format` (by default OTF's project-less
 `organization:<org>:workspace:<workspace>:run_phase:<plan|apply>`), and `run_claims()` for the
 whole claim set. A tool that used the default while the service used another format would write
-trust that never matches, or call a refused token accepted.
+trust that never matches, or call a refused token accepted. The rule for a subject format
+(`check_subject_format`) is here too, for the config and for the tools' `--subject-format`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from keysvc.config import DEFAULT_SUBJECT_FORMAT
-
+DEFAULT_SUBJECT_FORMAT = "organization:{organization}:workspace:{workspace}:run_phase:{run_phase}"
+"""OTF's own `sub`, project-less: what `[tokens] subject_format` is unless set."""
+SUBJECT_FIELDS = frozenset({"organization", "workspace", "workspace_id", "run_id", "run_phase"})
+"""The placeholders a subject format may use: the run's fields."""
 PHASES: tuple[str, ...] = ("plan", "apply")
 NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._*?-]+$")
@@ -46,7 +49,7 @@ def is_wildcard(pattern: str) -> bool:
 
 
 def subject_fields(subject_format: str) -> frozenset[str]:
-    """The placeholders a (valid, see config.check_subject_format) subject format uses."""
+    """The placeholders a (valid, see check_subject_format) subject format uses."""
     return frozenset(
         name for _, name, _, _ in string.Formatter().parse(subject_format) if name is not None
     )
@@ -75,6 +78,32 @@ def unseparated_fields(subject_format: str) -> tuple[str, str] | None:
             return previous, name
         previous = name
     return None
+
+
+def check_subject_format(value: str) -> str:
+    """The rule for `tokens.subject_format`: only the run's fields, plain (no format spec or
+    conversion), each bounded by a character no name may hold (see unseparated_fields):
+    otherwise the service would mint one `sub` for two runs. One definition for the config and
+    for the operator tools' `--subject-format`, so `keysvc setup` and `keysvc doctor` accept
+    exactly the formats the service can mint.
+    Raises ValueError (unbalanced braces included) with a message fit for one line."""
+    for _, name, spec, conv in string.Formatter().parse(value):
+        if name is None:
+            continue
+        if name not in SUBJECT_FIELDS:
+            raise ValueError(
+                f"unknown placeholder {{{name}}}; use {', '.join(sorted(SUBJECT_FIELDS))}"
+            )
+        if spec or conv:
+            raise ValueError(f"placeholder {{{name}}} takes no conversion or format spec")
+    touching = unseparated_fields(value)
+    if touching:
+        raise ValueError(
+            f"{{{touching[0]}}} and {{{touching[1]}}} are joined by only letters, digits, '.', '_'"
+            " or '-', so one run's names could spell another run's sub; separate them with a"
+            " character such as ':'"
+        )
+    return value
 
 
 def subject(

@@ -14,7 +14,7 @@ import click
 from keysvc import keygen
 from keysvc.backends.file import name_for
 from keysvc.cli.common import CLIError
-from keysvc.config import check_issuer
+from keysvc.issuer_url import check_issuer
 from keysvc.secrets import write_private_file
 
 CONFIG_TEMPLATE = """\

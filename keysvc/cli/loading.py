@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from keysvc import validation_errors
 from keysvc.cli.common import CLIError
 from keysvc.cli.params import DURATION
+from keysvc.clouds import check_max_ttl
 from keysvc.config import (
     ALL_SCOPES,
     Config,
@@ -23,8 +24,8 @@ from keysvc.config import (
     RotationConfig,
     TokensConfig,
     check_issuer,
-    check_max_ttl,
     check_subject_format,
+    check_token_lifetime,
     merge,
     parse_config,
     read_config_file,
@@ -169,7 +170,7 @@ def _duration(value: Any) -> timedelta:
 
 
 def _max_ttl(value: Any) -> timedelta:
-    return check_max_ttl(_duration(value))
+    return check_max_ttl(check_token_lifetime(_duration(value)))
 
 
 def _checked_subject_format(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from keysvc import run_identity
 from keysvc.cloudsetup.terraform import Block, Document, Ref
-from keysvc.config import DEFAULT_SUBJECT_FORMAT, check_subject_format
+from keysvc.run_identity import DEFAULT_SUBJECT_FORMAT, check_subject_format
 from keysvc.issuer_url import IssuerURL
 
 _TERRAFORM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -108,7 +108,7 @@ class SetupRequest:
 
         Every restriction asked for needs its placeholder in the format (without
         `{organization}`, every organization keysvc signs for shares the subjects); no two
-        placeholders touch (config.check_subject_format refuses that). Then a run's names, being
+        placeholders touch (check_subject_format refuses that). Then a run's names, being
         `[A-Za-z0-9._-]`, can fill only their own places in a subject, and `*` (standing only
         for such names) cannot reach another organization's or workspace's part of it. GCP's
         condition reads the `terraform_*` claims instead and needs none of this."""

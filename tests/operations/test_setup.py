@@ -1002,7 +1002,7 @@ def test_a_trailing_newline_is_not_a_name(args: tuple[str, ...]) -> None:
      "https://u:p@otf.example.com", "https://otf.example.com:99999", "HTTPS://otf.example.com"],
 )
 def test_issuer_flag_gets_the_services_rule(issuer: str) -> None:
-    """--issuer is checked as the service checks its own issuer (config.check_issuer)."""
+    """--issuer is checked as the service checks its own issuer (issuer_url.check_issuer)."""
     out, err = run_setup("aws", "--issuer", issuer, "--organization", "acme", expect=2)
     assert out == "" and err.startswith("keysvc: error: issuer ") and err.count("\n") == 1
     assert "u:p" not in err
