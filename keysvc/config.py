@@ -1,8 +1,12 @@
 """Configuration: a TOML file plus otfd-style flags, validated once at start.
 
 Every problem is reported as a ConfigError naming the offending key (for example
-`rotation.jwks_max_age` or `backends[1].path`), which the CLI prints on one line before exiting
-with status 2.
+`rotation.jwks_max_age`, or `backends[1]: path` for a backend's own setting), which the CLI prints
+on one line before exiting with status 2. A `[[backends]]` table's own settings are validated by
+its backend's model when the backends are built (BackendConfig.build), so reading a config needs
+no backend's library. The rules a setting shares with the operator tools live beside what they
+rule: the issuer's in issuer_url.py, the subject format's in run_identity.py, the clouds' limits
+in clouds.py.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pydantic import (
 )
 
 from keysvc import validation_errors
-from keysvc.backends import BackendSettings, UnknownBackendType, load_backend_class
+from keysvc.backends import KeyBackend, UnknownBackendType, available_types, load_backend_class
 from keysvc.clouds import check_max_ttl
 from keysvc.durations import Duration
 from keysvc.errors import ConfigError
@@ -291,31 +295,44 @@ class OtfConfig(_Section):
 
 
 class BackendConfig(_Section):
-    """One `[[backends]]` table: `name`, `type`, and the type's own settings, validated by the
-    backend class registered for `type`."""
+    """One `[[backends]]` table: `name`, `type`, and the type's own settings as written.
+
+    Reading a config checks that `type` is registered (an entry point in `keysvc.backends`) but
+    loads no backend: the settings are validated by the backend's own model when the backend is
+    built (`build`, at the service's or command's start), so reading a config needs no cloud
+    library."""
 
     name: str
     type: str
-    settings: BackendSettings
+    settings: dict[str, Any]
 
     @model_validator(mode="before")
     @classmethod
     def _split_settings(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "settings" in data:
+        if not isinstance(data, dict):
             return data
         data = dict(data)
         name, type_ = data.pop("name", None), data.pop("type", None)
         if not isinstance(type_, str):
-            raise ValueError("type is required (file, vault, gcp_kms, azure_kv, aws_kms, pkcs11)")
+            raise ValueError(f"type is required ({', '.join(available_types())})")
+        if type_ not in available_types():
+            raise ValueError(str(UnknownBackendType.named(type_)))
+        return {"name": name if name is not None else type_, "type": type_, "settings": data}
+
+    def build(self, index: int) -> KeyBackend:
+        """The backend this table describes (the table is `backends[index]`): its class loaded
+        from the entry point, its settings validated by the class's own Settings model. No I/O.
+        Raises ConfigError naming the key, as reading the config does."""
+        where = f"backends[{index}]"
         try:
-            backend_class = load_backend_class(type_)
+            backend_class = load_backend_class(self.type)
         except UnknownBackendType as exc:
-            raise ValueError(str(exc)) from None
+            raise ConfigError(f"{where}: {exc}") from None
         try:
-            settings = backend_class.Settings.model_validate(data)
+            settings = backend_class.Settings.model_validate(self.settings)
         except ValidationError as exc:
-            raise ValueError(_first_error(exc)) from None
-        return {"name": name if name is not None else type_, "type": type_, "settings": settings}
+            raise ConfigError(f"{where}: {_first_error(exc)}") from None
+        return backend_class(self.name, settings)
 
     @field_validator("name")
     @classmethod

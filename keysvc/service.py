@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from keysvc.auth import Authenticator
-from keysvc.backends import KeyBackend, load_backend_class
+from keysvc.backends import KeyBackend
 from keysvc.backends.base import BackendError, BackendUnavailable
 from keysvc.config import Config
 from keysvc.errors import ConfigError
@@ -29,7 +29,9 @@ log = logging.getLogger("keysvc.service")
 
 
 def build_backends(config: Config) -> list[KeyBackend]:
-    return [load_backend_class(b.type)(b.name, b.settings) for b in config.backends]
+    """The configured backends, each table's settings validated now by its backend's own model
+    (a bad one is a ConfigError naming the key: `backends[1]: path: is required`)."""
+    return [table.build(index) for index, table in enumerate(config.backends)]
 
 
 def build_ring(config: Config, backends: list[KeyBackend] | None = None) -> KeyRing:

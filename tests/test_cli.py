@@ -87,6 +87,20 @@ def test_serve_refuses_two_clients_with_one_token(tmp_path: Path, key_dir: Path,
     assert "cli-test-token" not in result.stderr
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_refuses_bad_backend_settings_before_serving(
+    tmp_path: Path, key_dir: Path, workers: int
+) -> None:
+    """Reading the config loads no backend; the settings are checked when the backends are built,
+    still before anything listens: one line naming the key, exit 2."""
+    port = free_port()
+    path = config_file(tmp_path, key_dir, port=port)
+    path.write_text(path.read_text() + '[[backends]]\nname = "b"\ntype = "memory"\ncolour = "red"\n')
+    result = run("serve", "--config", str(path), "--workers", str(workers), timeout=60)
+    assert_one_line_error(result, "backends[1]: colour: is not a setting keysvc knows")
+    assert "keysvc is serving" not in result.stderr
+
+
 def test_serve_with_otfd_flags_issues_verifiable_tokens(tmp_path: Path) -> None:
     key = keygen.generate("rsa-2048")
     private_key = private(tmp_path / "otfd.pem", keygen.private_pem(key).decode())

@@ -13,6 +13,7 @@ from keysvc.config import (
     parse_config,
     read_config_file,
 )
+from keysvc.service import build_backends
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +27,7 @@ def base(**overrides: object) -> dict:
 
 def test_example_config_is_valid() -> None:
     config = parse_config(read_config_file(ROOT / "config" / "keysvc.example.toml"))
+    assert [b.settings.path for b in build_backends(config)] == [Path("/etc/keysvc/keys")]
     assert config.rotation.publish_lead.total_seconds() == 86400
     assert [c.name for c in config.clients] == ["otfd", "ops"]
 
@@ -84,7 +86,7 @@ def test_the_rsa_signing_default_is_the_one_the_docs_state() -> None:
 )
 def test_invalid(data: dict, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(data)
+        build_backends(parse_config(data))  # backend settings are checked as backends are built
     assert fragment in str(info.value)
 
 
@@ -199,7 +201,7 @@ def test_out_of_range_config_exits_2_on_one_line(tmp_path: Path, table: str, fra
 )
 def test_config_errors_are_plain_words_naming_the_key(data: dict, message: str) -> None:
     with pytest.raises(ConfigError) as refused:
-        parse_config(data)
+        build_backends(parse_config(data))
     text = str(refused.value)
     assert text.startswith(message), text
     for pydantic_words in ("Field required", "Extra inputs", "Input should", "valid integer"):

@@ -11,17 +11,18 @@ from keysvc import jose
 from keysvc.backends.base import BackendError, BackendUnavailable, NotFound
 from keysvc.backends.memory import MemoryBackend, MemorySettings
 from keysvc.config import parse_config
+from keysvc.service import build_backends
 from keysvc.errors import ConfigError
 
 
 def config(**table: object) -> object:
     backend = {"name": "demo", "type": "memory", **table}
-    return parse_config({"issuer": "http://127.0.0.1:8080", "backends": [backend]})
+    return build_backends(parse_config({"issuer": "http://127.0.0.1:8080", "backends": [backend]}))
 
 
 def test_configured_through_its_entry_point() -> None:
     parsed = config(key_type="ed25519", initial_versions=2)
-    settings = parsed.backends[0].settings  # type: ignore[attr-defined]
+    settings = parsed[0].settings  # type: ignore[index]
     assert settings == MemorySettings(key_type="ed25519", initial_versions=2)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from keysvc.backends import available_types, load_backend_class
 from keysvc.config import parse_config
+from keysvc.service import build_backends
 from keysvc.errors import ConfigError
 
 BASE: dict[str, dict[str, Any]] = {
@@ -38,7 +39,7 @@ def settings(backend_type: str, **table: Any) -> Any:
         base.pop("endpoint", None)
     backend = {"name": "b", "type": backend_type, **base, **table}
     config = parse_config({"issuer": "https://keys.example.com", "backends": [backend]})
-    return config.backends[0].settings
+    return build_backends(config)[0].settings
 
 
 @pytest.mark.parametrize(("backend_type", "former", "name", "value"), RENAMED)

@@ -19,10 +19,13 @@ __all__ = [*base.__all__, "available_types", "load_backend_class"]
 
 
 class UnknownBackendType(LookupError):
-    pass
+    @classmethod
+    def named(cls, type_name: str) -> UnknownBackendType:
+        return cls(f"unknown backend type {type_name!r} (known: {', '.join(available_types())})")
 
 
 def available_types() -> list[str]:
+    """Every registered backend type, the built-in ones and those of installed plugins."""
     return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
@@ -31,9 +34,7 @@ def load_backend_class(type_name: str) -> type[KeyBackend]:
     (for instance when the backend's optional dependencies are not installed)."""
     matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == type_name]
     if not matches:
-        raise UnknownBackendType(
-            f"unknown backend type {type_name!r} (known: {', '.join(available_types())})"
-        )
+        raise UnknownBackendType.named(type_name)
     try:
         cls = matches[0].load()
     except ImportError as exc:

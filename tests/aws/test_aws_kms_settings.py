@@ -11,6 +11,7 @@ import pytest
 from keysvc import jose
 from keysvc.backends.aws_kms import AwsKmsBackend, AwsKmsSettings
 from keysvc.config import parse_config
+from keysvc.service import build_backends
 from keysvc.errors import ConfigError
 
 from .conftest import create_key
@@ -34,7 +35,7 @@ def test_full_table_parses() -> None:
             read_timeout="3s",
         )
     )
-    settings = config.backends[0].settings
+    settings = build_backends(config)[0].settings
     assert isinstance(settings, AwsKmsSettings)
     assert settings.tag is not None and str(settings.tag) == "keysvc=prod"
     assert settings.timeout == timedelta(seconds=3)  # read_timeout, its former name
@@ -43,7 +44,7 @@ def test_full_table_parses() -> None:
 
 
 def test_tag_as_text() -> None:
-    settings = parse_config(config_with(tag="team = platform")).backends[0].settings
+    settings = build_backends(parse_config(config_with(tag="team = platform")))[0].settings
     assert isinstance(settings, AwsKmsSettings) and settings.tag is not None
     assert (settings.tag.key, settings.tag.value) == ("team", "platform")
 
@@ -65,7 +66,7 @@ def test_tag_as_text() -> None:
 )
 def test_bad_tables_name_the_key(table: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(config_with(**table))
+        build_backends(parse_config(config_with(**table)))
     assert str(caught.value).startswith("backends[0]")
     assert fragment in str(caught.value)
 

@@ -10,6 +10,7 @@ import pytest
 from keysvc.backends import load_backend_class
 from keysvc.backends.azure_kv import AzureKeyVaultBackend, AzureKeyVaultSettings
 from keysvc.config import parse_config
+from keysvc.service import build_backends
 from keysvc.errors import ConfigError
 
 VAULT = "https://keysvc-prod.vault.azure.net"
@@ -23,7 +24,7 @@ def config(**backend: Any) -> dict[str, Any]:
 def test_the_entry_point_names_this_backend() -> None:
     assert load_backend_class("azure_kv") is AzureKeyVaultBackend
     parsed = parse_config(config(client_id="abc", timeout="3s", throttle_budget="1500ms"))
-    settings = parsed.backends[0].settings
+    settings = build_backends(parsed)[0].settings
     assert isinstance(settings, AzureKeyVaultSettings)
     assert settings.timeout.total_seconds() == 3 and settings.retry_budget.total_seconds() == 1.5
     assert AzureKeyVaultBackend.signature_encoding == "raw"
@@ -58,7 +59,7 @@ def test_the_entry_point_names_this_backend() -> None:
 )
 def test_bad_settings_are_refused_by_name(backend: dict[str, Any], error: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(config(**backend))
+        build_backends(parse_config(config(**backend)))
     assert error in str(info.value)
 
 

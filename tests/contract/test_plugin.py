@@ -154,3 +154,17 @@ def test_the_cli_uses_the_plugin_and_says_what_it_cannot_do(
         revoked, "still listed", "backend 'acme' cannot revoke: PemBackend has no"
         " DisablesVersions capability"
     )
+
+
+def test_errors_list_the_plugins_type_with_the_built_in_ones(
+    plugin_path: Path, tmp_path: Path
+) -> None:
+    """The backend types an error lists come from the entry points, so installed plugins too."""
+    config = tmp_path / "keysvc.toml"
+    for table, problem in (
+        ('path = "/keys"\n', "backends[0]: type is required (acme_pem, aws_kms, azure_kv, file,"),
+        ('type = "acme"\n', "backends[0]: unknown backend type 'acme' (known: acme_pem, aws_kms,"),
+    ):
+        config.write_text(f'issuer = "https://keys.example.com"\n[[backends]]\n{table}')
+        listed = cli.run("keys", "list", "--config", str(config), env=environment(plugin_path))
+        cli.assert_one_line_error(listed, problem)

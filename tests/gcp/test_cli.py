@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 
 from keysvc.config import parse_config
+from keysvc.service import build_backends
 from tests.fakes.gcp_kms import FakeCloudKms, State
 from tests.gcp.conftest import KEY
 
@@ -85,3 +86,4 @@ def test_the_documented_config_is_valid() -> None:
     (block,) = re.findall(r"```toml\n(.*?)```", DOCS.read_text(), re.S)
     config = parse_config({"issuer": "https://keys.example.com", **tomllib.loads(block)})
     assert config.backends[0].type == "gcp_kms"
+    build_backends(config)  # its settings too"

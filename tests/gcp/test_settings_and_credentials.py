@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from keysvc.backends.base import Unauthenticated
 from keysvc.backends.gcp_kms import GcpKmsBackend
 from keysvc.config import parse_config
+from keysvc.service import build_backends
 from keysvc.errors import ConfigError
 from tests.fakes.gcp_kms import FakeCloudKms
 from tests.gcp.conftest import KEY
@@ -34,7 +35,7 @@ def backend_config(**settings: Any) -> dict[str, Any]:
 
 def config_error(**settings: Any) -> str:
     with pytest.raises(ConfigError) as info:
-        parse_config(backend_config(**settings))
+        build_backends(parse_config(backend_config(**settings)))
     return str(info.value)
 
 
@@ -45,7 +46,7 @@ def test_settings_are_read_from_the_config() -> None:
     config = parse_config(
         backend_config(endpoint="europe-west1-kms.example.internal", timeout="3s")
     )
-    settings = config.backends[0].settings
+    settings = build_backends(config)[0].settings
     assert settings.key == KEY  # type: ignore[attr-defined]
     assert settings.target == "europe-west1-kms.example.internal:443"  # type: ignore[attr-defined]
     assert settings.timeout.total_seconds() == 3  # type: ignore[attr-defined]
@@ -88,7 +89,7 @@ def test_insecure_mode_takes_no_credentials(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("endpoint", ["127.0.0.1:9", "[::1]:9", "localhost:9", "127.1.2.3:9"])
 def test_insecure_mode_on_loopback_is_accepted(endpoint: str) -> None:
-    parse_config(backend_config(insecure=True, endpoint=endpoint))
+    build_backends(parse_config(backend_config(insecure=True, endpoint=endpoint)))
 
 
 @pytest.mark.parametrize(
@@ -157,7 +158,7 @@ async def open_tls_backend(kms: FakeCloudKms, ca_file: Path, **settings: Any) ->
     config = parse_config(
         backend_config(endpoint=kms.endpoint, ca_file=str(ca_file), timeout="2s", **settings)
     )
-    backend = GcpKmsBackend("gcp", config.backends[0].settings)  # type: ignore[arg-type]
+    backend = GcpKmsBackend("gcp", build_backends(config)[0].settings)  # type: ignore[arg-type]
     await backend.open()
     return backend
 
@@ -213,7 +214,7 @@ async def test_a_credentials_file_readable_by_others_is_refused(
 ) -> None:
     credentials = write_service_account(tmp_path / "sa.json", service_account_key, mode=0o644)
     config = parse_config(backend_config(credentials_file=str(credentials)))
-    backend = GcpKmsBackend("gcp", config.backends[0].settings)  # type: ignore[arg-type]
+    backend = GcpKmsBackend("gcp", build_backends(config)[0].settings)  # type: ignore[arg-type]
     refused = "credentials_file: .* accessible by group or others"
     with pytest.raises(ConfigError, match=refused) as info:
         await backend.open()
@@ -229,6 +230,6 @@ async def test_a_missing_or_malformed_credentials_file_is_a_config_error(
         path.write_text(content)
         path.chmod(0o600)
     config = parse_config(backend_config(credentials_file=str(path)))
-    backend = GcpKmsBackend("gcp", config.backends[0].settings)  # type: ignore[arg-type]
+    backend = GcpKmsBackend("gcp", build_backends(config)[0].settings)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^backends\.gcp\.credentials_file|^backends\.gcp: "):
         await backend.open()

@@ -22,6 +22,7 @@ import yaml
 
 from keysvc import keygen
 from keysvc.config import parse_config
+from keysvc.service import build_backends
 from tests.cli import private, serving
 from tests.conftest import write_key
 from tests.service import RUN, free_port
@@ -257,7 +258,7 @@ CONFIG_TEXT = MANIFESTS["ConfigMap/keysvc-config"]["data"]["keysvc.toml"]
 def test_configmap_config_is_valid_and_matches_the_deployment() -> None:
     config = parse_config(tomllib.loads(CONFIG_TEXT))
     assert config.server.host == "0.0.0.0" and config.server.port == PORTS["http"]
-    (backend,) = config.backends
+    (backend,) = build_backends(config)
     assert str(backend.settings.path).startswith("/run/keysvc/keys")  # type: ignore[attr-defined]
     for client in config.clients:
         assert str(client.token_file).startswith("/run/keysvc/tokens/")

@@ -21,6 +21,7 @@ from keysvc.backends.pkcs11 import Pkcs11Backend
 from keysvc.backends.pkcs11_keys import EPOCH, check_key_type, sign_recipe
 from keysvc.backends.pkcs11_library import acquire_module, release_module
 from keysvc.config import parse_config
+from keysvc.service import build_backends
 from keysvc.errors import ConfigError
 from tests.pkcs11.conftest import BackendFactory, SoftHsmToken
 
@@ -332,7 +333,8 @@ def test_ecdsa_uses_the_combined_mechanism_when_offered() -> None:
 def test_settings_are_validated_with_the_key_named(softhsm: SoftHsmToken) -> None:
     def refused(**overrides: object) -> str:
         with pytest.raises(ConfigError) as raised:
-            parse_config({"issuer": "http://127.0.0.1:1", "backends": [softhsm.table(**overrides)]})
+            config = {"issuer": "http://127.0.0.1:1", "backends": [softhsm.table(**overrides)]}
+            build_backends(parse_config(config))
         return str(raised.value)
 
     assert refused(pin_env="HSM_PIN").endswith("set exactly one of pin_file or pin_env")
@@ -347,7 +349,7 @@ def test_settings_are_validated_with_the_key_named(softhsm: SoftHsmToken) -> Non
     assert "backends[0]: slot: is not a setting keysvc knows" in refused(slot=0)
     assert "labels must be unique" in refused(key_labels=["a", "a"])
     config = parse_config({"issuer": "http://127.0.0.1:1", "backends": [softhsm.table()]})
-    assert config.backends[0].settings.sessions == 4  # type: ignore[attr-defined]
+    assert build_backends(config)[0].settings.sessions == 4  # type: ignore[attr-defined]
 
 
 async def test_signing_does_not_block_the_event_loop(make_backend: BackendFactory) -> None:

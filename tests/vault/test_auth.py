@@ -15,6 +15,7 @@ import trustme
 from keysvc import jose
 from keysvc.backends.base import BackendUnavailable
 from keysvc.config import parse_config
+from keysvc.service import build_backends
 from keysvc.errors import ConfigError
 from keysvc.secrets import write_private_file
 from tests.vault.bao import BaoServer
@@ -188,7 +189,7 @@ def test_bad_settings_name_the_problem(settings: dict, message: str) -> None:
     backend = {"name": "v", "type": "vault", "address": "https://vault.example.com", "key": "k",
                **settings}
     with pytest.raises(ConfigError) as err:
-        parse_config({"issuer": "https://issuer.example.com", "backends": [backend]})
+        build_backends(parse_config({"issuer": "https://issuer.example.com", "backends": [backend]}))
     assert message in str(err.value) and str(err.value).startswith("backends")
 
 
