@@ -99,10 +99,7 @@ class Service:
         its event loop's one thread, so RS256 needs a worker per core to use them all."""
         workers = self.config.server.workers
         cores = len(os.sched_getaffinity(0))
-        if not self.ring.rsa_on_loop or workers >= cores:
-            return
-        keys = self.ring.all_keys()
-        if any(k.alg.is_rsa and k.backend.signs_at_once(k.version, k.alg) for k in keys):
+        if self.ring.rsa_on_loop and workers < cores:
             log.warning(
                 'tokens.rsa_signing = "loop" signs RSA on each worker\'s event loop, one core'
                 " per worker: %d worker(s) leave %d of this machine's %d cores to other work;"

@@ -260,6 +260,8 @@ async def test_file_backend_keys_sign_on_the_loop_or_rsa_per_rsa_signing(
     await ring.refresh(raise_errors=True)
     key = ring.view().signer
     assert key is not None
+    await ring.sign(key, b"h.p")  # an RSA key's first signature waits for its check (below)
+    backend.threads.clear()
     assert backend.signs_at_once(key.version, key.alg)
     signature = await ring.sign(key, b"h.p")
     jose.verify_local(key.version.public_key, key.alg, b"h.p", signature)
@@ -268,6 +270,29 @@ async def test_file_backend_keys_sign_on_the_loop_or_rsa_per_rsa_signing(
     assert (backend.threads == [loop_thread]) is expected, backend.threads
     if not expected:
         assert backend.threads[0].startswith("sign")
+    await ring.close()
+
+
+async def test_an_rsa_key_signs_on_the_loop_only_once_it_is_checked(tmp_path: Path) -> None:
+    """A file backend's RSA key is checked before its first signature (up to a second for
+    RSA-4096; the two newest keys ahead, in the background). Until then its signatures go
+    through the backend's pool even with "loop", so the check never holds the event loop."""
+    now = datetime.now(UTC)
+    active = write_key(tmp_path, "rsa-2048", now - timedelta(days=2))
+    write_key(tmp_path, "rsa-2048", now - timedelta(hours=1))  # the two newest: pending,
+    write_key(tmp_path, "rsa-2048", now)  # and checked ahead
+    backend = ThreadRecordingBackend("f", FileSettings(path=tmp_path))
+    ring = KeyRing([backend], LIFE, rsa_signing="loop")
+    await ring.refresh(raise_errors=True)
+    key = ring.view().signer
+    assert key is not None and key.version.version_id == active.name
+    assert not backend.signs_at_once(key.version, key.alg)
+    for _ in range(2):
+        signature = await ring.sign(key, b"h.p")
+        jose.verify_local(key.version.public_key, key.alg, b"h.p", signature)
+    assert backend.signs_at_once(key.version, key.alg)
+    assert backend.threads[0].startswith("sign")
+    assert backend.threads[1] == threading.current_thread().name
     await ring.close()
 
 

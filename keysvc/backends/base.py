@@ -133,14 +133,15 @@ class KeyBackend(abc.ABC):
 
     def signs_at_once(self, version: KeyVersion, alg: Algorithm) -> bool:
         """True when `version`'s private key is in this process and `sign_now` signs with it on
-        the caller's thread, with no I/O to wait for (a key loaded from a file or held in
-        memory). The key ring then decides when and where to call it: microsecond signatures
-        (EC, Ed25519) in a batch with the others of the same event-loop iteration, without a
-        timer; RSA's milliseconds by `tokens.rsa_signing`, queued on the loop one per
+        the caller's thread, with no I/O or one-time preparation to wait for (a key loaded from
+        a file or held in memory; asked per signature, so a key can become ready, as a file key
+        does once checked). The key ring then decides when and where to call it: microsecond
+        signatures (EC, Ed25519) in a batch with the others of the same event-loop iteration,
+        without a timer; RSA's milliseconds by `tokens.rsa_signing`, queued on the loop one per
         iteration ("loop", keysvc/loop_signer.py) or through `sign` ("threads": the backend
         signs in a thread of its own, so `sign` must never sign RSA on the caller's thread).
-        Otherwise (a KMS, an HSM) the ring awaits `sign` under its sign timeout. Optional: by
-        default nothing signs at once.
+        Otherwise (a KMS, an HSM, a key not ready yet) the ring awaits `sign` under its sign
+        timeout. Optional: by default nothing signs at once.
 
         Why: a signature that cannot wait needs no timer (arming one per token cost a quarter
         of an ES256 signature), signatures made back to back find OpenSSL's tables in the

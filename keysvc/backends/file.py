@@ -260,7 +260,10 @@ class FileBackend(
     def signs_at_once(self, version: KeyVersion, alg: jose.Algorithm) -> bool:
         # Every key is loaded in this process: the ring schedules the signatures (EC batched on
         # the event loop; RSA queued on it, or through sign() below, per tokens.rsa_signing).
-        return True
+        # Except an RSA key not yet checked: its first signature pays for the check (up to a
+        # second), so it goes through sign(), in the pool, never on the event loop.
+        handle = version.handle
+        return not isinstance(handle, CheckedOnUse) or handle.checked
 
     def sign_now(self, version: KeyVersion, alg: jose.Algorithm, message: bytes) -> bytes:
         handle = version.handle
