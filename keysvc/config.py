@@ -18,17 +18,21 @@ import ssl
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticUndefined
 
 from keysvc import validation_errors
 from keysvc.backends import KeyBackend, UnknownBackendType, available_types, load_backend_class
@@ -342,8 +346,14 @@ class BackendConfig(_Section):
         return value
 
 
+Issuer = Annotated[str, AfterValidator(check_issuer)]
+
+
 class Config(_Section):
-    issuer: str
+    """The whole config. A top-level setting's rules are in its type (Issuer), never in a
+    field_validator here, so that read_settings applies them to that setting alone."""
+
+    issuer: Issuer
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     server: ServerConfig = ServerConfig()
     tokens: TokensConfig = TokensConfig()
@@ -351,11 +361,6 @@ class Config(_Section):
     clients: list[ClientConfig] = Field(default_factory=list)
     backends: list[BackendConfig] = Field(min_length=1)
     otf: OtfConfig | None = None
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer(cls, value: str) -> str:
-        return check_issuer(value)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -380,6 +385,47 @@ def parse_config(data: dict[str, Any]) -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_first_error(exc)) from None
+
+
+class SettingError(ConfigError):
+    """A setting read by read_settings is refused: `key` (dotted, or the table holding it) and
+    the `problem` in plain words."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def read_settings(data: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """Some settings of a config mapping, by dotted key (`issuer`, `tokens.max_ttl`), as the
+    service would run with them: the value the mapping gives, checked by the same models as
+    parse_config, or the service's default when it gives none (None where the service has no
+    default). Only what holds the keys is read: a top-level setting alone, or the whole table a
+    key is in (a table's settings are judged together: default_ttl <= max_ttl). So a copy of the
+    service's config serves the operator tools (setup, doctor) on a machine without its key
+    files, CA files, backends or their libraries. Raises SettingError."""
+    read: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    for key in keys:
+        top, _, leaf = key.partition(".")
+        if top not in read:
+            field = Config.model_fields[top]
+            if top not in data:
+                read[top] = field.get_default(call_default_factory=True, validated_data={})
+            else:
+                rule = TypeAdapter(field.rebuild_annotation())
+                try:
+                    read[top] = rule.validate_python(data[top])
+                except ValidationError as exc:
+                    error = exc.errors(include_url=False)[0]
+                    where = validation_errors.location([top, *error["loc"]])
+                    raise SettingError(where, validation_errors.problem(error)) from None
+        value = read[top]
+        if value is PydanticUndefined:
+            value = None
+        values[key] = getattr(value, leaf) if leaf and value is not None else value
+    return values
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from keysvc.config import (
     DEFAULT_RSA_SIGNING,
+    Config,
     ConfigError,
+    SettingError,
     TokensConfig,
     parse_config,
     read_config_file,
+    read_settings,
 )
 from keysvc.service import build_backends
 
@@ -207,3 +211,58 @@ def test_config_errors_are_plain_words_naming_the_key(data: dict, message: str) 
     for pydantic_words in ("Field required", "Extra inputs", "Input should", "valid integer"):
         assert pydantic_words not in text
 
+
+
+TOOL_KEYS = ["issuer", "tokens.subject_format", "tokens.max_ttl", "rotation.publish_lead"]
+
+
+def test_read_settings_reads_only_what_holds_the_keys() -> None:
+    """What the operator tools read from a copy of the service's config: the keys' values, or
+    the service's defaults; the other tables are not judged (no backends, a bad port)."""
+    data = {
+        "issuer": "https://keys.example.com",
+        "tokens": {"max_ttl": "3h"},
+        "server": {"port": "eighty"},
+        "backends": [{"type": "no-such-type"}],
+    }
+    assert read_settings(data, TOOL_KEYS) == {
+        "issuer": "https://keys.example.com",
+        "tokens.subject_format": TokensConfig().subject_format,
+        "tokens.max_ttl": timedelta(hours=3),
+        "rotation.publish_lead": timedelta(hours=24),
+    }
+    assert read_settings({}, ["issuer", "tokens.max_ttl"]) == {
+        "issuer": None,  # the service has no default: the tool says so
+        "tokens.max_ttl": timedelta(hours=2),
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        ({"issuer": 443}, "issuer", "must be a string"),
+        ({"issuer": "http://keys.example.com"}, "issuer", "must be an https URL"),
+        ({"rotation": "1h"}, "rotation", "must be a table of names and values"),
+        ({"tokens": {"max_ttl": "30h"}}, "tokens.max_ttl", "above 24h is refused"),
+        ({"tokens": {"colour": 1}}, "tokens.colour", "is not a setting keysvc knows"),
+        # a table is judged whole, as the service judges it
+        ({"tokens": {"max_ttl": "30m"}}, "tokens", "default_ttl must not exceed max_ttl"),
+        ({"rotation": {"publish_lead": "1m"}}, "rotation", "must be shorter than publish_lead"),
+    ],
+)
+def test_read_settings_refuses_what_the_service_refuses(
+    data: dict, key: str, problem: str
+) -> None:
+    with pytest.raises(SettingError) as refused:
+        read_settings(data, TOOL_KEYS)
+    assert refused.value.key == key and problem in refused.value.problem
+    with pytest.raises(ConfigError) as also:
+        parse_config({**data, "issuer": data.get("issuer", "https://k.example.com"),
+                      "backends": [{"type": "memory"}]})
+    assert str(also.value).startswith(key) and problem in str(also.value)
+
+
+def test_top_level_rules_are_in_the_types() -> None:
+    """read_settings checks a top-level setting by its type alone: a field_validator on Config
+    would be skipped there, so Config has none."""
+    assert not Config.__pydantic_decorators__.field_validators

@@ -6,31 +6,24 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import TypeAdapter, ValidationError
 
-from keysvc import validation_errors
 from keysvc.cli.common import CLIError
 from keysvc.cli.params import DURATION
-from keysvc.clouds import check_max_ttl
 from keysvc.config import (
     ALL_SCOPES,
     Config,
     ConfigError,
-    RotationConfig,
-    TokensConfig,
-    check_issuer,
-    check_subject_format,
-    check_token_lifetime,
+    SettingError,
     merge,
     parse_config,
     read_config_file,
+    read_settings,
 )
-from keysvc.durations import Duration
+from keysvc.run_identity import DEFAULT_SUBJECT_FORMAT, check_subject_format
 
 OTFD_BACKEND = "otfd"
 
@@ -144,33 +137,9 @@ def otfd_options(command: Callable[..., Any]) -> Callable[..., Any]:
 #
 # `keysvc setup` and `keysvc doctor` write or judge the cloud side of the trust, so they must
 # assume what the service does: its issuer, the `sub` it spells, its publish lead and longest
-# token. Each is a flag, else read from a copy of the service's config (--config), where each key
-# is checked by the service's own rule. Only those keys are read, never the whole Config, so the
-# tools work on a machine without the backends' libraries or key files.
-
-
-def _string(rule: Callable[[str], str]) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError("must be a string")
-        return rule(value)
-
-    return check
-
-
-_DURATION = TypeAdapter(Duration)
-
-
-def _duration(value: Any) -> timedelta:
-    """A duration as the config's Duration type reads it."""
-    try:
-        return _DURATION.validate_python(value)
-    except ValidationError as exc:
-        raise ValueError(validation_errors.problem(exc.errors(include_url=False)[0])) from None
-
-
-def _max_ttl(value: Any) -> timedelta:
-    return check_max_ttl(check_token_lifetime(_duration(value)))
+# token. Each is a flag, else read from a copy of the service's config (--config) by the
+# config's own reader (keysvc.config.read_settings), which reads only what holds those keys, so
+# the tools work on a machine without the backends' libraries or key files.
 
 
 def _checked_subject_format(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -193,10 +162,6 @@ class ServiceSetting:
     """Its flag; the command receives the setting under the flag's name (--max-ttl: max_ttl)."""
     flag_options: dict[str, Any]
     """The flag's click settings (help, type, ...); its value is None when not given."""
-    check: Callable[[Any], Any]
-    """The service's rule for the file's value: the value to use, or ValueError."""
-    service_default: Any
-    """What the service uses when the file leaves the key out (None: the service needs it)."""
     default: Any = None
     """What the tool assumes with neither flag nor config (None: unknown)."""
     required: bool = False
@@ -218,8 +183,6 @@ SERVICE_SETTINGS = {
                 "help": "keysvc's issuer URL, exactly as tokens carry it"
                 " (default: --config's issuer).",
             },
-            check=_string(check_issuer),
-            service_default=None,
             required=True,
         ),
         ServiceSetting(
@@ -230,9 +193,7 @@ SERVICE_SETTINGS = {
                 "callback": _checked_subject_format,
                 "help": "The service's tokens.subject_format (default: --config's, else OTF's).",
             },
-            check=_string(check_subject_format),
-            service_default=TokensConfig().subject_format,
-            default=TokensConfig().subject_format,
+            default=DEFAULT_SUBJECT_FORMAT,
         ),
         ServiceSetting(
             key="rotation.publish_lead",
@@ -242,8 +203,6 @@ SERVICE_SETTINGS = {
                 "help": "The service's rotation.publish_lead (default: --config's, else"
                 " /v1/keys' with --client-token-file).",
             },
-            check=_duration,
-            service_default=RotationConfig().publish_lead,
         ),
         ServiceSetting(
             key="tokens.max_ttl",
@@ -252,8 +211,6 @@ SERVICE_SETTINGS = {
                 "type": DURATION,
                 "help": "The service's tokens.max_ttl (default: --config's).",
             },
-            check=_max_ttl,
-            service_default=TokensConfig().max_ttl,
         ),
     )
 }
@@ -261,30 +218,16 @@ SERVICE_SETTINGS = {
 
 
 def read_service_settings(config_path: Path, names: list[str]) -> dict[str, Any]:
-    """The named settings as the service would run with this config file: each key's value
-    checked by the service's rule, or the service's default when the file leaves it out. Only
-    these keys are read (see above); a bad value is a CLIError naming the key and the file."""
+    """The named settings as the service would run with this config file (see
+    keysvc.config.read_settings); a bad value is a CLIError naming the key and the file."""
     try:
         data = read_config_file(config_path)
+        found = read_settings(data, [SERVICE_SETTINGS[name].key for name in names])
+    except SettingError as exc:
+        raise CLIError(f"{exc.key} in {config_path}: {exc.problem}") from None
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
-    values: dict[str, Any] = {}
-    for name in names:
-        setting = SERVICE_SETTINGS[name]
-        *sections, leaf = setting.key.split(".")
-        table: Any = data
-        for depth, section in enumerate(sections, 1):
-            table = table.get(section, {})
-            if not isinstance(table, dict):
-                raise CLIError(f"{'.'.join(sections[:depth])} in {config_path} must be a table")
-        if leaf not in table:
-            values[name] = setting.service_default
-            continue
-        try:
-            values[name] = setting.check(table[leaf])
-        except ValueError as exc:
-            raise CLIError(f"{setting.key} in {config_path}: {exc}") from None
-    return values
+    return {name: found[SERVICE_SETTINGS[name].key] for name in names}
 
 
 def resolve_service_settings(flags: dict[str, Any], config_path: Path | None) -> dict[str, Any]:
@@ -330,7 +273,7 @@ def service_settings_options(
                 type=click.Path(path_type=Path, dir_okay=False),
                 envvar="KEYSVC_CONFIG",
                 help=f"The service's TOML config (env KEYSVC_CONFIG), for what the flags leave"
-                f" open: only {keys} are read.",
+                f" open: only {keys} (and the tables holding them) are read.",
             ),
         ]
         decorated: Callable[..., Any] = with_settings
