@@ -25,7 +25,7 @@ from keysvc.config import Config, parse_config
 from keysvc.documents import PublicDocuments
 from keysvc.secrets import write_private_file
 from keysvc.service import local_ring
-from keysvc.tokens import RunContext, TokenIssuer
+from keysvc.tokens import TokenIssuer, TokenRequest
 from tests.service import RUN  # the run every test issues for: the body of each POST
 
 ISSUER = "http://127.0.0.1:8080"
@@ -92,7 +92,7 @@ async def _derive(config: Config, body: dict[str, Any]) -> tuple[bytes, PublicDo
         assert signer is not None
         issuer = TokenIssuer(ring, config.issuer, config.tokens)
         now = int(time.time())
-        claims = issuer.run_claims(RunContext.model_validate(body))
+        claims = issuer.run_claims(TokenRequest.model_validate(body))
         payload = {
             "iss": config.issuer,
             **claims,

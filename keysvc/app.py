@@ -36,8 +36,8 @@ from keysvc.tokens import (
     IssuedToken,
     NoSigningKey,
     RequestError,
-    RunContext,
     SignRequest,
+    TokenRequest,
 )
 
 log = logging.getLogger("keysvc.http")
@@ -351,7 +351,7 @@ class Endpoints:
         client = self.client(request, "tokens:issue")
         raw = await self.body(request)
         try:
-            run = RunContext.model_validate_json(raw)
+            run = TokenRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise self.invalid(exc) from None
         if not client.allows_organization(run.organization):

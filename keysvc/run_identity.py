@@ -1,4 +1,10 @@
-"""What a token says about the OTF run it was issued for: its subject and `terraform_*` claims.
+"""The run a token is for, and what the token says about it: its subject and `terraform_*` claims.
+
+`Run` is keysvc's one definition of a run phase (organization, workspace, workspace id, run id,
+`PHASES`), with `NAME_RULE` for the names: what `POST /v1/tokens` takes (tokens.TokenRequest
+types its fields from here), what the run side asks for (keysvc.creds), what `keysvc doctor`
+evaluates a trust for (RunIdentity). This module imports nothing of keysvc, so the run side
+shares it without the service.
 
 Cloud trust configurations match these strings, so `keysvc setup` (which writes the patterns),
 `keysvc doctor` (which evaluates a configuration for one run) and the token minting (tokens.py)
@@ -15,14 +21,22 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 DEFAULT_SUBJECT_FORMAT = "organization:{organization}:workspace:{workspace}:run_phase:{run_phase}"
 """OTF's own `sub`, project-less: what `[tokens] subject_format` is unless set."""
 SUBJECT_FIELDS = frozenset({"organization", "workspace", "workspace_id", "run_id", "run_phase"})
 """The placeholders a subject format may use: the run's fields."""
-PHASES: tuple[str, ...] = ("plan", "apply")
-NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+Phase = Literal["plan", "apply"]
+PHASES: tuple[Phase, ...] = ("plan", "apply")
+"""The phases of a run that get tokens (OTF's `run_phase`)."""
+NAME_RULE = r"^[A-Za-z0-9._-]+$"
+"""What an organization, workspace, workspace id or run id may be: letters, digits, '.', '_' and
+'-', so that a `:` cannot make one run's names spell another run's `sub`. As text, for pydantic's
+`pattern` (checked in pydantic-core on the token hot path)."""
+NAME_PROBLEM = "must be letters, digits, '.', '_' or '-' (a ':' would forge another sub)"
+"""What a name that breaks NAME_RULE is told (after its field's name)."""
+NAME = re.compile(NAME_RULE)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._*?-]+$")
 """A workspace name, or a glob of them with `*` and `?` (AWS StringLike's wildcards)."""
 NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-")
@@ -165,42 +179,69 @@ def run_claims(
     }
 
 
-@dataclass(frozen=True)
-class RunIdentity:
-    """One run phase as a cloud sees it in the token."""
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One phase of an OTF run: the names a token carries and its `sub` is spelled from."""
 
-    issuer: str
-    audience: str
     organization: str
     workspace: str
-    run_phase: str
-    workspace_id: str = "ws-keysvcdoctor"
-    run_id: str = "run-keysvcdoctor"
-    subject_format: str = DEFAULT_SUBJECT_FORMAT
-    """The service's `[tokens] subject_format`."""
+    workspace_id: str
+    run_id: str
+    run_phase: Phase
 
-    @property
-    def subject(self) -> str:
+    def __post_init__(self) -> None:
+        if self.run_phase not in PHASES:
+            raise ValueError(f"run_phase must be plan or apply, not {self.run_phase!r}")
+
+    def subject(self, subject_format: str = DEFAULT_SUBJECT_FORMAT) -> str:
         return subject(
             self.organization,
             self.workspace,
             self.run_phase,
             workspace_id=self.workspace_id,
             run_id=self.run_id,
-            subject_format=self.subject_format,
+            subject_format=subject_format,
         )
+
+    def claims(self, audience: str, subject_format: str = DEFAULT_SUBJECT_FORMAT) -> dict[str, Any]:
+        """otfd's claims for this run (run_claims)."""
+        return run_claims(
+            subject_format,
+            self.organization,
+            self.workspace,
+            self.workspace_id,
+            self.run_id,
+            self.run_phase,
+            audience,
+        )
+
+    def token_request(self, audience: str) -> dict[str, str]:
+        """The body of `POST /v1/tokens` for one audience."""
+        return {
+            "organization": self.organization,
+            "workspace": self.workspace,
+            "workspace_id": self.workspace_id,
+            "run_id": self.run_id,
+            "run_phase": self.run_phase,
+            "audience": audience,
+        }
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """One run phase as a cloud sees it in the token: the run, and what the service (issuer,
+    subject format) and the request (audience) add."""
+
+    issuer: str
+    audience: str
+    run: Run
+    subject_format: str = DEFAULT_SUBJECT_FORMAT
+    """The service's `[tokens] subject_format`."""
+
+    @property
+    def subject(self) -> str:
+        return self.run.subject(self.subject_format)
 
     def claims(self) -> dict[str, Any]:
         """The claims keysvc puts in the token for this run (without the time claims)."""
-        return {
-            "iss": self.issuer,
-            **run_claims(
-                self.subject_format,
-                self.organization,
-                self.workspace,
-                self.workspace_id,
-                self.run_id,
-                self.run_phase,
-                self.audience,
-            ),
-        }
+        return {"iss": self.issuer, **self.run.claims(self.audience, self.subject_format)}

@@ -10,7 +10,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -21,13 +21,13 @@ from keysvc.clouds import ACCEPTED_ALGORITHMS, DEFAULT_AUDIENCE, Cloud
 from keysvc.config import TokensConfig
 from keysvc.exact_json import INT_RANGE, NOT_FINITE, TOO_BIG, Inexact
 from keysvc.keyring import KeyRing, RingKey
+from keysvc.run_identity import NAME_PROBLEM, NAME_RULE, Phase
 from keysvc.run_identity import run_claims as _run_claims
 
-NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
 AUDIENCE_PATTERN = r"^[^\x00-\x1f]*[^\x00-\x1f\s][^\x00-\x1f]*$"
 """Printable text with something besides whitespace: no C0 control characters."""
 PATTERN_MESSAGES = {
-    NAME_PATTERN: "must be letters, digits, '.', '_' or '-' (a ':' would forge another sub)",
+    NAME_RULE: NAME_PROBLEM,
     AUDIENCE_PATTERN: "must be non-empty printable text",
 }
 """What a field that fails one of the patterns above is told (pydantic only names the regex)."""
@@ -53,7 +53,7 @@ class NoSigningKey(BackendUnavailable):
     (none created yet, every one revoked, or the key file refused). Not a backend outage."""
 
 
-Name = Annotated[str, Field(min_length=1, max_length=255, pattern=NAME_PATTERN)]
+Name = Annotated[str, Field(min_length=1, max_length=255, pattern=NAME_RULE)]
 def _a_number(value: Any) -> Any:
     """Before pydantic's lax int, which would also take the text "60" and true."""
     if isinstance(value, (str, bytes, bool)):
@@ -67,11 +67,12 @@ Schema, which the OpenAPI document uses); not `"60"`, `true` or `60.5`."""
 Audience = Annotated[str, Field(min_length=1, max_length=1024, pattern=AUDIENCE_PATTERN)]
 
 
-class RunContext(BaseModel):
-    """The run a token is for: what `POST /v1/tokens` takes and `sub` is made of.
+class TokenRequest(BaseModel):
+    """What `POST /v1/tokens` takes: a run (run_identity.Run's fields, with its name rule and
+    phases) and the audience.
 
     The checks are pydantic constraints, run in pydantic-core (Rust): validators written in
-    Python cost as much again per token."""
+    Python cost as much again per token, and so would building a Run per token."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -79,7 +80,7 @@ class RunContext(BaseModel):
     workspace: Name
     workspace_id: Name
     run_id: Name
-    run_phase: Literal["plan", "apply"]
+    run_phase: Phase
     audience: Audience
     ttl_seconds: Seconds | None = None
 
@@ -189,7 +190,7 @@ class TokenIssuer:
             )
         return requested
 
-    def run_claims(self, run: RunContext) -> dict[str, Any]:
+    def run_claims(self, run: TokenRequest) -> dict[str, Any]:
         """otfd's claims for a run, from the definition `keysvc setup` and `keysvc doctor` use
         (run_identity.run_claims), so the trust they write and check matches the tokens."""
         return _run_claims(
@@ -215,7 +216,7 @@ class TokenIssuer:
             )
         return key
 
-    async def issue_for_run(self, run: RunContext) -> IssuedToken:
+    async def issue_for_run(self, run: TokenRequest) -> IssuedToken:
         ttl = self.ttl(run.ttl_seconds)
         key = self.signer()
         if run.audience == AZURE_AUDIENCE and key.alg.value not in AZURE_ALGORITHMS:

@@ -65,3 +65,33 @@ def test_subject_and_full_workspace() -> None:
         "acme", "net", "plan", run_id="run-1", subject_format="{organization}/{run_id}/{workspace_id}"
     ) == "acme/run-1/*"
     assert run_identity.full_workspace("acme", "net") == "organization:acme:workspace:net"
+
+
+def test_one_run_for_the_request_the_run_side_and_doctor() -> None:
+    """/v1/tokens' body is a Run's fields (in order, with its phases and name rule) and the
+    audience; the run side's request body is built from a Run; doctor's claims are a Run's."""
+    from dataclasses import fields
+
+    from pydantic import ValidationError
+
+    from keysvc.tokens import TokenRequest
+
+    run = run_identity.Run("acme", "web", "ws-1", "run-2", "apply")
+    body = run.token_request("aud")
+    assert list(body) == [*(f.name for f in fields(run_identity.Run)), "audience"]
+    assert list(TokenRequest.model_fields)[: len(body)] == list(body)
+    request = TokenRequest.model_validate(body)
+    assert run_identity.Run(**request.model_dump(exclude={"audience", "ttl_seconds"})) == run
+    identity = run_identity.RunIdentity("https://k.example.com", "aud", run)
+    assert identity.claims() == {"iss": "https://k.example.com", **run.claims("aud")}
+    assert identity.subject == run.subject() == "organization:acme:workspace:web:run_phase:apply"
+    for phase in ("destroy", "Plan"):
+        with pytest.raises(ValueError, match="run_phase must be plan or apply"):
+            run_identity.Run("acme", "web", "ws-1", "run-2", phase)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            TokenRequest.model_validate({**body, "run_phase": phase})
+    for name in ("a:b", "a b", "é", "ws\n"):
+        assert not run_identity.NAME.fullmatch(name)
+        with pytest.raises(ValidationError) as refused:
+            TokenRequest.model_validate({**body, "workspace": name})
+        assert refused.value.errors()[0]["ctx"]["pattern"] == run_identity.NAME_RULE

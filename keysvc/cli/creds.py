@@ -12,10 +12,10 @@ from typing import cast
 import click
 
 from keysvc.cli.common import CLIError, echo_json, json_option
-from keysvc.creds import CredsError, RunContext, TokenClient, apply, clean
+from keysvc.creds import CredsError, Run, TokenClient, apply, clean
 from keysvc.creds.apply import EnvFile
-from keysvc.creds.context import PHASES, Phase
 from keysvc.creds.output import FORMATS
+from keysvc.run_identity import PHASES, Phase
 
 workdir_option = click.option(
     "--workdir",
@@ -79,12 +79,12 @@ def apply_command(
     TFC_VAULT_..., TFC_KUBERNETES_..., TFC_WORKLOAD_IDENTITY_AUDIENCE...) from the
     environment. A bad value is an error and nothing is written. `--json` is `--format json`.
     With --env-file the variables go to that file (0600, removed by `clean`), not to stdout."""
-    context = RunContext(organization, workspace, workspace_id, run_id, cast(Phase, phase))
+    run = Run(organization, workspace, workspace_id, run_id, cast(Phase, phase))
     render = FORMATS["json" if as_json else output_format]
     try:
         variables = None if env_file is None else EnvFile.inside(workdir, env_file, render)
         client = TokenClient.from_token_file(url, token_file)
-        result = apply(dict(os.environ), context, workdir, client, env_file=variables)
+        result = apply(dict(os.environ), run, workdir, client, env_file=variables)
     except CredsError as exc:
         raise CLIError(str(exc)) from None
     if variables is None:

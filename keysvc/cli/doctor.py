@@ -29,7 +29,7 @@ from keysvc.doctor.service_keys import ServiceKeys, fetch_service_keys
 from keysvc.doctor.verdict import TrustInputError, Verdict
 from keysvc.errors import ConfigError
 from keysvc.issuer_url import InvalidIssuer, IssuerURL
-from keysvc.run_identity import RunIdentity
+from keysvc.run_identity import Run, RunIdentity
 from keysvc.secrets import read_secret_file
 
 GCP_PLACEHOLDER_AUDIENCE = (
@@ -97,17 +97,14 @@ def _run_to_evaluate(
                 f"the subject format has {{{field}}} and doctor used {default!r};"
                 f" give {option} to judge a real run"
             )
-    run = RunIdentity(
-        issuer.url,
-        "",
+    run = Run(
         organization,
         workspace,
-        phase,
         workspace_id or DEFAULT_WORKSPACE_ID,
         run_id or DEFAULT_RUN_ID,
-        subject_format,
+        phase,  # type: ignore[arg-type]  # one of PHASES (click.Choice)
     )
-    return run, notes
+    return RunIdentity(issuer.url, "", run, subject_format), notes
 
 
 def _trust_findings(

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from keysvc.cli.common import CLIError, config_option, echo_json, json_option
 from keysvc.cli.loading import load, otfd_options
+from keysvc.run_identity import PHASES
 from keysvc.service import local_ring
 
 
@@ -34,7 +35,7 @@ def token() -> None:
 @click.option("--workspace", required=True)
 @click.option("--workspace-id", required=True)
 @click.option("--run-id", required=True)
-@click.option("--phase", "run_phase", type=click.Choice(["plan", "apply"]), required=True)
+@click.option("--phase", "run_phase", type=click.Choice(PHASES), required=True)
 @click.option("--audience", required=True)
 @click.option("--ttl-seconds", type=int)
 @json_option
@@ -45,11 +46,11 @@ def issue(
     **run: Any,
 ) -> None:
     """Sign a run token with the local keys (for testing trust setups, not for runs)."""
-    from keysvc.tokens import RequestError, RunContext, TokenIssuer
+    from keysvc.tokens import RequestError, TokenIssuer, TokenRequest
 
     config, _ = load(config_path, **otfd_flags)
     try:
-        context = RunContext(**run)
+        context = TokenRequest(**run)
     except ValidationError as exc:
         from keysvc.tokens import PATTERN_MESSAGES
         from keysvc.validation_errors import location, problem

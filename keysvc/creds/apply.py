@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from keysvc.creds import manifest, transaction
-from keysvc.creds.context import RunContext
 from keysvc.creds.errors import WorkdirError
 from keysvc.creds.plan import Plan, ProviderPlan, make_plan
 from keysvc.creds.providers import Configuration, FileNames, Rendered
 from keysvc.creds.revocation import Warn
 from keysvc.creds.tokens import TokenClient
+from keysvc.run_identity import Run
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,15 @@ def _render_provider(provider: ProviderPlan, rendered: list[Rendered], out: _Out
 
 
 def _fetch(
-    plan: Plan, context: RunContext, client: TokenClient, obtained: list[tuple[Configuration, str]]
+    plan: Plan, run: Run, client: TokenClient, obtained: list[tuple[Configuration, str]]
 ) -> dict[str, str]:
     """Every credential, appended to `obtained` as it arrives (so a failure can give them
     back); returns the manual tokens' variables."""
     for provider in plan.providers:
         for configuration in provider.configurations:
-            token = client.issue(context, configuration.audience)
+            token = client.issue(run, configuration.audience)
             obtained.append((configuration, configuration.exchange(token)))
-    return {m.variable: client.issue(context, m.audience) for m in plan.manual}
+    return {m.variable: client.issue(run, m.audience) for m in plan.manual}
 
 
 NO_PROVIDER = (
@@ -112,7 +112,7 @@ class EnvFile:
 
 def apply(
     env: Mapping[str, str],
-    context: RunContext,
+    run: Run,
     workdir: Path | str,
     client: TokenClient,
     *,
@@ -124,12 +124,12 @@ def apply(
     With `env_file`, the variables are also written to that file among the credentials."""
     with transaction.open_workdir(Path(workdir)) as opened:
         directory = opened.path
-        plan = make_plan(env, context.phase)
+        plan = make_plan(env, run.run_phase)
         if plan.empty:
             warn(NO_PROVIDER.format(workdir=directory))
         obtained: list[tuple[Configuration, str]] = []
         try:
-            manual_env = _fetch(plan, context, client, obtained)
+            manual_env = _fetch(plan, run, client, obtained)
             out = _Output()
             credential_of = {id(c): credential for c, credential in obtained}
             for provider in plan.providers:

@@ -6,10 +6,10 @@ import ssl
 from pathlib import Path
 
 from keysvc.creds.checks import is_token68, shown_url, url_problem
-from keysvc.creds.context import RunContext
 from keysvc.creds.errors import CredsError, TokenRequestError
 from keysvc.creds.http import DEFAULT_RETRY, RetryPolicy, Unreachable, error_detail, post_json
 from keysvc.errors import ConfigError
+from keysvc.run_identity import Run
 from keysvc.secrets import read_secret_file
 
 TOKEN_RULE = (
@@ -61,13 +61,13 @@ class TokenClient:
             raise CredsError(f"the client token file {token_file} is empty")
         return cls(url, token, **kwargs)  # type: ignore[arg-type]
 
-    def issue(self, context: RunContext, audience: str) -> str:
+    def issue(self, run: Run, audience: str) -> str:
         """A token for `audience`, or TokenRequestError once retries are spent."""
         endpoint = f"{self.url}/v1/tokens"
         try:
             reply = post_json(
                 endpoint,
-                context.token_request(audience),
+                run.token_request(audience),
                 {"Authorization": f"Bearer {self._bearer}"},
                 timeout=self.timeout,
                 retry=self.retry,

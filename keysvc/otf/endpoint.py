@@ -38,7 +38,8 @@ from keysvc.otf import job_token
 from keysvc.otf.jsonapi import MEDIA_TYPE, error_response
 from keysvc.otf.otfd import OtfdClient, OtfdRefused, OtfdUnavailable
 from keysvc.otf.workspace_cache import WorkspaceCache
-from keysvc.tokens import PATTERN_MESSAGES, Audience, RunContext
+from keysvc.run_identity import PHASES
+from keysvc.tokens import PATTERN_MESSAGES, Audience, TokenRequest
 
 if TYPE_CHECKING:
     from keysvc.app import Endpoints
@@ -49,7 +50,6 @@ ENDPOINT = "otf"
 """The `endpoint` label of keysvc_tokens_issued and the audit line."""
 CONTENT_TYPES = ("application/json", MEDIA_TYPE)
 RETRY_AFTER = "5"
-PHASES = ("plan", "apply")
 T = TypeVar("T")
 
 
@@ -156,10 +156,10 @@ class DynamicCredentials:
     @staticmethod
     def run(
         organization: str, workspace: str, workspace_id: str, run_id: str, phase: str, audience: str
-    ) -> RunContext:
+    ) -> TokenRequest:
         """The run as /v1/tokens takes it, with the same checks on every name otfd returned."""
         try:
-            return RunContext(
+            return TokenRequest(
                 organization=organization,
                 workspace=workspace,
                 workspace_id=workspace_id,

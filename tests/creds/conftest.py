@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from keysvc.creds import Result, RunContext, TokenClient, apply
+from keysvc.creds import Result, Run, TokenClient, apply
 from keysvc.creds.http import RetryPolicy
 from tests.conftest import file_config, write_key
 from tests.service import RunningService, start_service
 from tests.verification import verify_once
 
-CONTEXT = RunContext("acme", "networking", "ws-8pNkEB3sF5Q9", "run-Yb2n8qzM4jCP", "plan")
+CONTEXT = Run("acme", "networking", "ws-8pNkEB3sF5Q9", "run-Yb2n8qzM4jCP", "plan")
 REPO = Path(__file__).resolve().parents[2]
 QUICK_RETRY = RetryPolicy(attempts=3, backoff=0.05)
 
@@ -52,7 +52,7 @@ async def run_apply(
     svc: RunningService, env: Mapping[str, str], workdir: Path, phase: str = "plan"
 ) -> Result:
     """`apply` in a thread, as a runner would call it, while the service runs on this loop."""
-    context = RunContext(
+    context = Run(
         CONTEXT.organization, CONTEXT.workspace, CONTEXT.workspace_id, CONTEXT.run_id, phase
     )  # type: ignore[arg-type]
     return await asyncio.to_thread(apply, dict(env), context, workdir, client_for(svc))

@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 import trustme
 
-from keysvc.run_identity import RunIdentity
+from keysvc.run_identity import Run, RunIdentity
 from tests.conftest import file_config, write_key
 from tests.service import RUN, RunningService, start_service
 
@@ -122,13 +122,8 @@ async def check_claims(svc: RunningService) -> None:
     header = jwt.get_unverified_header(issued["token"])
     key = next(k for k in jwks.keys if k.key_id == header["kid"])
     claims = jwt.decode(issued["token"], key, algorithms=[header["alg"]], audience=RUN["audience"])
-    expected = RunIdentity(
-        svc.url,
-        RUN["audience"],
-        RUN["organization"],
-        RUN["workspace"],
-        RUN["run_phase"],
-        RUN["workspace_id"],
-        RUN["run_id"],
-    ).claims()
+    run = Run(
+        RUN["organization"], RUN["workspace"], RUN["workspace_id"], RUN["run_id"], RUN["run_phase"]
+    )
+    expected = RunIdentity(svc.url, RUN["audience"], run).claims()
     assert {k: v for k, v in claims.items() if k not in ("iat", "nbf", "exp", "jti")} == expected

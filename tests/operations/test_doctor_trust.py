@@ -4,6 +4,7 @@ be accepted, and why not."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,13 +18,13 @@ from keysvc.config import DEFAULT_SUBJECT_FORMAT, TokensConfig
 from keysvc.doctor import aws_trust, azure_trust, gcp_trust
 from keysvc.doctor.verdict import TrustInputError
 from keysvc.issuer_url import IssuerURL
-from keysvc.run_identity import RunIdentity
-from keysvc.tokens import RunContext, TokenIssuer
+from keysvc.run_identity import Run, RunIdentity
+from keysvc.tokens import TokenIssuer, TokenRequest
 
 ISSUER = "https://keys.example.com"
 HOST = "keys.example.com"
 PROVIDER = f"arn:aws:iam::123456789012:oidc-provider/{HOST}"
-WEB_APPLY = RunIdentity(ISSUER, "aws.workload.identity", "acme", "web", "apply")
+WEB_APPLY = RunIdentity(ISSUER, "aws.workload.identity", Run("acme", "web", "ws-1", "run-1", "apply"))
 
 
 def statement(**conditions: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def test_aws_string_like_accepts_and_explains_a_mismatch() -> None:
         StringLike={f"{HOST}:sub": "organization:acme:workspace:*:run_phase:apply"},
     )
     assert aws(allow).accepted
-    plan = RunIdentity(ISSUER, "aws.workload.identity", "acme", "web", "plan")
+    plan = replace(WEB_APPLY, run=replace(WEB_APPLY.run, run_phase="plan"))
     verdict = aws(allow, run=plan)
     assert not verdict.accepted
     assert (
@@ -153,7 +154,7 @@ def test_aws_unreadable_policies(text: str) -> None:
 
 # --- Azure ------------------------------------------------------------------------------------
 
-AZURE_RUN = RunIdentity(ISSUER, "api://AzureADTokenExchange", "acme", "web", "apply")
+AZURE_RUN = replace(WEB_APPLY, audience="api://AzureADTokenExchange")
 
 
 def credential(**changes: Any) -> dict[str, Any]:
@@ -235,7 +236,7 @@ def test_gcp_condition_on_a_claim_the_token_lacks_is_refused() -> None:
 def test_gcp_limits() -> None:
     long_condition = " || ".join(['assertion.terraform_workspace_name == "web"'] * 100)
     assert not gcp_trust.evaluate(long_condition, AZURE_RUN).accepted
-    long_workspace = RunIdentity(ISSUER, "aud", "acme", "w" * 100, "apply")
+    long_workspace = RunIdentity(ISSUER, "aud", replace(WEB_APPLY.run, workspace="w" * 100))
     verdict = gcp_trust.evaluate("true", long_workspace)
     assert not verdict.accepted and "127 bytes" in verdict.reasons[0]
 
@@ -340,9 +341,9 @@ CUSTOM_FORMAT = "repo:{organization}/{workspace}:run:{run_id}:phase:{run_phase}"
 def test_run_identity_spells_sub_and_claims_as_the_token_minting_does() -> None:
     """One definition: doctor's RunIdentity, setup's subject() and TokenIssuer.run_claims."""
     for fmt in (DEFAULT_SUBJECT_FORMAT, CUSTOM_FORMAT, "org:{organization}:ws:{workspace_id}"):
-        identity = RunIdentity(ISSUER, "aud", "acme", "web", "plan", "ws-1", "run-2", fmt)
+        identity = RunIdentity(ISSUER, "aud", Run("acme", "web", "ws-1", "run-2", "plan"), fmt)
         issuer = TokenIssuer(None, ISSUER, TokensConfig(subject_format=fmt))  # type: ignore[arg-type]
-        context = RunContext(
+        context = TokenRequest(
             organization="acme",
             workspace="web",
             workspace_id="ws-1",
@@ -355,7 +356,7 @@ def test_run_identity_spells_sub_and_claims_as_the_token_minting_does() -> None:
         assert identity.subject == run_identity.subject(
             "acme", "web", "plan", workspace_id="ws-1", run_id="run-2", subject_format=fmt
         )
-    custom = RunIdentity(ISSUER, "aud", "acme", "web", "plan", "ws-1", "run-2", CUSTOM_FORMAT)
+    custom = RunIdentity(ISSUER, "aud", Run("acme", "web", "ws-1", "run-2", "plan"), CUSTOM_FORMAT)
     assert custom.subject == "repo:acme/web:run:run-2:phase:plan"
     assert WEB_APPLY.subject == "organization:acme:workspace:web:run_phase:apply"
 

@@ -21,9 +21,9 @@ from keysvc.cli import cli
 from keysvc.config import parse_config
 from keysvc.doctor import aws_trust, azure_trust, gcp_trust
 from keysvc.issuer_url import IssuerURL
-from keysvc.run_identity import RunIdentity
+from keysvc.run_identity import Run, RunIdentity
 from keysvc.service import Service
-from keysvc.tokens import RunContext
+from keysvc.tokens import TokenRequest
 from tests.conftest import write_key
 
 from . import hcl
@@ -46,7 +46,7 @@ def setup_hcl(cloud: str, *args: str) -> dict[str, Any]:
 def run(
     workspace: str, phase: str, org: str = "acme", audience: str = "aws.workload.identity"
 ) -> RunIdentity:
-    return RunIdentity(ISSUER, audience, org, workspace, phase)
+    return RunIdentity(ISSUER, audience, Run(org, workspace, "ws-1", "run-1", phase))
 
 
 # --- AWS --------------------------------------------------------------------------------------
@@ -499,7 +499,7 @@ def mint(keys: Path, subject_format: str, *runs: dict[str, str]) -> list[dict[st
         await service.start(refresh_loop=False)
         try:
             issued = [
-                await service.issuer.issue_for_run(RunContext.model_validate(run)) for run in runs
+                await service.issuer.issue_for_run(TokenRequest.model_validate(run)) for run in runs
             ]
         finally:
             await service.stop()
@@ -528,16 +528,14 @@ def token_run(
 
 def as_identity(claims: dict[str, Any], subject_format: str) -> RunIdentity:
     """The run doctor evaluates for a token; it must carry exactly the token's claims."""
-    identity = RunIdentity(
-        claims["iss"],
-        claims["aud"],
+    run = Run(
         claims["terraform_organization_name"],
         claims["terraform_workspace_name"],
-        claims["terraform_run_phase"],
         claims["terraform_workspace_id"],
         claims["terraform_run_id"],
-        subject_format,
+        claims["terraform_run_phase"],
     )
+    identity = RunIdentity(claims["iss"], claims["aud"], run, subject_format)
     assert identity.claims() == {k: v for k, v in claims.items() if k not in TIME_CLAIMS}
     return identity
 
