@@ -18,7 +18,7 @@ from keysvc.backends import KeyBackend
 from keysvc.backends.base import BackendError, BackendUnavailable
 from keysvc.config import Config
 from keysvc.errors import ConfigError
-from keysvc.keyring import KeyRing, Lifecycle, describe_unexpected, open_backend
+from keysvc.keyring import Clock, KeyRing, Lifecycle, describe_unexpected, open_backend, utcnow
 from keysvc.ring_events import RingWatcher
 from keysvc.tokens import TokenIssuer
 
@@ -34,7 +34,9 @@ def build_backends(config: Config) -> list[KeyBackend]:
     return [table.build(index) for index, table in enumerate(config.backends)]
 
 
-def build_ring(config: Config, backends: list[KeyBackend] | None = None) -> KeyRing:
+def build_ring(
+    config: Config, backends: list[KeyBackend] | None = None, *, clock: Clock = utcnow
+) -> KeyRing:
     lifecycle = Lifecycle(
         publish_lead=config.rotation.publish_lead,
         jwks_max_age=config.rotation.jwks_max_age,
@@ -46,6 +48,7 @@ def build_ring(config: Config, backends: list[KeyBackend] | None = None) -> KeyR
         config.tokens.algorithm,
         sign_timeout=config.tokens.sign_timeout.total_seconds(),
         rsa_signing=config.tokens.rsa_signing,
+        clock=clock,
     )
 
 
@@ -58,9 +61,12 @@ class Service:
         backends: list[KeyBackend] | None = None,
         *,
         log_ring_changes: bool = True,
+        clock: Clock = utcnow,
     ) -> None:
+        """`backends`: instances to use instead of the config's (an embedding program's);
+        `clock`: the key lifecycle's time (a test's, to run hours of rotations in moments)."""
         self.config = config
-        self.ring = build_ring(config, backends)
+        self.ring = build_ring(config, backends, clock=clock)
         self.watcher = RingWatcher(self.ring) if log_ring_changes else None
         """Logs each change of the ring (keysvc.ring_events); off in all workers but one."""
         self.issuer = TokenIssuer(self.ring, config.issuer, config.tokens)

@@ -22,7 +22,8 @@ from keysvc.config import ALL_SCOPES, Config, merge, parse_config
 from keysvc.keyring import KeyRing
 from keysvc.connections import listen
 from keysvc.server import app_runner, ssl_context
-from keysvc.service import Service
+from keysvc.service import Service, build_backends
+from tests.clock import VirtualClock, stamped_by
 from tests.openapi import CONFORMANCE
 
 RUN = {
@@ -102,10 +103,13 @@ async def start_service(
     refresh_loop: bool = True,
     client_ssl: Any = True,
     backends: list[KeyBackend] | None = None,
+    clock: VirtualClock | None = None,
 ) -> AsyncIterator[RunningService]:
     """Start keysvc with `config` (issuer and port are filled in; a client `test` with every
     scope is added) and stop it afterwards. `backends`, when given, are the instances the
-    service uses in place of those `config` names (a test's own subclass of one)."""
+    service uses in place of those `config` names (a test's own subclass of one). With `clock`,
+    the key lifecycle runs on the test's clock, its backends stamping new versions by it
+    (tests.clock); give refresh_loop=False and refresh the ring as the clock moves."""
     port = free_port()
     scheme = "https" if config.get("server", {}).get("tls_cert") else "http"
     token = secrets.token_urlsafe(24)
@@ -120,7 +124,11 @@ async def start_service(
     )
     data["clients"] = [*config.get("clients", []), client]
     parsed = parse_config(data)
-    service = Service(parsed, backends)
+    if clock is not None:
+        backends = [stamped_by(clock, b) for b in backends or build_backends(parsed)]
+        service = Service(parsed, backends, clock=clock)
+    else:
+        service = Service(parsed, backends)
     await service.start(refresh_loop=refresh_loop)
     runner = app_runner(service)
     runner.app.on_response_prepare.append(CONFORMANCE.record)  # every reply against the document

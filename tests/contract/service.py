@@ -7,7 +7,8 @@ tests, through the real HTTP API where it is the service's promise:
 - the backend-level contract (keysvc.testing.backend_contract), check by check;
 - tokens of each key type the backend offers verify with PyJWT against the JWKS the service
   served, with the backend's key, and /v1/keys lists it;
-- two rotations with zero failed verifications by a strict caching verifier;
+- two rotations with zero failed verifications by a strict caching verifier (on a test's
+  clock: the backend real, the lifecycle's seconds the test's);
 - each fault the backend can suffer gives 503 + Retry-After while the JWKS is served from the
   last good ring, and the service recovers by itself;
 - a backend down when the service starts: unready, then ready once it is back.
@@ -32,6 +33,7 @@ from keysvc.backends.base import CreatesVersions
 from keysvc.keygen import public_pem
 from keysvc.config import merge
 from keysvc.testing.backend_contract import Check, ContractSubject, checks_for
+from tests.clock import VirtualClock
 from tests.conftest import FAST_ROTATION
 from tests.service import RUN, RunningService, backend_detail, start_service
 from tests.verification import RotationReport, assert_rotation_without_failures, verify_once
@@ -216,10 +218,11 @@ class ServiceContract(BackendContract):
         self, subject: ServiceSubject
     ) -> None:
         await subject.seed(subject.rotation_key)
-        async with start_service(config(subject)) as svc:
+        clock = VirtualClock()
+        async with start_service(config(subject), refresh_loop=False, clock=clock) as svc:
             backend = svc.ring.backend(subject.name)
             assert isinstance(backend, CreatesVersions)
-            report = await assert_rotation_without_failures(svc, backend.create_version)
+            report = await assert_rotation_without_failures(svc, backend.create_version, clock)
             await subject.check_rotations(svc, report)
 
 
