@@ -1,4 +1,5 @@
-"""The command line as operators use it: real subprocesses, exit codes, one-line errors."""
+"""The command line as operators use it: exit codes, one-line errors (commands run in this
+process, as tests.cli.run says; `keysvc serve` in processes of its own)."""
 
 from __future__ import annotations
 

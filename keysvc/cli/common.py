@@ -23,10 +23,11 @@ class CLIError(click.ClickException):
         click.echo(f"keysvc: error: {self.format_message()}", err=True)
 
 
-def run_cli(group: click.Group) -> int:
-    """Run the CLI; known failures become one-line errors (exit 2), never tracebacks."""
+def run_cli(group: click.Group, args: list[str] | None = None) -> int:
+    """Run the CLI on `args` (default: sys.argv); known failures become one-line errors (exit
+    2), never tracebacks."""
     try:
-        group.main(standalone_mode=False, prog_name="keysvc")
+        group.main(args, standalone_mode=False, prog_name="keysvc")
     except click.exceptions.Abort:
         click.echo("keysvc: aborted", err=True)
         return 1

@@ -102,6 +102,7 @@ def plugin_path(tmp_path: Path) -> Path:
 
 
 def environment(plugin_path: Path) -> dict[str, str]:
+    """The plugin found on PYTHONPATH: a process of its own (cli.run_process) sees it."""
     return {"PYTHONPATH": os.pathsep.join([str(plugin_path), *sys.path[1:]])}
 
 
@@ -139,17 +140,17 @@ def test_the_cli_uses_the_plugin_and_says_what_it_cannot_do(
         f'path = "{keys}"\n'
     )
     env = environment(plugin_path)
-    listed = cli.run("keys", "list", "--config", str(config), "--json", env=env)
+    listed = cli.run_process("keys", "list", "--config", str(config), "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     (row,) = json.loads(listed.stdout)["keys"]
     assert row["backend"] == "acme" and row["alg"] == "ES256"
     assert row["kid"] == jose.thumbprint(public)  # type: ignore[arg-type]
 
-    rotated = cli.run("keys", "rotate", "--config", str(config), env=env)
+    rotated = cli.run_process("keys", "rotate", "--config", str(config), env=env)
     cli.assert_one_line_error(
         rotated, "backend 'acme' cannot rotate: PemBackend has no CreatesVersions capability"
     )
-    revoked = cli.run("keys", "revoke", row["kid"], "--config", str(config), env=env)
+    revoked = cli.run_process("keys", "revoke", row["kid"], "--config", str(config), env=env)
     cli.assert_one_line_error(
         revoked, "still listed", "backend 'acme' cannot revoke: PemBackend has no"
         " DisablesVersions capability"
@@ -166,5 +167,5 @@ def test_errors_list_the_plugins_type_with_the_built_in_ones(
         ('type = "acme"\n', "backends[0]: unknown backend type 'acme' (known: acme_pem, aws_kms,"),
     ):
         config.write_text(f'issuer = "https://keys.example.com"\n[[backends]]\n{table}')
-        listed = cli.run("keys", "list", "--config", str(config), env=environment(plugin_path))
+        listed = cli.run_process("keys", "list", "--config", str(config), env=environment(plugin_path))
         cli.assert_one_line_error(listed, problem)
